@@ -1,0 +1,96 @@
+"""The ``cmta`` command line: one subcommand per pipeline stage.
+
+Each subcommand lives in ``cmta_pipeline/commands/<name>.py`` and exposes ``HELP``
+(one line), ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported
+only when their command runs, so ``cmta tile`` does not pay for importing torch.
+Errors of type :class:`CMTAError` become one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import CMTAError
+
+# command name -> module under cmta_pipeline.commands
+COMMANDS: dict[str, str] = {
+    "slides": "slides",
+    "tile": "tile",
+    "extract": "extract",
+    "fetch-weights": "fetch_weights",
+    "genomics": "genomics",
+    "cohort": "cohort",
+    "train": "train",
+}
+
+# one-line help shown by `cmta --help` without importing every module
+HELP: dict[str, str] = {
+    "slides": "build or check a slide sheet (slide_id, case_id, path, mpp, stain) from a folder",
+    "tile": "tissue segmentation and the 512 px @ 40x patch grid of one slide",
+    "extract": "ResNet-50 (layer3) 1024-d features of the patches of one slide",
+    "fetch-weights": "download the ImageNet ResNet-50 weights once, for offline nodes",
+    "genomics": "genomic profiles grouped into the six gene families",
+    "cohort": "join slides, genomics and survival; labels and cross-validation folds",
+    "train": "train one model on one cross-validation fold",
+}
+
+
+def _load(name: str):
+    return importlib.import_module(f"cmta_pipeline.commands.{COMMANDS[name]}")
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cmta", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"cmta {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Only import the module of the command being run (and all of them for --help).
+    wanted = None
+    if argv:
+        wanted = next((a for a in argv if a in COMMANDS), None)
+    for name in COMMANDS:
+        p = sub.add_parser(name, help=HELP.get(name, ""), description=HELP.get(name, ""))
+        if wanted is None or name == wanted:
+            try:
+                module = _load(name)
+            except ModuleNotFoundError as exc:
+                if exc.name and exc.name.startswith("cmta_pipeline.commands"):
+                    continue  # command not implemented yet
+                raise
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not args.command:
+        parser.print_help()
+        return 1
+    run = getattr(args, "_run", None)
+    if run is None:
+        print(f"cmta {args.command}: error: not implemented yet", file=sys.stderr)
+        return 2
+    try:
+        return int(run(args) or 0)
+    except CMTAError as exc:
+        print(f"cmta {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cmta {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
