@@ -20,6 +20,7 @@ from .errors import CMTAError
 COMMANDS: dict[str, str] = {
     "slides": "slides",
     "tile": "tile",
+    "tile-summary": "tile_summary",
     "extract": "extract",
     "fetch-weights": "fetch_weights",
     "genomics": "genomics",
@@ -31,6 +32,7 @@ COMMANDS: dict[str, str] = {
 HELP: dict[str, str] = {
     "slides": "build or check a slide sheet (slide_id, case_id, path, mpp, stain) from a folder",
     "tile": "tissue segmentation and the 512 px @ 40x patch grid of one slide",
+    "tile-summary": "collect per-slide tiling status into summary.tsv and failed_slides.tsv",
     "extract": "ResNet-50 (layer3) 1024-d features of the patches of one slide",
     "fetch-weights": "download the ImageNet ResNet-50 weights once, for offline nodes",
     "genomics": "genomic profiles grouped into the six gene families",
@@ -44,7 +46,10 @@ def _load(name: str):
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cmta", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="cmta",
+        description="CMTA pipeline: whole-slide images and genomics to survival risk, one stage per command.",
+    )
     parser.add_argument("--version", action="version", version=f"cmta {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -75,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("numexpr").setLevel(logging.WARNING)
     if not args.command:
         parser.print_help()
         return 1

@@ -85,7 +85,7 @@ def read_sheet(sheet: str | os.PathLike, base_dir: str | os.PathLike | None = No
     if unknown:
         raise CMTAError(f"{sheet}: unknown column(s) {', '.join(unknown)}")
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    df["path"] = [str(p if Path(p).is_absolute() else base / p) for p in df["path"]]
+    df["path"] = [p if Path(p).is_absolute() else os.path.abspath(base / p) for p in df["path"]]
     return _check_table(df, str(sheet))
 
 
@@ -140,5 +140,5 @@ def load_slide_table(
     if sheet:
         return read_sheet(sheet, base_dir)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    folder_path = Path(folder) if Path(folder).is_absolute() else base / folder
+    folder_path = Path(os.path.abspath(base / folder))
     return discover_slides(folder_path, recursive)
