@@ -1,0 +1,74 @@
+"""`cmta genomics`: genomic profiles grouped into the six gene families."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ..errors import CMTAError
+
+HELP = "genomic profiles grouped into the six gene families"
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "table", nargs="?",
+        help="the MCAT/CMTA wide table (CSV/TSV, .gz ok; one row per slide); "
+        "omit it to use per-modality files",
+    )
+    p.add_argument("--families", required=True, help="family file (columns = families, rows = gene symbols)")
+    p.add_argument("-o", "--outdir", required=True, help="output folder")
+    p.add_argument(
+        "--unsuffixed", choices=["mut", "cnv", "rnaseq", "ignore"],
+        help="what gene columns without a _rnaseq/_cnv/_mut suffix are (UCEC's table: mut)",
+    )
+    p.add_argument(
+        "--meta-columns", default=None,
+        help="comma-separated extra non-gene columns of the wide table (besides case_id, "
+        "slide_id, site, is_female, oncotree_code, age, survival_months, censorship, train)",
+    )
+    p.add_argument("--rnaseq", help="RNA-seq gene x sample matrix (cBioPortal data_mrna_*.txt)")
+    p.add_argument("--cnv", help="gene-level CNV matrix, GISTIC -2..2 (cBioPortal data_cna.txt)")
+    p.add_argument("--maf", help="mutations as a MAF")
+    p.add_argument("--clinical", help="cBioPortal data_clinical_patient.txt or GDC clinical.tsv")
+    p.add_argument(
+        "--variant-classes", default=None,
+        help="comma-separated MAF Variant_Classification values counted as a mutation "
+        "(default: the protein-changing classes)",
+    )
+    p.add_argument(
+        "--missing-survival", choices=["error", "drop"], default="error",
+        help="a patient with no survival time: stop (default) or drop it and list it in the audit",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import genomics as g
+
+    families = g.read_families(args.families)
+    per_modality = any([args.rnaseq, args.cnv, args.maf, args.clinical])
+    if args.table and per_modality:
+        raise CMTAError("give either a wide table or per-modality files (--rnaseq/--cnv/--maf/--clinical), not both")
+    if args.table:
+        meta = list(g.DEFAULT_META_COLUMNS)
+        if args.meta_columns:
+            meta += [c.strip() for c in args.meta_columns.split(",") if c.strip()]
+        data = g.load_wide_table(args.table, args.unsuffixed, meta, args.missing_survival)
+    elif per_modality:
+        classes = (
+            [c.strip() for c in args.variant_classes.split(",") if c.strip()]
+            if args.variant_classes else g.DEFAULT_VARIANT_CLASSES
+        )
+        data = g.load_per_modality(
+            args.rnaseq, args.cnv, args.maf, args.clinical, classes, args.missing_survival
+        )
+    else:
+        raise CMTAError("no genomic input: give a wide TABLE or per-modality files")
+    expanded = g.write_genomics(data, families, args.outdir)
+    log.info(
+        "%d patients (%d dropped); family sizes %s -> %s",
+        len(data.survival), len(data.dropped), [len(v) for v in expanded.values()], args.outdir,
+    )
+    return 0
