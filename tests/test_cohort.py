@@ -250,3 +250,51 @@ def test_rerun_removes_stale_marker_and_folds(small_gdir, tmp_path):
     with pytest.raises(CMTAError):
         build_cohort(small_gdir, out, n_folds=3, labels_from="bogus")
     assert (out / "folds.json").exists()  # argument errors are raised before touching outputs
+
+
+# ---------------------------------------------------------------- the Snakemake rules
+
+
+@pytest.mark.slow
+def test_workflow_genomics_and_cohort_on_blca(tcga_dir, tmp_path):
+    """download_families (file:// URL, checksum checked) -> genomics -> cohort, genomics only."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "slides.tsv").write_text("slide_id\tcase_id\tpath\n")
+    sig = (tcga_dir / "signatures.csv").resolve()
+    config = {
+        "outdir": "results",
+        "slides": {"sheet": "config/slides.tsv"},
+        "genomics": {"table": str(tcga_dir / "tcga_blca_all_clean.csv.gz"), "families": None,
+                     "families_url": f"file://{sig}"},
+        "cohort": {"splits": str(tcga_dir / "splits" / "5foldcv" / "tcga_blca")},
+    }
+
+    def snakemake(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "snakemake", "-s", str(repo / "workflow" / "Snakefile"),
+             "--directory", str(tmp_path), "--cores", "1", *args],
+            capture_output=True, text=True, timeout=600,
+        )
+
+    # a wrong checksum stops the download and leaves no family file behind
+    bad = {**config, "genomics": {**config["genomics"], "families_sha256": "0" * 64}}
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(bad))
+    r = snakemake("results/resources/signatures.csv")
+    assert r.returncode != 0
+    assert "FAILED" in (tmp_path / "results/logs/download_families.log").read_text()
+    assert not (tmp_path / "results/resources/signatures.csv").exists()
+
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+
+    r = snakemake("results/cohort/folds.json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    fam = pd.read_csv(tmp_path / "results/genomics/families.tsv", sep="\t")
+    assert fam["n_features"].tolist() == [94, 334, 521, 468, 1496, 479]
+    fd = load_fold(tmp_path / "results/cohort", 4)
+    assert len(fd.patients) == 373

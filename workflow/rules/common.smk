@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def env_file(name):
 
 def final_targets():
     targets = [f"{OUT}/tiles/summary.tsv"]
+    targets += genomics_targets()  # rules/genomics.smk
     return targets
 
 
@@ -73,3 +75,74 @@ def tiled_slides():
         checkpoints.tile_summary.get().output.summary, sep="\t", dtype={"slide_id": str}
     )
     return summary.loc[summary["status"] == "ok", "slide_id"].tolist()
+
+
+# ---- genomics stage (rules/genomics.smk) ----------------------------------------
+
+GENOMICS = config.get("genomics", {})
+COHORT = config.get("cohort", {})
+GENOMICS_OUTPUTS = ["families.tsv", "features.tsv", "patients.tsv", "dropped.tsv", "matrix.tsv.gz"]
+
+
+def genomics_configured():
+    return bool(GENOMICS.get("table") or GENOMICS.get("clinical"))
+
+
+def genomics_targets():
+    return [f"{OUT}/cohort/folds.json"] if genomics_configured() else []
+
+
+def families_file():
+    """The configured family file, or the downloaded default (MCAT's signatures.csv)."""
+    return GENOMICS.get("families") or f"{OUT}/resources/signatures.csv"
+
+
+def genomics_input(wildcards):
+    files = {"families": families_file()}
+    for key in ("table", "rnaseq", "cnv", "maf", "clinical"):
+        if GENOMICS.get(key):
+            files[key] = GENOMICS[key]
+    return files
+
+
+def genomics_args(wildcards, input):
+    args = [f"--families {shlex.quote(input.families)}"]
+    if GENOMICS.get("table"):
+        args.insert(0, shlex.quote(input.table))
+        if GENOMICS.get("unsuffixed"):
+            args.append(f"--unsuffixed {GENOMICS['unsuffixed']}")
+        if GENOMICS.get("meta_columns"):
+            args.append(f"--meta-columns {shlex.quote(','.join(GENOMICS['meta_columns']))}")
+    for key in ("rnaseq", "cnv", "maf", "clinical"):
+        if GENOMICS.get(key):
+            args.append(f"--{key} {shlex.quote(input[key])}")
+    if GENOMICS.get("variant_classes"):
+        args.append(f"--variant-classes {shlex.quote(','.join(GENOMICS['variant_classes']))}")
+    args.append(f"--missing-survival {GENOMICS.get('missing_survival', 'error')}")
+    return " ".join(args)
+
+
+def cohort_slides(wildcards):
+    """The tiling summary (slide list + failed slides) when the cohort uses slides."""
+    if COHORT.get("with_slides", True) and len(SLIDES):
+        return {"tiles_summary": f"{OUT}/tiles/summary.tsv"}
+    return {}
+
+
+def cohort_args(wildcards, input):
+    args = []
+    if "tiles_summary" in input.keys():
+        args.append(f"--tiles-summary {shlex.quote(input.tiles_summary)}")
+    if COHORT.get("splits"):
+        args.append(f"--splits {shlex.quote(COHORT['splits'])}")
+    else:
+        args.append(f"--n-folds {COHORT.get('n_folds', 5)}")
+    args.append(f"--seed {COHORT.get('seed', 1)}")
+    args.append(f"--n-bins {COHORT.get('n_bins', 4)}")
+    args.append(f"--labels-from {COHORT.get('labels_from', 'train')}")
+    args.append(f"--inner-val-fraction {COHORT.get('inner_val_fraction', 0.0)}")
+    if COHORT.get("log1p_rnaseq", False):
+        args.append("--log1p-rnaseq")
+    if not COHORT.get("standardize", True):
+        args.append("--no-standardize")
+    return " ".join(args)
