@@ -39,7 +39,7 @@ class TilingParams:
     encoder_input_px: int = 224
     step_fraction: float = 1.0
     stain: str = "brightfield"
-    seg_mpp: float = 8.0
+    seg_mpp: float = 8.0  # preferred pixel size of the segmentation image (finer for small slides)
     threshold: float | str = "auto"
     min_threshold: float = 8.0
     black_threshold: float = 20.0

@@ -130,38 +130,49 @@ def read_rgb(slide, location: tuple[int, int], level: int, size: tuple[int, int]
     return rgb
 
 
-def read_downscaled(slide, geom: SlideGeometry, target_mpp: float, path="slide", chunk: int = 4096) -> tuple[np.ndarray, float]:
-    """The whole slide as RGB at about ``target_mpp``, read from the best level in chunks.
+def read_level_scaled(slide, geom: SlideGeometry, level: int, out_mpp: float, path="slide", chunk: int = 4096) -> tuple[np.ndarray, float]:
+    """The whole of pyramid ``level`` as RGB, shrunk to ``out_mpp`` if that is coarser.
 
-    Returns the image and its downsample factor relative to level 0. Reading in chunks and
-    resizing each one keeps memory bounded even when the slide has no coarse level.
+    Returns the image and its downsample relative to level 0. The level is read in chunks
+    that are resized one at a time, so memory stays bounded whatever the level's size.
     """
     import cv2
 
-    want_ds = max(target_mpp / geom.mpp, 1.0)
-    level = slide.get_best_level_for_downsample(want_ds)
     level_ds = geom.level_downsamples[level]
     lw, lh = geom.level_dimensions[level]
-    scale = level_ds / want_ds  # <= 1: shrink the level's pixels to the target
-    out_w, out_h = max(1, round(lw * scale)), max(1, round(lh * scale))
+    scale = min(1.0, geom.level_mpp(level) / out_mpp)  # output px per level px
     if scale >= 0.999:
-        img = read_rgb(slide, (0, 0), level, (lw, lh), path)
-        return img, level_ds
+        return read_rgb(slide, (0, 0), level, (lw, lh), path), level_ds
+    out_w, out_h = max(1, round(lw * scale)), max(1, round(lh * scale))
     out = np.empty((out_h, out_w, 3), np.uint8)
-    step = chunk
-    for y0 in range(0, lh, step):
-        y1 = min(lh, y0 + step)
+    for y0 in range(0, lh, chunk):
+        y1 = min(lh, y0 + chunk)
         oy0, oy1 = round(y0 * scale), round(y1 * scale)
-        if oy1 <= oy0:
-            continue
-        for x0 in range(0, lw, step):
-            x1 = min(lw, x0 + step)
+        for x0 in range(0, lw, chunk):
+            x1 = min(lw, x0 + chunk)
             ox0, ox1 = round(x0 * scale), round(x1 * scale)
-            if ox1 <= ox0:
+            if oy1 <= oy0 or ox1 <= ox0:
                 continue
-            region = read_rgb(
-                slide, (round(x0 * level_ds), round(y0 * level_ds)), level, (x1 - x0, y1 - y0), path
-            )
+            region = read_rgb(slide, (round(x0 * level_ds), round(y0 * level_ds)), level, (x1 - x0, y1 - y0), path)
             out[oy0:oy1, ox0:ox1] = cv2.resize(region, (ox1 - ox0, oy1 - oy0), interpolation=cv2.INTER_AREA)
-    # the effective downsample of the output relative to level 0
     return out, geom.dimensions[0] / out_w
+
+
+def overview_image(
+    slide, geom: SlideGeometry, preferred_mpp: float = 8.0, min_px: int = 1024, path="slide"
+) -> tuple[np.ndarray, float]:
+    """A low-resolution image of the whole slide for segmentation and QC.
+
+    Its pixel size is ``preferred_mpp`` (about 32x below 40x), refined for small specimens
+    so that the long side has at least ``min_px`` pixels. It is read from the coarsest
+    pyramid level at most 2x coarser than that (so a slide with levels at 4 and 16 um/px
+    is segmented from the 16 um/px level rather than by shrinking the 4 um/px one, as CLAM
+    segments at 64x) and shrunk when the level is finer. Returns (image, downsample).
+    """
+    long_um = max(geom.dimensions) * geom.mpp
+    want = max(geom.mpp, min(preferred_mpp, long_um / min_px))
+    level = 0
+    for i in range(len(geom.level_downsamples)):
+        if geom.level_mpp(i) <= 2 * want and geom.level_downsamples[i] >= geom.level_downsamples[level]:
+            level = i
+    return read_level_scaled(slide, geom, level, want, path)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .errors import CMTAError
+
+if TYPE_CHECKING:  # pandas is imported where tables are built: `cmta tile` need not pay for it
+    import pandas as pd
 
 #: File name endings OpenSlide 4 opens (a DICOM series is opened through any of its files).
 SLIDE_EXTENSIONS = (
@@ -45,6 +47,8 @@ def case_id_from_barcode(name: str) -> str | None:
 
 def discover_slides(folder: str | os.PathLike, recursive: bool = False) -> pd.DataFrame:
     """Slide table of every slide file in ``folder`` (case ids from TCGA barcodes)."""
+    import pandas as pd
+
     root = Path(folder)
     if not root.is_dir():
         raise CMTAError(f"slide folder not found: {root}")
@@ -68,6 +72,8 @@ def discover_slides(folder: str | os.PathLike, recursive: bool = False) -> pd.Da
 
 def read_sheet(sheet: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """Read and check a slide sheet; relative paths are taken from ``base_dir`` (default: cwd)."""
+    import pandas as pd
+
     sheet = Path(sheet)
     if not sheet.is_file():
         raise CMTAError(f"slide sheet not found: {sheet}")
@@ -90,6 +96,8 @@ def read_sheet(sheet: str | os.PathLike, base_dir: str | os.PathLike | None = No
 
 
 def _check_table(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    import pandas as pd
+
     df = df.copy()
     for col in SHEET_COLUMNS:
         blank = df[col].isna() | (df[col].astype(str).str.strip() == "")

@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from . import __version__
@@ -26,7 +27,7 @@ from .errors import CMTAError
 from .patching import select_patches, write_coords
 from .qc import draw_qc, write_png
 from .segmentation import TilingParams, check_stain, segment_tissue
-from .slide import coarsest_level_at_most, open_slide, read_downscaled, slide_geometry
+from .slide import coarsest_level_at_most, open_slide, overview_image, slide_geometry
 from .slides import slide_id_from_path
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def tile_slide(
                 f"{patch0} px patch ({params.patch_um:g} um)"
             )
 
-        seg_rgb, seg_ds = read_downscaled(slide, geom, params.seg_mpp, path)
+        seg_rgb, seg_ds = overview_image(slide, geom, params.seg_mpp, path=str(path))
         check_stain(seg_rgb, params, str(path))
         tissue = segment_tissue(seg_rgb, geom.mpp * seg_ds, params)
         if not tissue.contours:
@@ -125,11 +126,6 @@ def tile_slide(
                 f"patch is at least {params.min_tissue_fraction:.0%} tissue"
             )
 
-        thumb_ds = max(1.0, max(geom.dimensions) / params.qc_max_px)
-        if abs(thumb_ds - seg_ds) / seg_ds < 0.05:
-            thumb, thumb_ds = seg_rgb, seg_ds
-        else:
-            thumb, thumb_ds = read_downscaled(slide, geom, geom.mpp * thumb_ds, path)
     finally:
         slide.close()
 
@@ -157,6 +153,13 @@ def tile_slide(
         "note": note,
         "cmta_version": __version__,
     }
+    # The QC picture is the segmentation image, shrunk to qc_max_px if larger.
+    shrink = min(1.0, params.qc_max_px / max(seg_rgb.shape[:2]))
+    thumb, thumb_ds = seg_rgb, seg_ds
+    if shrink < 1.0:
+        size = (max(1, round(seg_rgb.shape[1] * shrink)), max(1, round(seg_rgb.shape[0] * shrink)))
+        thumb = cv2.resize(seg_rgb, size, interpolation=cv2.INTER_AREA)
+        thumb_ds = seg_ds / shrink
     caption = f"{slide_id}: {len(coords)} patches of {params.patch_um:g} um, read level {read_level}"
     qc = draw_qc(thumb, thumb_ds, tissue.contours, tissue.holes, seg_ds / thumb_ds, coords, patch0, caption)
     out_coords, out_qc = coords_path(outdir, slide_id), qc_path(outdir, slide_id)
