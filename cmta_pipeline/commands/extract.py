@@ -1,0 +1,62 @@
+"""cmta extract: ResNet-50 (layer3) 1024-d features of the patches of one slide."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "ResNet-50 (layer3) 1024-d features of the patches of one slide"
+
+
+def _positive(v: str) -> int:
+    i = int(v)
+    if i < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return i
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("slide", help="the whole-slide image (anything OpenSlide reads)")
+    p.add_argument("coords", help="its <slide_id>.coords.h5 (from `cmta tile`, or CLAM's)")
+    p.add_argument("-o", "--outdir", required=True,
+                   help="writes <slide_id>.features.h5 and <slide_id>.pt here")
+    p.add_argument("--slide-id", help="output name (default: the coords file's slide_id "
+                   "attribute, else the slide file name without extension)")
+    p.add_argument("--weights", default="imagenet",
+                   help="imagenet (torchvision IMAGENET1K_V1, downloaded once), random "
+                   "(seeded; tests and demos only) or the path of a local state dict "
+                   "(from `cmta fetch-weights`, for offline nodes). Default: imagenet")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--batch-size", type=_positive, default=32, help="patches per batch (32)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="reader processes, each opens the slide once (1; 0 = read in the "
+                   "main process). On GPU use about the number of cores")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="torch CPU threads (default: all cores available)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32. "
+                   "Reduced precision is checked against fp32 on the first patches and "
+                   "dropped for the slide if any cosine similarity is below 0.999")
+    p.add_argument("--input-px", type=_positive, default=None,
+                   help="encoder input side (default: the coords file's encoder_input_px, "
+                   "else 224; 256 reproduces older CLAM-era features)")
+    p.add_argument("--read-at", choices=["coords", "level0"], default="coords",
+                   help="coords: read each patch at the coords file's level (fast); level0: "
+                   "read it at level 0 and resize with PIL bilinear, CLAM-identical pixels")
+    p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
+                   help="a patch that cannot be decoded: fail (name it and stop) or skip it "
+                   "(left out of the outputs and counted)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar with patches/s (default: only on a terminal)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..features import ExtractOptions, extract_slide
+
+    opts = ExtractOptions(
+        weights=args.weights, device=args.device, batch_size=args.batch_size,
+        workers=args.workers, precision=args.precision, input_px=args.input_px,
+        read_at=args.read_at, on_error=args.on_error, threads=args.threads,
+        progress=args.progress,
+    )
+    extract_slide(args.slide, args.coords, args.outdir, opts, slide_id=args.slide_id)
+    return 0

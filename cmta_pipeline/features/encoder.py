@@ -1,0 +1,197 @@
+"""The patch encoder: torchvision ResNet-50 through layer3, global average pooling, 1024-d.
+
+This is CLAM's ``resnet50_trunc``: conv1 .. layer3 of ResNet-50 (stride 16, 1024 channels),
+then the mean over the spatial grid. The submodules keep torchvision's names, so a full
+torchvision ResNet-50 state dict (as downloaded, with ``layer4.*`` and ``fc.*``) loads into
+it directly; the extra keys are ignored, every missing key is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CMTAError
+
+log = logging.getLogger(__name__)
+
+FEATURE_DIM = 1024
+ENCODER_NAME = "resnet50_trunc"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: torchvision's file name of ResNet50_Weights.IMAGENET1K_V1 (the weights CLAM uses).
+IMAGENET_FILE = "resnet50-0676ba61.pth"
+RANDOM_SEED = 0
+
+
+class ResNet50Trunc(nn.Module):
+    """ResNet-50 up to and including layer3, then global average pooling.
+
+    Input: (B, 3, H, W) float, ImageNet-normalised. Output: (B, 1024).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision.models import resnet50
+
+        full = resnet50(weights=None)
+        self.conv1 = full.conv1
+        self.bn1 = full.bn1
+        self.relu = full.relu
+        self.maxpool = full.maxpool
+        self.layer1 = full.layer1
+        self.layer2 = full.layer2
+        self.layer3 = full.layer3
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return torch.flatten(self.pool(x), 1)
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What the features were computed with; written into the feature file's attributes."""
+
+    name: str
+    weights: str  # "imagenet1k_v1", "random(seed=0)" or "file:<path>"
+    weights_sha256: str  # "" when unknown (random)
+
+
+def _load_state_dict_into(model: ResNet50Trunc, state: dict, source: str) -> None:
+    if not isinstance(state, dict):
+        raise CMTAError(f"{source}: not a state dict (got {type(state).__name__})")
+    if "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    # Tolerate the prefixes that wrappers add (DataParallel "module.", CLAM-style "model.").
+    for prefix in ("module.", "model."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise CMTAError(
+            f"{source}: not a ResNet-50 state dict; {len(missing)} keys missing "
+            f"(first: {missing[0]}). Pass torchvision's resnet50 weights "
+            f"(cmta fetch-weights) or a state dict saved from this encoder"
+        )
+    bad = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
+    if bad:
+        raise CMTAError(
+            f"{source}: tensor {bad[0]} has shape {tuple(state[bad[0]].shape)}, "
+            f"expected {tuple(own[bad[0]].shape)}; not ResNet-50 weights"
+        )
+    model.load_state_dict({k: state[k] for k in own}, strict=True)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_encoder(weights: str = "imagenet") -> tuple[ResNet50Trunc, EncoderInfo]:
+    """The encoder in eval mode on CPU, with ``weights`` = ``imagenet``, ``random`` or a path.
+
+    ``imagenet`` goes through torchvision's weights API (downloaded once into the torch hub
+    cache, ``$TORCH_HOME``); ``random`` is seeded and meant for tests and demos only;
+    a path loads a local state dict with ``torch.load(weights_only=True)``.
+    """
+    if weights == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            model = ResNet50Trunc()
+        info = EncoderInfo(ENCODER_NAME, f"random(seed={RANDOM_SEED})", "")
+    elif weights == "imagenet":
+        model = ResNet50Trunc()
+        from torchvision.models import ResNet50_Weights
+
+        try:
+            state = ResNet50_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
+        except Exception as exc:  # no network, proxy, corrupt cache ...
+            hub = Path(torch.hub.get_dir()) / "checkpoints"
+            raise CMTAError(
+                f"--weights imagenet: cannot get torchvision's ResNet50_Weights.IMAGENET1K_V1 "
+                f"({type(exc).__name__}: {exc}). On a machine with internet run "
+                f"`cmta fetch-weights -o resources/weights/{IMAGENET_FILE}` and pass "
+                f"--weights with that file, or copy it into {hub}"
+            ) from exc
+        _load_state_dict_into(model, state, "torchvision ResNet50_Weights.IMAGENET1K_V1")
+        info = EncoderInfo(ENCODER_NAME, "imagenet1k_v1", "0676ba61 (prefix, torchvision)")
+    else:
+        path = Path(os.path.expanduser(weights))
+        if not path.is_file():
+            raise CMTAError(
+                f"--weights {weights}: no such file; use imagenet, random or the path of a "
+                f"state dict (e.g. from `cmta fetch-weights`)"
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CMTAError(f"{path}: cannot load weights ({type(exc).__name__}: {exc})") from exc
+        model = ResNet50Trunc()
+        _load_state_dict_into(model, state, str(path))
+        info = EncoderInfo(ENCODER_NAME, f"file:{path.name}", _sha256(path))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, info
+
+
+def fetch_imagenet_weights(out: str | os.PathLike, url: str | None = None) -> Path:
+    """Download torchvision's ResNet50_Weights.IMAGENET1K_V1 once and save them at ``out``.
+
+    Goes through torchvision's weights API and the torch hub cache (so the sha256 prefix
+    in the file name is checked), then checks the file loads into the encoder before it
+    is written (atomically). ``url`` overrides the source (a mirror, or file:// in tests);
+    its file name must keep the ``-<sha256 prefix>.`` part for the hash check.
+    """
+    from torchvision.models import ResNet50_Weights
+
+    from ..fileio import atomic_output
+
+    out = Path(out)
+    src = url or ResNet50_Weights.IMAGENET1K_V1.url
+    try:
+        state = torch.hub.load_state_dict_from_url(
+            src, map_location="cpu", progress=False, check_hash=True, weights_only=True
+        )
+    except Exception as exc:
+        raise CMTAError(
+            f"cannot download {src} ({type(exc).__name__}: {exc}); run this on a machine with "
+            f"internet and copy {out.name} to the offline nodes"
+        ) from exc
+    _load_state_dict_into(ResNet50Trunc(), state, src)  # refuses anything else
+    with atomic_output(out) as tmp:
+        torch.save(state, tmp)
+    log.info("ImageNet ResNet-50 weights -> %s (sha256 %s)", out, _sha256(out))
+    return out
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: ResNet50Trunc, images: torch.Tensor) -> ResNet50Trunc:
+    """Set every BatchNorm's running statistics from ``images`` (B, 3, H, W, normalised).
+
+    Only for ``random`` weights in tests and benchmarks: a freshly initialised ResNet with
+    identity BatchNorm gives nearly the same vector for every patch (cosine ~1 between
+    different patches), which would make precision checks meaningless. With statistics
+    from real patches its activations are normalised as in a trained network.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batch
+    model.train()
+    model(images)
+    model.eval()
+    return model

@@ -1,0 +1,225 @@
+"""Patch coordinates in, pixel batches out: the coords file and the slide reader.
+
+The coords file (CLAM layout, written by ``cmta tile`` or by CLAM itself) holds dataset
+``coords`` (N x 2, level-0 top-left x, y) and attributes ``patch_level`` and ``patch_size``
+(side at that level). ``cmta tile`` adds ``patch_size_level0``, ``level_dim``,
+``encoder_input_px``, ``mpp`` and more; files without them (CLAM's) still work.
+
+Reading is done a batch at a time by :class:`PatchBatches`, a map-style dataset whose items
+are lists of patch indices. Each DataLoader worker opens the slide once, reads its batch,
+resizes every patch to the encoder input and returns one uint8 (B, S, S, 3) array: four
+times less to ship between processes than float tensors, and normalisation is done once
+on the whole batch on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CMTAError
+
+log = logging.getLogger(__name__)
+
+READ_AT = ("coords", "level0")
+
+
+@dataclass
+class PatchGrid:
+    """What the coords file says, checked against the slide."""
+
+    path: Path
+    coords: np.ndarray  # (N, 2) int64, level-0 top-left x, y
+    patch_level: int  # level the patches are read at (coords files: read level)
+    patch_size: int  # side in pixels at patch_level
+    patch_size_level0: int  # side in level-0 pixels
+    encoder_input_px: int | None  # what the tiler planned, if it says
+    attrs: dict
+
+
+def _attr(attrs, key, default=None):
+    v = attrs.get(key, default)
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, bytes):
+        v = v.decode()
+    return v
+
+
+def load_patch_grid(coords_path: str | os.PathLike, slide) -> PatchGrid:
+    """Read and check ``coords_path`` against the open OpenSlide ``slide``.
+
+    Raises :class:`CMTAError` for a file that is missing, unreadable, empty, without the
+    CLAM attributes, or made from another slide (level-0 dimensions disagree, or patches
+    that lie outside the slide).
+    """
+    import h5py
+
+    path = Path(coords_path)
+    if not path.is_file():
+        raise CMTAError(f"{path}: coords file not found; run `cmta tile` on the slide first")
+    try:
+        with h5py.File(path, "r") as f:
+            if "coords" not in f:
+                raise CMTAError(
+                    f"{path}: no dataset 'coords' (keys: {', '.join(f.keys()) or 'none'}); "
+                    f"not a coords file from `cmta tile` or CLAM"
+                )
+            ds = f["coords"]
+            attrs = {**dict(f.attrs), **dict(ds.attrs)}  # CLAM keeps them on the dataset
+            coords = np.asarray(ds[()])
+    except CMTAError:
+        raise
+    except Exception as exc:
+        raise CMTAError(f"{path}: unreadable coords file ({type(exc).__name__}: {exc}); "
+                        f"delete it and rerun `cmta tile`") from exc
+    if coords.ndim != 2 or coords.shape[1] != 2:
+        raise CMTAError(f"{path}: 'coords' must be N x 2, got shape {coords.shape}")
+    if coords.shape[0] == 0:
+        raise CMTAError(f"{path}: no patches (empty 'coords'); the slide has no tissue to encode")
+    if not np.issubdtype(coords.dtype, np.number) or not np.isfinite(coords).all():
+        raise CMTAError(f"{path}: 'coords' must be finite numbers")
+    coords = coords.astype(np.int64)
+
+    for key in ("patch_level", "patch_size"):
+        if key not in attrs:
+            raise CMTAError(f"{path}: attribute '{key}' missing on 'coords' (CLAM layout needs "
+                            f"patch_level and patch_size)")
+    level = int(_attr(attrs, "patch_level"))
+    size = int(_attr(attrs, "patch_size"))
+    name = getattr(slide, "_cmta_path", "slide")
+    if not 0 <= level < slide.level_count:
+        raise CMTAError(f"{path}: patch_level {level} but {name} has {slide.level_count} levels; "
+                        f"coords file from another slide?")
+    if size <= 0:
+        raise CMTAError(f"{path}: patch_size must be positive, got {size}")
+    size0 = _attr(attrs, "patch_size_level0")
+    size0 = int(size0) if size0 is not None else int(round(size * slide.level_downsamples[level]))
+
+    w, h = slide.dimensions
+    dim = _attr(attrs, "level_dim")
+    if dim is not None:
+        dim = tuple(int(v) for v in np.asarray(dim).ravel()[:2])
+        if dim != (w, h):
+            raise CMTAError(f"{path}: made for a slide of {dim[0]} x {dim[1]} px but {name} is "
+                            f"{w} x {h}; coords file from another slide?")
+    x, y = coords[:, 0], coords[:, 1]
+    outside = (x >= w) | (y >= h) | (x + size0 <= 0) | (y + size0 <= 0)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise CMTAError(f"{path}: {int(outside.sum())} patches lie outside {name} ({w} x {h}), "
+                        f"first: #{i} at ({x[i]}, {y[i]}); coords file from another slide?")
+    enc = _attr(attrs, "encoder_input_px")
+    return PatchGrid(path, coords, level, size, size0, int(enc) if enc is not None else None,
+                     {k: _attr(attrs, k) for k in attrs})
+
+
+def open_slide(path: str | os.PathLike):
+    """OpenSlide handle of ``path``, or :class:`CMTAError` naming the file."""
+    import openslide
+
+    p = Path(path)
+    if not p.is_file():
+        raise CMTAError(f"{p}: slide not found")
+    try:
+        s = openslide.OpenSlide(str(p))
+    except Exception as exc:
+        raise CMTAError(f"{p}: OpenSlide cannot open it ({type(exc).__name__}: {exc})") from exc
+    s._cmta_path = str(p)
+    return s
+
+
+def resize_patch(rgb: np.ndarray, size: int, clam_pixels: bool) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8.
+
+    Default: OpenCV area averaging when shrinking (anti-aliased), bilinear when growing.
+    ``clam_pixels``: PIL bilinear, what torchvision's ``Resize`` does to CLAM's PIL images.
+    """
+    if rgb.shape[0] == size and rgb.shape[1] == size:
+        return rgb
+    if clam_pixels:
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
+    import cv2
+
+    interp = cv2.INTER_AREA if rgb.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (size, size), interpolation=interp)
+
+
+class PatchBatches:
+    """Map-style dataset: item = list of patch indices -> dict of a uint8 batch.
+
+    Returned dict: ``index`` (B,) int64, ``pixels`` (B, S, S, 3) uint8, ``ok`` (B,) bool and
+    ``error`` (str: the first failure, "" if none). A patch that fails to decode is not
+    raised inside the worker (the DataLoader would wrap it in an unreadable traceback):
+    it comes back with ok=False and zero pixels, and the caller decides (stop or skip).
+    After an error OpenSlide refuses every further read on that handle, so it is reopened.
+    """
+
+    def __init__(self, slide_path, grid: PatchGrid, input_px: int, read_at: str = "coords"):
+        if read_at not in READ_AT:
+            raise CMTAError(f"read_at must be one of {', '.join(READ_AT)}, got {read_at!r}")
+        self.slide_path = str(slide_path)
+        self.coords = grid.coords
+        self.input_px = int(input_px)
+        self.clam_pixels = read_at == "level0"
+        if self.clam_pixels:
+            self.level, self.size = 0, grid.patch_size_level0
+        else:
+            self.level, self.size = grid.patch_level, grid.patch_size
+        self._slide = None
+
+    def _open(self):
+        import openslide
+
+        if self._slide is None:
+            self._slide = openslide.OpenSlide(self.slide_path)
+            try:  # one reader per process: OpenCV's own threads would only fight the others
+                import cv2
+
+                cv2.setNumThreads(1)
+            except ImportError:
+                pass
+        return self._slide
+
+    def read(self, i: int) -> np.ndarray:
+        """Patch ``i`` as (input_px, input_px, 3) uint8 RGB; raises on a decoding error."""
+        x, y = self.coords[i]
+        region = self._open().read_region((int(x), int(y)), self.level, (self.size, self.size))
+        rgb = np.asarray(region)[:, :, :3]  # drop alpha as CLAM's .convert("RGB") does
+        return resize_patch(np.ascontiguousarray(rgb), self.input_px, self.clam_pixels)
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    def __getitem__(self, indices):
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        out = np.zeros((len(indices), self.input_px, self.input_px, 3), dtype=np.uint8)
+        ok = np.ones(len(indices), dtype=bool)
+        error = ""
+        for j, i in enumerate(indices):
+            try:
+                out[j] = self.read(int(i))
+            except Exception as exc:  # openslide.OpenSlideError and friends
+                ok[j] = False
+                if not error:
+                    x, y = self.coords[i]
+                    error = (f"patch #{int(i)} at level-0 ({int(x)}, {int(y)}), level "
+                             f"{self.level}: {type(exc).__name__}: {exc}")
+                if self._slide is not None:
+                    try:
+                        self._slide.close()
+                    except Exception:
+                        pass
+                self._slide = None
+        return {"index": indices, "pixels": out, "ok": ok, "error": error}
+
+    def __getstate__(self):  # a worker gets the paths, never an open handle
+        d = dict(self.__dict__)
+        d["_slide"] = None
+        return d

@@ -1,0 +1,324 @@
+"""Patch features (cmta extract): encoder, parallel reading, precision, outputs, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from _feature_helpers import write_grid_coords, write_tiled_tiff
+from cmta_pipeline.errors import CMTAError
+from cmta_pipeline.features import (
+    ExtractOptions,
+    PatchBatches,
+    ResNet50Trunc,
+    build_encoder,
+    extract_features,
+    extract_slide,
+    fetch_imagenet_weights,
+    load_patch_grid,
+)
+from cmta_pipeline.features import extract as extract_mod
+from cmta_pipeline.features.encoder import IMAGENET_MEAN, IMAGENET_STD, calibrate_batchnorm
+from cmta_pipeline.features.extract import EncoderRunner
+from cmta_pipeline.features.patches import open_slide
+from cmta_pipeline.feature_files import load_features
+
+REPO = Path(__file__).resolve().parents[1]
+N_PATCHES = 12
+
+
+@pytest.fixture(scope="module")
+def cmu(slides_dir):
+    return slides_dir / "CMU-1-Small-Region.svs"
+
+
+@pytest.fixture(scope="module")
+def cmu_coords(cmu, tmp_path_factory):
+    return write_grid_coords(cmu, tmp_path_factory.mktemp("coords") / "cmu.coords.h5",
+                             n=N_PATCHES, slide_id="CMU-1-Small-Region")
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return build_encoder("random")
+
+
+def _opts(**kw):
+    base = dict(weights="random", device="cpu", batch_size=8, workers=0, precision="fp32",
+                threads=2, progress=False)
+    base.update(kw)
+    return ExtractOptions(**base)
+
+
+def _reference_features(model, slide_path, coords, size0, input_px=224):
+    """Patch by patch, the obvious way: OpenSlide read, cv2 area resize, normalise, model."""
+    import cv2
+    import openslide
+
+    s = openslide.OpenSlide(str(slide_path))
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    out = []
+    for x, y in coords:
+        rgb = np.asarray(s.read_region((int(x), int(y)), 0, (size0, size0)))[:, :, :3]
+        rgb = cv2.resize(np.ascontiguousarray(rgb), (input_px, input_px),
+                         interpolation=cv2.INTER_AREA)
+        t = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+        with torch.inference_mode():
+            out.append(model((t - mean) / std))
+    return torch.cat(out).numpy()
+
+
+# ---------------------------------------------------------------- encoder and weights
+
+
+def test_encoder_is_resnet50_through_layer3():
+    from torchvision.models import resnet50
+
+    enc = ResNet50Trunc()
+    assert [len(enc.layer1), len(enc.layer2), len(enc.layer3)] == [3, 4, 6]
+    assert not hasattr(enc, "layer4") and not hasattr(enc, "fc")
+    full = resnet50(weights=None).state_dict()
+    expected = {k for k in full if not k.startswith(("layer4.", "fc."))}
+    assert set(enc.state_dict()) == expected
+    assert enc.layer3[-1].conv3.out_channels == 1024
+    with torch.inference_mode():
+        y = enc.eval()(torch.zeros(2, 3, 64, 64))
+    assert y.shape == (2, 1024)
+
+
+def test_random_weights_are_seeded_and_recorded():
+    a, info = build_encoder("random")
+    b, _ = build_encoder("random")
+    assert info.weights.startswith("random")
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_local_state_dict_gives_same_features(tmp_path, encoder):
+    """A saved state dict (truncated, or a full torchvision ResNet-50) reproduces the model."""
+    from torchvision.models import resnet50
+
+    model, _ = encoder
+    torch.manual_seed(1)
+    full = resnet50(weights=None)
+    full.load_state_dict(model.state_dict(), strict=False)  # layer4/fc stay random
+    for name, sd in (("trunc.pth", model.state_dict()), ("full.pth", full.state_dict())):
+        torch.save(sd, tmp_path / name)
+        loaded, info = build_encoder(str(tmp_path / name))
+        assert info.weights == f"file:{name}" and len(info.weights_sha256) == 64
+        x = torch.randn(2, 3, 96, 96)
+        with torch.inference_mode():
+            assert torch.equal(loaded(x), model(x))
+    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "bad.pth")
+    with pytest.raises(CMTAError, match="bad.pth: not a ResNet-50 state dict"):
+        build_encoder(str(tmp_path / "bad.pth"))
+    with pytest.raises(CMTAError, match="no such file"):
+        build_encoder(str(tmp_path / "missing.pth"))
+
+
+def test_fetch_weights_from_mirror_checks_hash(tmp_path, monkeypatch, encoder):
+    """fetch-weights goes through torch hub (hash in the file name checked), saves atomically."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    model, _ = encoder
+    src = tmp_path / "src.pth"
+    torch.save(model.state_dict(), src)
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    good = tmp_path / f"resnet50-{sha[:8]}.pth"
+    src.rename(good)
+    out = tmp_path / "resources" / "weights" / "resnet50.pth"
+    fetch_imagenet_weights(out, url=good.as_uri())
+    loaded, _ = build_encoder(str(out))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), model(x))
+    wrong = tmp_path / "resnet50-deadbeef.pth"
+    wrong.write_bytes(good.read_bytes())
+    out2 = tmp_path / "w2.pth"
+    with pytest.raises(CMTAError, match="cannot download"):
+        fetch_imagenet_weights(out2, url=wrong.as_uri())
+    assert not out2.exists()
+
+
+# ---------------------------------------------------------------- real slide
+
+
+def test_extract_real_slide(cmu, cmu_coords, tmp_path, encoder):
+    model, info = encoder
+    a = extract_slide(cmu, cmu_coords, tmp_path / "a", _opts(batch_size=5, workers=0),
+                      model=model, info=info)
+    feats = load_features(a.h5)
+    assert feats.shape == (N_PATCHES, 1024) and feats.dtype == np.float32
+    assert np.isfinite(feats).all()
+    # .pt (what MCAT/CMTA load) equals the h5 features
+    pt = torch.load(a.pt, weights_only=True)
+    assert isinstance(pt, torch.Tensor) and np.array_equal(pt.numpy(), feats)
+    with h5py.File(a.h5) as f:
+        with h5py.File(cmu_coords) as c:
+            assert np.array_equal(f["coords"][()], c["coords"][()])
+        assert f["coords"].attrs["patch_level"] == 0 and f["coords"].attrs["patch_size"] == 256
+        assert f.attrs["weights"] == "random(seed=0)"
+        assert f.attrs["encoder"] == "resnet50_trunc" and f.attrs["input_px"] == 224
+        assert f.attrs["precision"] == "fp32" and f.attrs["read_level"] == 0
+        assert f.attrs["slide_id"] == "CMU-1-Small-Region"
+    assert a.h5.name == "CMU-1-Small-Region.features.h5"
+    # each row is its own patch: equal to a plain patch-by-patch computation (in order),
+    # and different patches are far apart compared with the tolerance
+    with h5py.File(cmu_coords) as c:
+        coords = c["coords"][()]
+    ref = _reference_features(model, cmu, coords[[0, 7]], 256)
+    np.testing.assert_allclose(feats[[0, 7]], ref, rtol=0, atol=2e-3)
+    assert np.abs(feats[0] - feats[7]).max() > 20 * 2e-3
+    # deterministic across runs, and across batch sizes and reader processes
+    b = extract_slide(cmu, cmu_coords, tmp_path / "b", _opts(batch_size=5, workers=0),
+                      model=model, info=info)
+    assert np.array_equal(load_features(b.h5), feats)
+    c = extract_slide(cmu, cmu_coords, tmp_path / "c", _opts(batch_size=4, workers=2),
+                      model=model, info=info)
+    np.testing.assert_allclose(load_features(c.h5), feats, rtol=0, atol=2e-3)
+
+
+def test_read_at_level0_gives_clam_pixels(cmu, cmu_coords):
+    """--read-at level0: level-0 region, alpha dropped, PIL bilinear resize (CLAM's pixels)."""
+    import openslide
+    from PIL import Image
+
+    slide = open_slide(cmu)
+    grid = load_patch_grid(cmu_coords, slide)
+    ds = PatchBatches(cmu, grid, 224, read_at="level0")
+    x, y = grid.coords[3]
+    clam = openslide.OpenSlide(str(cmu)).read_region((int(x), int(y)), 0, (256, 256))
+    clam = np.asarray(clam.convert("RGB").resize((224, 224), Image.BILINEAR))
+    batch = ds[[3, 4]]
+    assert batch["ok"].all() and np.array_equal(batch["pixels"][0], clam)
+    default = PatchBatches(cmu, grid, 224)[[3]]["pixels"][0]
+    assert default.shape == (224, 224, 3) and not np.array_equal(default, clam)
+
+
+def test_bf16_cosine_check_decides(cmu, tmp_path):
+    """bf16 is kept only if every checked patch has cosine >= 0.999 to its fp32 feature."""
+    model = ResNet50Trunc()
+    slide = open_slide(cmu)
+    # 3 patches: bf16 is emulated (slow) on CPUs without AVX512-BF16
+    coords = write_grid_coords(cmu, tmp_path / "three.coords.h5", n=3)
+    grid = load_patch_grid(coords, slide)
+    pixels = torch.from_numpy(PatchBatches(cmu, grid, 224)[[0, 1, 2]]["pixels"])
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    # real-looking activations: random weights alone map every patch to about the same vector
+    calibrate_batchnorm(model, (pixels.permute(0, 3, 1, 2).float() / 255 - mean) / std)
+    fp32 = EncoderRunner(model, torch.device("cpu"), "fp32")(pixels)
+    bf16 = EncoderRunner(model, torch.device("cpu"), "bf16")(pixels)
+    assert not torch.equal(fp32, bf16)  # it really ran in bf16
+    # different patches are not near-parallel, so the check has teeth
+    assert torch.nn.functional.cosine_similarity(fp32[0], fp32[1], dim=0) < 0.99
+    min_cos = float(torch.nn.functional.cosine_similarity(fp32.double(), bf16.double(),
+                                                          dim=1).min())
+    assert 0.98 < min_cos < 1.0
+    feats, _, meta = extract_features(
+        cmu, coords, _opts(precision="bf16", batch_size=3, check_patches=3),
+        model=model, info=build_encoder("random")[1])
+    assert meta["precision_check_min_cosine"] == pytest.approx(min_cos, abs=1e-4)
+    assert meta["precision"] == ("bf16" if min_cos >= 0.999 else "fp32")
+    if meta["precision"] == "fp32":  # fell back: the features are the fp32 ones
+        np.testing.assert_allclose(feats, fp32.numpy(), rtol=0, atol=1e-3)
+
+
+def test_auto_precision_is_fp32_on_cpu():
+    assert extract_mod.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    with pytest.raises(CMTAError, match="fp16 is for CUDA"):
+        extract_mod.resolve_precision("fp16", torch.device("cpu"))
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_coords_files(cmu, cmu_coords, tmp_path, slides_dir):
+    slide = open_slide(cmu)
+    with pytest.raises(CMTAError, match="coords file not found"):
+        load_patch_grid(tmp_path / "nope.coords.h5", slide)
+    (tmp_path / "garbage.h5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(CMTAError, match="garbage.h5: unreadable coords file"):
+        load_patch_grid(tmp_path / "garbage.h5", slide)
+    with h5py.File(tmp_path / "nods.h5", "w") as f:
+        f.create_dataset("features", data=np.zeros((2, 2)))
+    with pytest.raises(CMTAError, match="no dataset 'coords'"):
+        load_patch_grid(tmp_path / "nods.h5", slide)
+    empty = write_grid_coords(cmu, tmp_path / "empty.h5", n=0)
+    with pytest.raises(CMTAError, match="empty.h5: no patches"):
+        load_patch_grid(empty, slide)
+    other = write_grid_coords(cmu, tmp_path / "other.h5", n=4,
+                              level_dim=np.array([4000, 3000], dtype=np.int64))
+    with pytest.raises(CMTAError, match="4000 x 3000 px but .* is 2220 x 2967"):
+        load_patch_grid(other, slide)
+    ndpi = open_slide(slides_dir / "ndpi-fluorescence-40x.ndpi")  # 3968 x 4864: far right
+    far = write_grid_coords(slides_dir / "ndpi-fluorescence-40x.ndpi", tmp_path / "far.h5")
+    with h5py.File(far, "r+") as f:  # a CLAM file: no level_dim to compare
+        del f["coords"].attrs["level_dim"], f.attrs["level_dim"]
+    load_patch_grid(far, ndpi)
+    with pytest.raises(CMTAError, match="patches lie outside"):
+        load_patch_grid(far, slide)
+
+
+def test_corrupt_tile_fails_or_is_skipped(tmp_path, encoder):
+    """A tile that cannot be decoded: named error by default; skipped and counted if asked."""
+    model, info = encoder
+    slide = write_tiled_tiff(tmp_path / "bad.tiff", corrupt_tile=5)  # tile row 1, col 1
+    coords = write_grid_coords(slide, tmp_path / "bad.coords.h5")  # 16 patches, #5 is bad
+    out = tmp_path / "out"
+    with pytest.raises(CMTAError, match=r"bad.tiff: patch #5 at level-0 \(256, 256\)"):
+        extract_slide(slide, coords, out, _opts(batch_size=4, workers=1), model=model,
+                      info=info)
+    assert not out.exists() or not any(out.iterdir())  # nothing, not even a temp file
+    res = extract_slide(slide, coords, out, _opts(batch_size=4, workers=1, on_error="skip"),
+                        model=model, info=info)
+    assert res.n_skipped == 1 and res.n_patches == 15
+    with h5py.File(res.h5) as f:
+        assert f["features"].shape == (15, 1024) and f.attrs["n_skipped"] == 1
+        assert [256, 256] not in f["coords"][()].tolist()
+        # patches after the bad one were read (the handle was reopened), none is zero
+        assert np.abs(f["features"][()]).sum(axis=1).min() > 0
+        assert len(f["coords"]) == 15 and f["coords"][-1].tolist() == [768, 768]
+
+
+def test_interrupted_write_leaves_no_output(cmu, cmu_coords, tmp_path, monkeypatch, encoder):
+    """A run that dies while writing leaves no file a rerun would take as complete."""
+    model, info = encoder
+    real_file = h5py.File
+
+    def dying_file(name, mode="r", *a, **k):
+        if mode == "w":  # the features file, half-written
+            f = real_file(name, mode, *a, **k)
+            f.create_dataset("features", data=np.zeros((3, 1024), np.float32))
+            f.close()
+            raise KeyboardInterrupt
+        return real_file(name, mode, *a, **k)
+
+    monkeypatch.setattr(h5py, "File", dying_file)
+    out = tmp_path / "o"
+    with pytest.raises(KeyboardInterrupt):
+        extract_slide(cmu, cmu_coords, out, _opts(), model=model, info=info)
+    left = sorted(p.name for p in out.iterdir())
+    # the .pt is written first; the .h5, written last, is what marks a slide as done
+    assert left == ["CMU-1-Small-Region.pt"], left
+    monkeypatch.setattr(h5py, "File", real_file)
+    assert extract_slide(cmu, cmu_coords, out, _opts(), model=model, info=info).n_patches == 12
+
+
+def test_cli_error_is_one_line(cmu, tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "cmta_pipeline", "extract", str(cmu),
+         str(tmp_path / "missing.coords.h5"), "-o", str(tmp_path), "--weights", "random"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0
+    assert "missing.coords.h5: coords file not found" in r.stderr
