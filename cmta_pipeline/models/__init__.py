@@ -1,0 +1,73 @@
+"""Survival models: CMTA and the paper's baselines, behind one constructor.
+
+>>> model = build_model("cmta", [94, 334, 521, 468, 1496, 479])
+>>> out = model(bag, omics)   # bag (M, 1024); omics: six 1-D tensors
+>>> out["hazards"], out["survival"], out["risk"], out["p"], out["p_hat"]
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .baselines import SNN, AttMIL, DualTrans, MaxMIL, MeanMIL, SNNTrans, TransMIL
+from .cmta import CMTA
+
+#: name -> (class, modalities it reads)
+MODELS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
+    "cmta": (CMTA, ("path", "omics")),
+    "snn": (SNN, ("omics",)),
+    "snntrans": (SNNTrans, ("omics",)),
+    "meanmil": (MeanMIL, ("path",)),
+    "maxmil": (MaxMIL, ("path",)),
+    "attmil": (AttMIL, ("path",)),
+    "transmil": (TransMIL, ("path",)),
+    "dualtrans": (DualTrans, ("path", "omics")),
+}
+
+#: options build_model accepts besides the positional ones (unknown keys are an error)
+OPTIONS = {
+    "n_bins", "attention", "cross_attention", "alignment", "detach", "ppeg", "short_exact",
+    "dropout",
+}
+
+
+def build_model(
+    name: str,
+    omic_sizes: list[int] | None,
+    path_dim: int = 1024,
+    size: str = "small",
+    fusion: str = "concat",
+    **options,
+) -> nn.Module:
+    """The ``nn.Module`` for ``name`` (see :data:`MODELS`).
+
+    Options: ``attention`` ("nystrom" | "exact"), ``n_bins`` (4), and the CMTA ablations
+    ``cross_attention``, ``alignment``, ``detach``, ``ppeg`` (all True by default; ``ppeg``
+    also applies to TransMIL and DualTrans). ``fusion`` ("concat" | "bilinear") is CMTA's.
+    """
+    key = name.lower()
+    if key not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    unknown = set(options) - OPTIONS
+    if unknown:
+        raise ValueError(f"unknown model option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
+    cls, modalities = MODELS[key]
+    if "omics" in modalities and not omic_sizes:
+        raise ValueError(f"model {name!r} reads genomics: omic_sizes must be given")
+    if key == "cmta":
+        return cls(list(omic_sizes), path_dim=path_dim, size=size, fusion=fusion, **options)
+    if key in ("cmta", "snn", "snntrans", "dualtrans") and omic_sizes is not None:
+        omic_sizes = list(omic_sizes)
+    return cls(omic_sizes, path_dim=path_dim, size=size, **options)
+
+
+def modalities(name: str) -> tuple[str, ...]:
+    """The inputs a model reads: ("path",), ("omics",) or ("path", "omics")."""
+    return MODELS[name.lower()][1]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["build_model", "count_parameters", "modalities", "MODELS", "CMTA"]

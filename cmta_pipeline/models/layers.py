@@ -1,0 +1,339 @@
+"""Building blocks shared by CMTA and the baselines.
+
+Shapes: B batch (always 1 patient here), N tokens, C = dim channels, h heads, d head dim,
+m Nystrom landmarks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# --------------------------------------------------------------------------- attention
+
+
+def moore_penrose_pinv(x: torch.Tensor, iters: int = 6) -> torch.Tensor:
+    """Iterative Moore-Penrose pseudo-inverse of the last two dims of ``x`` (..., m, m).
+
+    The high-order iteration of Razavi et al. used by Nystromformer, started from
+    x^T / (max column sum * max row sum) taken over the whole tensor (as published).
+    Always computed in float32: half precision does not converge.
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.float()
+        abs_x = x.abs()
+        col = abs_x.sum(dim=-1)
+        row = abs_x.sum(dim=-2)
+        z = x.transpose(-1, -2) / (col.max() * row.max())
+        eye = torch.eye(x.shape[-1], device=x.device, dtype=x.dtype)
+        for _ in range(iters):
+            xz = x @ z
+            z = 0.25 * z @ (13 * eye - xz @ (15 * eye - xz @ (7 * eye - xz)))
+    return z
+
+
+class NystromAttention(nn.Module):
+    """Multi-head self-attention with the Nystrom approximation (Xiong et al. 2021).
+
+    Parameters match the published TransMIL/CMTA layer: qkv projection without bias,
+    output projection with bias and dropout, and a depthwise residual convolution over
+    the sequence (kernel ``residual_kernel`` along tokens, one filter per head).
+
+    ``mode``:
+
+    * ``"nystrom"``: as published. The sequence is zero-padded at the front to a multiple
+      of ``num_landmarks``; landmarks are means of consecutive groups of tokens. When the
+      sequence is no longer than ``num_landmarks`` (e.g. the 7 genomic tokens), every
+      landmark is a token or a zero pad and the published formula reduces to softmax
+      attention in which the pads are keys of logit 0 and value 0; that limit is computed
+      directly (``short_exact=True``, default) instead of paying a 128 x 128 pseudo-inverse
+      per head for 8 tokens. ``short_exact=False`` runs the published arithmetic.
+    * ``"exact"``: exact softmax attention over the unpadded sequence through
+      ``F.scaled_dot_product_attention`` (flash/memory-efficient kernels), same weights.
+    """
+
+    def __init__(
+        self,
+        dim: int = 256,
+        heads: int = 8,
+        dim_head: int | None = None,
+        num_landmarks: int | None = None,
+        pinv_iterations: int = 6,
+        residual_kernel: int = 33,
+        dropout: float = 0.1,
+        mode: str = "nystrom",
+        short_exact: bool = True,
+    ):
+        super().__init__()
+        if mode not in ("nystrom", "exact"):
+            raise ValueError(f"attention mode must be 'nystrom' or 'exact', got {mode!r}")
+        dim_head = dim_head or dim // heads
+        self.heads, self.dim_head = heads, dim_head
+        self.num_landmarks = num_landmarks or dim // 2
+        self.pinv_iterations = pinv_iterations
+        self.scale = dim_head**-0.5
+        self.mode = mode
+        self.short_exact = short_exact
+        inner = heads * dim_head
+        self.to_qkv = nn.Linear(dim, inner * 3, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout))
+        self.res_conv = nn.Conv2d(
+            heads, heads, (residual_kernel, 1), padding=(residual_kernel // 2, 0),
+            groups=heads, bias=False,
+        )
+
+    def _split(self, x: torch.Tensor):
+        b, n, _ = x.shape
+        qkv = self.to_qkv(x).view(b, n, 3, self.heads, self.dim_head)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, N, d)
+        return q, k, v
+
+    def _merge(self, out: torch.Tensor) -> torch.Tensor:
+        b, h, n, d = out.shape
+        return self.to_out(out.transpose(1, 2).reshape(b, n, h * d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, N, C) -> (B, N, C)."""
+        n = x.shape[1]
+        m = self.num_landmarks
+        q, k, v = self._split(x)
+        # Zero pads have q = k = v = 0 (no qkv bias), so the residual convolution of the
+        # padded sequence equals the zero-padded convolution of the real tokens.
+        res = self.res_conv(v)
+        if self.mode == "exact":
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        elif n <= m and self.short_exact:
+            out = self._short(q, k, v, m - n)
+        else:
+            out = self._nystrom(q, k, v)
+        return self._merge(out + res)
+
+    def _short(self, q, k, v, n_null: int) -> torch.Tensor:
+        # Softmax over the real keys plus n_null keys of logit 0 and value 0 (the pads),
+        # written as one extra key of logit log(n_null).
+        s = (q * self.scale) @ k.transpose(-1, -2)
+        if n_null > 0:
+            null = torch.full_like(s[..., :1], math.log(n_null))
+            attn = torch.cat([s, null], dim=-1).softmax(dim=-1)[..., :-1]
+        else:
+            attn = s.softmax(dim=-1)
+        return attn @ v
+
+    def _nystrom(self, q, k, v) -> torch.Tensor:
+        b, h, n, d = q.shape
+        m = self.num_landmarks
+        pad = (-n) % m
+        if pad:
+            q, k, v = (F.pad(t, (0, 0, pad, 0)) for t in (q, k, v))
+        length = (n + pad) // m  # tokens per landmark
+        q = q * self.scale
+        q_land = q.reshape(b, h, m, length, d).mean(dim=3)
+        k_land = k.reshape(b, h, m, length, d).mean(dim=3)
+        attn1 = (q @ k_land.transpose(-1, -2)).softmax(dim=-1)  # (B, h, N, m)
+        attn2 = (q_land @ k_land.transpose(-1, -2)).softmax(dim=-1)  # (B, h, m, m)
+        attn3 = (q_land @ k.transpose(-1, -2)).softmax(dim=-1)  # (B, h, m, N)
+        attn2_inv = moore_penrose_pinv(attn2, self.pinv_iterations).to(attn1.dtype)
+        # Only the last n rows (the real tokens) are kept: slice before the products, and
+        # multiply right to left, (N x m) @ ((m x m) @ (m x d)), which avoids the N x m x m
+        # product of the published (attn1 @ attn2_inv) @ (attn3 @ v); same value.
+        return attn1[:, :, pad:] @ (attn2_inv @ (attn3 @ v))
+
+
+class TransLayer(nn.Module):
+    """Pre-LayerNorm self-attention with a residual connection (no feed-forward block)."""
+
+    def __init__(self, dim: int = 256, attention: str = "nystrom", short_exact: bool = True):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = NystromAttention(
+            dim=dim, heads=8, dim_head=dim // 8, num_landmarks=dim // 2,
+            pinv_iterations=6, residual_kernel=33, dropout=0.1,
+            mode=attention, short_exact=short_exact,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.attn(self.norm(x))
+
+
+class PPEG(nn.Module):
+    """Pyramid position encoding generator (TransMIL): identity + depthwise 7x7, 5x5, 3x3.
+
+    The three convolutions are linear and share stride and centre, so they are applied
+    as one 7 x 7 depthwise convolution whose kernel is their sum plus a centre 1 (the
+    identity); the parameters (and gradients) are still the three published kernels.
+    """
+
+    def __init__(self, dim: int = 256):
+        super().__init__()
+        self.proj = nn.Conv2d(dim, dim, 7, 1, 3, groups=dim)
+        self.proj1 = nn.Conv2d(dim, dim, 5, 1, 2, groups=dim)
+        self.proj2 = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
+
+    def merged_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.proj.weight + F.pad(self.proj1.weight, (1, 1, 1, 1)) + F.pad(
+            self.proj2.weight, (2, 2, 2, 2)
+        )
+        identity = torch.zeros_like(w)
+        identity[:, :, 3, 3] = 1.0
+        return w + identity, self.proj.bias + self.proj1.bias + self.proj2.bias
+
+    def forward(self, x: torch.Tensor, side: int) -> torch.Tensor:
+        """x: (B, 1 + side*side, C), class token first -> same shape."""
+        b, _, c = x.shape
+        cls_token, feat = x[:, :1], x[:, 1:]
+        grid = feat.transpose(1, 2).reshape(b, c, side, side)
+        w, bias = self.merged_kernel()
+        grid = F.conv2d(grid, w.to(grid.dtype), bias.to(grid.dtype), padding=3, groups=c)
+        return torch.cat([cls_token, grid.flatten(2).transpose(1, 2)], dim=1)
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+def snn_block(dim_in: int, dim_out: int, dropout: float = 0.25) -> nn.Sequential:
+    """Self-normalising block: Linear, ELU, AlphaDropout."""
+    return nn.Sequential(nn.Linear(dim_in, dim_out), nn.ELU(), nn.AlphaDropout(p=dropout))
+
+
+def mlp_relu(dims: list[int], dropout: float = 0.25) -> nn.Sequential:
+    """Linear, ReLU, Dropout for each consecutive pair of ``dims``."""
+    layers: list[nn.Module] = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+class GenomicEmbedding(nn.Module):
+    """One SNN per gene family; output (B, K, C) genomic tokens."""
+
+    def __init__(self, omic_sizes: list[int], hidden: list[int]):
+        super().__init__()
+        nets = []
+        for size in omic_sizes:
+            blocks = [snn_block(size, hidden[0])]
+            blocks += [snn_block(a, b) for a, b in zip(hidden[:-1], hidden[1:])]
+            nets.append(nn.Sequential(*blocks))
+        self.families = nn.ModuleList(nets)
+
+    def forward(self, omics: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([net(x) for net, x in zip(self.families, omics)], dim=0).unsqueeze(0)
+
+
+def init_weights(module: nn.Module) -> None:
+    """Xavier-normal on every Linear with zero bias; LayerNorm weight 1 and bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+class PathologyTransformer(nn.Module):
+    """Class token, TransLayer, PPEG, TransLayer, LayerNorm over a square grid of tokens.
+
+    The M tokens are padded to side*side (side = ceil(sqrt(M))) by repeating the first
+    tokens. Returns (class token (B, C), patch tokens (B, side*side, C)).
+    """
+
+    def __init__(self, dim: int = 256, attention: str = "nystrom", ppeg: bool = True,
+                 short_exact: bool = True):
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.empty(1, 1, dim))
+        nn.init.normal_(self.cls_token, std=1e-6)
+        self.layer1 = TransLayer(dim, attention, short_exact)
+        self.pos_layer = PPEG(dim) if ppeg else None
+        self.layer2 = TransLayer(dim, attention, short_exact)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, m, _ = tokens.shape
+        side = math.ceil(math.sqrt(m))
+        extra = side * side - m
+        h = tokens
+        while extra > 0:  # repeat the first tokens (more than once only for tiny bags)
+            take = min(extra, h.shape[1])
+            h = torch.cat([h, h[:, :take]], dim=1)
+            extra -= take
+        h = torch.cat([self.cls_token.expand(b, -1, -1).to(h.dtype), h], dim=1)
+        h = self.layer1(h)
+        if self.pos_layer is not None:
+            h = self.pos_layer(h, side)
+        h = self.layer2(h)
+        h = self.norm(h)
+        return h[:, 0], h[:, 1:]
+
+
+class GenomicTransformer(nn.Module):
+    """Class token + K tokens, TransLayer, TransLayer, LayerNorm -> (cls (B, C), tokens)."""
+
+    def __init__(self, dim: int = 256, attention: str = "nystrom", short_exact: bool = True):
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.empty(1, 1, dim))
+        nn.init.normal_(self.cls_token, std=1e-6)
+        self.layer1 = TransLayer(dim, attention, short_exact)
+        self.layer2 = TransLayer(dim, attention, short_exact)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = tokens.shape[0]
+        h = torch.cat([self.cls_token.expand(b, -1, -1).to(tokens.dtype), tokens], dim=1)
+        h = self.norm(self.layer2(self.layer1(h)))
+        return h[:, 0], h[:, 1:]
+
+
+class CrossModalAttention(nn.Module):
+    """Single-head scaled dot-product attention of one modality's tokens to the other's.
+
+    In-projections for q, k, v and an output projection, all with bias, scale 1/sqrt(C)
+    (the released code's ``nn.MultiheadAttention(C, 1)``; same parameter count).
+    """
+
+    def __init__(self, dim: int = 256):
+        super().__init__()
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """query (B, Nq, C), context (B, Nk, C) -> (B, Nq, C)."""
+        wq, wk, wv = self.in_proj_weight.chunk(3)
+        bq, bk, bv = self.in_proj_bias.chunk(3)
+        q = F.linear(query, wq, bq)
+        k = F.linear(context, wk, bk)
+        v = F.linear(context, wv, bv)
+        out = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1))
+        return self.out_proj(out.squeeze(1))
+
+
+class SurvivalHead(nn.Module):
+    """Linear -> sigmoid hazards; survival S = cumprod(1 - h); risk = -sum(S)."""
+
+    def __init__(self, dim: int = 256, n_bins: int = 4):
+        super().__init__()
+        self.classifier = nn.Linear(dim, n_bins)
+
+    def forward(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.classifier(z).float()
+        hazards = torch.sigmoid(logits)
+        survival = torch.cumprod(1 - hazards, dim=1)
+        return {"logits": logits, "hazards": hazards, "survival": survival,
+                "risk": -survival.sum(dim=1)}
+
+
+def as_bag(x_path: torch.Tensor) -> torch.Tensor:
+    """(M, D) or (1, M, D) -> (1, M, D)."""
+    if x_path.dim() == 2:
+        return x_path.unsqueeze(0)
+    if x_path.dim() == 3 and x_path.shape[0] == 1:
+        return x_path
+    raise ValueError(f"bag must be (M, D) or (1, M, D), got {tuple(x_path.shape)}")
