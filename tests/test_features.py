@@ -31,7 +31,7 @@ from cmta_pipeline.features.patches import open_slide
 from cmta_pipeline.feature_files import load_features
 
 REPO = Path(__file__).resolve().parents[1]
-N_PATCHES = 12
+N_PATCHES = 31  # what `cmta tile --preset biopsy` finds on CMU-1-Small-Region
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +41,16 @@ def cmu(slides_dir):
 
 @pytest.fixture(scope="module")
 def cmu_coords(cmu, tmp_path_factory):
-    return write_grid_coords(cmu, tmp_path_factory.mktemp("coords") / "cmu.coords.h5",
-                             n=N_PATCHES, slide_id="CMU-1-Small-Region")
+    """The slide stage's own coords file (`cmta tile`, biopsy preset: 31 patches of 257 px)."""
+    out = tmp_path_factory.mktemp("tiles")
+    r = subprocess.run([sys.executable, "-m", "cmta_pipeline", "tile", str(cmu), "-o", str(out),
+                        "--preset", "biopsy"], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    path = out / "CMU-1-Small-Region.coords.h5"
+    with h5py.File(path) as f:
+        assert len(f["coords"]) == N_PATCHES and f["coords"].attrs["patch_size"] == 257
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +172,7 @@ def test_extract_real_slide(cmu, cmu_coords, tmp_path, encoder):
     with h5py.File(a.h5) as f:
         with h5py.File(cmu_coords) as c:
             assert np.array_equal(f["coords"][()], c["coords"][()])
-        assert f["coords"].attrs["patch_level"] == 0 and f["coords"].attrs["patch_size"] == 256
+        assert f["coords"].attrs["patch_level"] == 0 and f["coords"].attrs["patch_size"] == 257
         assert f.attrs["weights"] == "random(seed=0)"
         assert f.attrs["encoder"] == "resnet50_trunc" and f.attrs["input_px"] == 224
         assert f.attrs["precision"] == "fp32" and f.attrs["read_level"] == 0
@@ -174,7 +182,7 @@ def test_extract_real_slide(cmu, cmu_coords, tmp_path, encoder):
     # and different patches are far apart compared with the tolerance
     with h5py.File(cmu_coords) as c:
         coords = c["coords"][()]
-    ref = _reference_features(model, cmu, coords[[0, 7]], 256)
+    ref = _reference_features(model, cmu, coords[[0, 7]], 257)
     np.testing.assert_allclose(feats[[0, 7]], ref, rtol=0, atol=2e-3)
     assert np.abs(feats[0] - feats[7]).max() > 20 * 2e-3
     # deterministic across runs, and across batch sizes and reader processes
@@ -195,7 +203,7 @@ def test_read_at_level0_gives_clam_pixels(cmu, cmu_coords):
     grid = load_patch_grid(cmu_coords, slide)
     ds = PatchBatches(cmu, grid, 224, read_at="level0")
     x, y = grid.coords[3]
-    clam = openslide.OpenSlide(str(cmu)).read_region((int(x), int(y)), 0, (256, 256))
+    clam = openslide.OpenSlide(str(cmu)).read_region((int(x), int(y)), 0, (257, 257))
     clam = np.asarray(clam.convert("RGB").resize((224, 224), Image.BILINEAR))
     batch = ds[[3, 4]]
     assert batch["ok"].all() and np.array_equal(batch["pixels"][0], clam)
@@ -310,7 +318,7 @@ def test_interrupted_write_leaves_no_output(cmu, cmu_coords, tmp_path, monkeypat
     # the .pt is written first; the .h5, written last, is what marks a slide as done
     assert left == ["CMU-1-Small-Region.pt"], left
     monkeypatch.setattr(h5py, "File", real_file)
-    assert extract_slide(cmu, cmu_coords, out, _opts(), model=model, info=info).n_patches == 12
+    assert extract_slide(cmu, cmu_coords, out, _opts(), model=model, info=info).n_patches == N_PATCHES
 
 
 def test_cli_error_is_one_line(cmu, tmp_path):
@@ -322,3 +330,21 @@ def test_cli_error_is_one_line(cmu, tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0
     assert "missing.coords.h5: coords file not found" in r.stderr
+
+
+def test_workflow_plans_fetch_weights_and_gpu(shared_data, tmp_path):
+    """Dry run: imagenet weights come from rule fetch_weights; device cuda asks for gpu=1."""
+    target = f"{tmp_path}/wf/features/CMU-1-Small-Region.features.h5"
+    extra = tmp_path / "gpu.yaml"
+    extra.write_text("features:\n  device: cuda\n  workers: 8\n  threads: 10\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "-n",
+         "-p", "--cores", "16", "--configfile", "config/demo/config.yaml", str(extra), "--config",
+         f"outdir={tmp_path}/wf", "--", target],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout + r.stderr
+    assert "rule fetch_weights:" in out
+    assert "--weights resources/weights/resnet50-0676ba61.pth" in out
+    assert "gpu=1" in out and "--device cuda --batch-size 32 --workers 8 --threads 10" in out

@@ -77,6 +77,56 @@ def tiled_slides():
     return summary.loc[summary["status"] == "ok", "slide_id"].tolist()
 
 
+# ---- feature stage (rules/features.smk) ------------------------------------------
+
+FEATURES = {
+    "weights": "imagenet",
+    "weights_file": "resources/weights/resnet50-0676ba61.pth",
+    "device": "auto",
+    "batch_size": 32,
+    "workers": 1,
+    "threads": 2,
+    "precision": "auto",
+    "input_px": None,
+    "read_at": "coords",
+    "on_error": "fail",
+    "mem_mb": 8000,
+    "runtime": 120,
+    **config.get("features", {}),
+}
+
+
+def feature_targets():
+    """Feature files of the slides tiled successfully (after the checkpoint tile_summary)."""
+    return expand(f"{OUT}/features/{{slide}}.features.h5", slide=tiled_slides())
+
+
+def features_weights_input(wildcards):
+    """The weights file the job reads: fetched ImageNet weights, a user's file, or none."""
+    w = FEATURES["weights"]
+    if w == "random":
+        return []
+    return [FEATURES["weights_file"] if w == "imagenet" else w]
+
+
+def features_args(wildcards, input, threads):
+    w = FEATURES["weights"]
+    args = [
+        f"--weights {shlex.quote(input.weights[0] if w != 'random' else 'random')}",
+        f"--device {FEATURES['device']}",
+        f"--batch-size {FEATURES['batch_size']}",
+        f"--workers {FEATURES['workers']}",
+        f"--threads {threads}",
+        f"--precision {FEATURES['precision']}",
+        f"--read-at {FEATURES['read_at']}",
+        f"--on-error {FEATURES['on_error']}",
+        "--no-progress",
+    ]
+    if FEATURES.get("input_px"):
+        args.append(f"--input-px {int(FEATURES['input_px'])}")
+    return " ".join(args)
+
+
 # ---- genomics stage (rules/genomics.smk) ----------------------------------------
 
 GENOMICS = config.get("genomics", {})
