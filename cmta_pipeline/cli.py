@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "genomics": "genomics",
     "cohort": "cohort",
     "train": "train",
+    "demo-slides": "demo_slides",
 }
 
 # one-line help shown by `cmta --help` without importing every module
@@ -38,6 +39,7 @@ HELP: dict[str, str] = {
     "genomics": "genomic profiles grouped into the six gene families",
     "cohort": "join slides, genomics and survival; labels and cross-validation folds",
     "train": "train one model on one cross-validation fold",
+    "demo-slides": "write small synthetic slides named after patients of a genomic table (demo data)",
 }
 
 
