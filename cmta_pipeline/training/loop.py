@@ -1,0 +1,400 @@
+"""In-memory training of one model on one cross-validation fold.
+
+One patient per step (all slides pooled into one bag), as published. Model selection is
+honest by default: the held-out fold never chooses anything. Every epoch is seeded from
+(seed, epoch), so a run resumed from its state file is identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import CMTAError
+from ..losses import SIMILARITIES, cmta_loss
+from .metrics import cindex
+
+log = logging.getLogger(__name__)
+
+SELECTIONS = ("final", "early_stopping", "best_heldout")
+
+
+@dataclass
+class Patient:
+    """One patient: a bag of patch features and/or genomic families, and survival.
+
+    ``bag`` is an (M, D) tensor, None, or a zero-argument callable returning the tensor
+    (so bags can stay on disk until used). ``omics`` is a list of 1-D tensors or None.
+    ``label`` is the time bin, ``censorship`` 1 = censored.
+    """
+
+    case_id: str
+    bag: torch.Tensor | Callable[[], torch.Tensor] | None
+    omics: list[torch.Tensor] | None
+    label: int
+    time: float
+    censorship: int
+
+    def get_bag(self) -> torch.Tensor | None:
+        b = self.bag() if callable(self.bag) else self.bag
+        if b is not None and not isinstance(b, torch.Tensor):
+            b = torch.as_tensor(np.asarray(b), dtype=torch.float32)
+        return b
+
+
+@dataclass
+class TrainSettings:
+    """Training options; the defaults are the published settings (plus honest selection)."""
+
+    epochs: int = 30
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    scheduler: str = "none"  # none | cosine
+    grad_accum: int = 1  # patients per optimiser step
+    alpha: float = 1.0  # weight of the alignment loss (CMTA only)
+    similarity: str = "l1"  # l1 | mse | kl | cosine
+    censor_weight: float = 0.0  # the NLL's alpha (0 = pure NLL, as published)
+    weighted_sampler: bool = True  # balance (time bin x censorship) classes, as published
+    max_train_patches: int = 4096  # subsample larger bags at training (0 = never)
+    selection: str = "final"  # final | early_stopping | best_heldout (optimistic)
+    monitor: str = "loss"  # early stopping on the inner validation "loss" or "cindex"
+    patience: int = 5
+    min_epochs: int = 5
+    val_set: str = "inner_val"
+    heldout_set: str = "heldout"
+    seed: int = 1
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16)
+
+    def validate(self) -> "TrainSettings":
+        checks = [
+            (self.optimizer in ("sgd", "adam", "adamw"), "optimizer must be sgd, adam or adamw"),
+            (self.scheduler in ("none", "cosine"), "scheduler must be none or cosine"),
+            (self.similarity in SIMILARITIES, f"similarity must be one of {SIMILARITIES}"),
+            (self.selection in SELECTIONS, f"selection must be one of {SELECTIONS}"),
+            (self.monitor in ("loss", "cindex"), "monitor must be loss or cindex"),
+            (self.epochs >= 1 and self.grad_accum >= 1, "epochs and grad_accum must be >= 1"),
+            (self.max_train_patches >= 0, "max_train_patches must be >= 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise CMTAError(f"training settings: {msg}")
+        return self
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class FoldResult:
+    history: list[dict]  # one row per epoch
+    selected_epoch: int
+    selection: str
+    optimistic: bool  # True when the reported fold chose the epoch
+    metrics: dict[str, float]  # "<set>_cindex" of the selected model
+    predictions: pd.DataFrame  # one row per patient of every eval set
+    state_dict: dict = field(repr=False, default_factory=dict)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CMTAError(f"training.device: {name!r} requested but CUDA is not available")
+    return dev
+
+
+def class_weights(patients: Sequence[Patient]) -> np.ndarray:
+    """Per-patient sampling weights N / n_class over (time bin x censorship) classes."""
+    keys = [(p.label, int(p.censorship)) for p in patients]
+    counts: dict = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    w = np.array([len(keys) / counts[k] for k in keys], dtype=float)
+    return w / w.sum()
+
+
+def epoch_order(n: int, weights: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    if weights is None:
+        return rng.permutation(n)
+    return rng.choice(n, size=n, replace=True, p=weights)
+
+
+def subsample(bag: torch.Tensor, cap: int, rng: np.random.Generator) -> torch.Tensor:
+    """At most ``cap`` rows of ``bag``, chosen at random, kept in their original order."""
+    if cap and bag.shape[0] > cap:
+        idx = np.sort(rng.choice(bag.shape[0], size=cap, replace=False))
+        return bag[torch.from_numpy(idx)]
+    return bag
+
+
+def _inputs(p: Patient, device, cap: int = 0, rng=None):
+    bag = p.get_bag()
+    if bag is not None:
+        if rng is not None:
+            bag = subsample(bag, cap, rng)
+        bag = bag.to(device, dtype=torch.float32, non_blocking=True)
+    omics = None if p.omics is None else [o.to(device, dtype=torch.float32) for o in p.omics]
+    return bag, omics
+
+
+def _targets(p: Patient, device):
+    return (torch.tensor([int(p.label)], device=device),
+            torch.tensor([float(p.censorship)], device=device))
+
+
+def _loss_options(model, s: TrainSettings) -> dict:
+    # The CMTA ablations "no alignment" / "no stop-gradient" live on the model.
+    alpha = s.alpha if getattr(model, "alignment", True) else 0.0
+    return dict(alpha=alpha, similarity=s.similarity,
+                detach=getattr(model, "detach_targets", True), censor_weight=s.censor_weight)
+
+
+def _autocast(device: torch.device, s: TrainSettings):
+    if device.type == "cuda" and s.amp:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, enabled=False)
+
+
+@torch.no_grad()
+def evaluate(model, patients: Sequence[Patient], settings: TrainSettings | None = None,
+             device: torch.device | str = "cpu", set_name: str = "") -> tuple[dict, pd.DataFrame]:
+    """Loss and c-index of ``model`` on ``patients`` (whole bags), and one row per patient."""
+    s = settings or TrainSettings()
+    device = torch.device(device)
+    model.eval()
+    rows, losses = [], []
+    opts = _loss_options(model, s)
+    for p in patients:
+        bag, omics = _inputs(p, device)
+        y, c = _targets(p, device)
+        with _autocast(device, s):
+            out = model(bag, omics)
+        loss, _ = cmta_loss(out, y, c, **opts)
+        losses.append(float(loss))
+        hz = out["hazards"].float().cpu().numpy()[0]
+        sv = out["survival"].float().cpu().numpy()[0]
+        row = {"case_id": p.case_id, "set": set_name, "risk": float(out["risk"].float()[0])}
+        row.update({f"hazard_{i + 1}": float(v) for i, v in enumerate(hz)})
+        row.update({f"survival_{i + 1}": float(v) for i, v in enumerate(sv)})
+        row.update({"time": float(p.time), "event": int(1 - p.censorship),
+                    "censorship": int(p.censorship), "label": int(p.label)})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    ci = cindex(df["risk"], df["time"], df["censorship"]) if len(df) else math.nan
+    return {"loss": float(np.mean(losses)) if losses else math.nan, "cindex": ci}, df
+
+
+def _optimizer(model, s: TrainSettings):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    if s.optimizer == "adam":
+        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+    return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+
+
+def _cpu_state(model) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train_fold(
+    model: torch.nn.Module,
+    train_patients: Sequence[Patient],
+    eval_sets: dict[str, Sequence[Patient]],
+    settings: TrainSettings | None = None,
+    state_path: str | Path | None = None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> FoldResult:
+    """Train ``model`` on ``train_patients``; evaluate ``eval_sets`` after every epoch.
+
+    Selection (``settings.selection``):
+
+    * ``final``: the model after the last epoch (default; honest).
+    * ``early_stopping``: the epoch with the best ``monitor`` on ``eval_sets[val_set]``
+      (the inner validation split), stopping after ``patience`` epochs without
+      improvement; honest as long as ``val_set`` is not the reported fold.
+    * ``best_heldout``: the epoch with the best c-index on ``eval_sets[heldout_set]``,
+      the published protocol. OPTIMISTIC: the reported fold chooses the epoch.
+
+    ``state_path``: a file rewritten (atomically) after every epoch with everything
+    needed to continue; if it exists at the start with the same settings, training
+    resumes from it. ``on_epoch_end(epoch, row)`` is called after each epoch.
+    Returns a :class:`FoldResult`; the model is left holding the selected weights.
+    """
+    s = (settings or TrainSettings()).validate()
+    if not train_patients:
+        raise CMTAError("training: no training patients")
+    if s.selection == "early_stopping" and not eval_sets.get(s.val_set):
+        raise CMTAError(
+            f"training.selection: early_stopping needs a non-empty {s.val_set!r} set "
+            "(the inner validation split); use selection: final otherwise"
+        )
+    if s.selection == "best_heldout" and not eval_sets.get(s.heldout_set):
+        raise CMTAError(f"training.selection: best_heldout needs the {s.heldout_set!r} set")
+
+    device = resolve_device(s.device)
+    torch.manual_seed(s.seed)
+    model.to(device)
+    optimizer = _optimizer(model, s)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.epochs)
+                 if s.scheduler == "cosine" else None)
+    use_scaler = (device.type == "cuda" and s.amp and not torch.cuda.is_bf16_supported())
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    opts = _loss_options(model, s)
+    weights = class_weights(train_patients) if s.weighted_sampler else None
+
+    history: list[dict] = []
+    best = {"epoch": 0, "score": -math.inf, "state": None, "stale": 0}
+    start = 1
+    state_path = Path(state_path) if state_path else None
+    if state_path is not None and state_path.is_file():
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        if st.get("settings") == s.as_dict():
+            model.load_state_dict(st["model"])
+            optimizer.load_state_dict(st["optimizer"])
+            if scheduler is not None and st.get("scheduler"):
+                scheduler.load_state_dict(st["scheduler"])
+            history = list(st["history"])
+            best = dict(st["best"])
+            start = int(st["epoch"]) + 1
+            log.info("resuming from %s after epoch %d", state_path, start - 1)
+        else:
+            log.warning("%s was written with other settings; starting afresh", state_path)
+
+    stopped = start > s.epochs or (best.get("stop", False))
+    for epoch in range(start, s.epochs + 1):
+        if stopped:
+            break
+        t0 = time.perf_counter()
+        torch.manual_seed(s.seed * 100_003 + epoch)  # dropout, per epoch
+        rng = np.random.default_rng([s.seed, epoch])
+        order = epoch_order(len(train_patients), weights, rng)
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        sums = {"loss": 0.0, "sur": 0.0, "sim": 0.0}
+        train_risk: dict[int, float] = {}
+        for step, i in enumerate(order, start=1):
+            p = train_patients[i]
+            bag, omics = _inputs(p, device, s.max_train_patches, rng)
+            y, c = _targets(p, device)
+            with _autocast(device, s):
+                out = model(bag, omics)
+            loss, parts = cmta_loss(out, y, c, **opts)
+            if not torch.isfinite(loss):
+                raise CMTAError(f"training: loss is {float(loss)} at epoch {epoch}, patient "
+                                f"{p.case_id}; lower the learning rate")
+            scaler.scale(loss / s.grad_accum).backward()
+            if step % s.grad_accum == 0 or step == len(order):
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+            sums["loss"] += float(loss.detach())
+            sums["sur"] += parts["sur"]
+            sums["sim"] += parts.get("sim", 0.0)
+            train_risk[int(i)] = float(out["risk"].detach().float()[0])
+        if scheduler is not None:
+            scheduler.step()
+        idx = sorted(train_risk)
+        row = {
+            "epoch": epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": sums["loss"] / len(order),
+            "train_sur": sums["sur"] / len(order),
+            "train_sim": sums["sim"] / len(order),
+            "train_cindex": cindex([train_risk[i] for i in idx],
+                                   [train_patients[i].time for i in idx],
+                                   [train_patients[i].censorship for i in idx]),
+        }
+        for name, pats in eval_sets.items():
+            if pats:
+                m, _ = evaluate(model, pats, s, device, name)
+                row[f"{name}_loss"], row[f"{name}_cindex"] = m["loss"], m["cindex"]
+        row["seconds"] = time.perf_counter() - t0
+
+        # selection bookkeeping
+        score = None
+        if s.selection == "early_stopping":
+            v = row[f"{s.val_set}_{s.monitor}"]
+            score = -v if s.monitor == "loss" else v
+        elif s.selection == "best_heldout":
+            score = row[f"{s.heldout_set}_cindex"]
+        if score is not None and not math.isnan(score):
+            if score > best["score"]:
+                best.update(epoch=epoch, score=float(score), state=_cpu_state(model), stale=0)
+            else:
+                best["stale"] += 1
+        if (s.selection == "early_stopping" and epoch >= s.min_epochs
+                and best["stale"] >= s.patience):
+            best["stop"] = True
+            stopped = True
+        history.append(row)
+        log.info(_progress(row, s))
+        if state_path is not None:
+            _save_state(state_path, model, optimizer, scheduler, history, best, epoch, s)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+
+    # the selected model
+    if s.selection == "final" or best["state"] is None:
+        selected = history[-1]["epoch"]
+    else:
+        selected = best["epoch"]
+        model.load_state_dict(best["state"])
+    frames, metrics = [], {}
+    for name, pats in eval_sets.items():
+        if pats:
+            m, df = evaluate(model, pats, s, device, name)
+            metrics[f"{name}_cindex"], metrics[f"{name}_loss"] = m["cindex"], m["loss"]
+            frames.append(df)
+    preds = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return FoldResult(
+        history=history, selected_epoch=selected, selection=s.selection,
+        optimistic=s.selection == "best_heldout", metrics=metrics, predictions=preds,
+        state_dict=_cpu_state(model),
+    )
+
+
+def _progress(row: dict, s: TrainSettings) -> str:
+    parts = [f"epoch {row['epoch']}/{s.epochs}", f"loss {row['train_loss']:.4f}",
+             f"train c {row['train_cindex']:.3f}"]
+    for k, v in row.items():
+        if k.endswith("_cindex") and not k.startswith("train"):
+            parts.append(f"{k[:-7]} c {v:.3f}")
+    parts.append(f"{row['seconds']:.1f}s")
+    return "  ".join(parts)
+
+
+def _save_state(path: Path, model, optimizer, scheduler, history, best, epoch, s) -> None:
+    from ..fileio import atomic_output
+
+    state = {
+        "epoch": epoch,
+        "model": _cpu_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else {},
+        "history": history,
+        "best": best,
+        "settings": s.as_dict(),
+    }
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)

@@ -1,0 +1,169 @@
+"""The training loop: learning on a planted signal, honest selection, resume, sampling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cmta_pipeline.errors import CMTAError
+from cmta_pipeline.models import build_model
+from cmta_pipeline.training import (
+    Patient,
+    TrainSettings,
+    class_weights,
+    evaluate,
+    subsample,
+    train_fold,
+)
+from cmta_pipeline.training.synthetic import synthetic_cohort
+
+SIZES = (8, 12, 16, 10, 20, 14)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cmta_run(shuffle: bool):
+    train = synthetic_cohort(200, SIZES, 64, seed=0, shuffle=shuffle)[:120]
+    heldout = synthetic_cohort(200, SIZES, 64, seed=0)[120:]
+    torch.manual_seed(0)
+    model = build_model("cmta", list(SIZES), path_dim=64)
+    # published optimiser settings, 3 epochs
+    return train_fold(model, train, {"heldout": heldout}, TrainSettings(epochs=3))
+
+
+@pytest.mark.slow
+def test_cmta_learns_a_planted_signal_and_not_shuffled_labels():
+    res = _cmta_run(shuffle=False)
+    assert res.metrics["heldout_cindex"] >= 0.75
+    assert res.selection == "final" and res.selected_epoch == 3 and not res.optimistic
+    control = _cmta_run(shuffle=True)
+    assert abs(control.metrics["heldout_cindex"] - 0.5) < 0.12
+
+
+def _small_sets():
+    pats = synthetic_cohort(90, SIZES, 16, bag_size=(4, 8), seed=3)
+    return pats[:50], {"inner_val": pats[50:70], "heldout": pats[70:]}
+
+
+def test_predictions_table_and_history():
+    train, sets = _small_sets()
+    res = train_fold(build_model("snn", list(SIZES)), train, sets, TrainSettings(epochs=2))
+    df = res.predictions
+    assert len(df) == 40 and set(df["set"]) == {"inner_val", "heldout"}
+    surv = df[[f"survival_{i}" for i in range(1, 5)]].to_numpy()
+    haz = df[[f"hazard_{i}" for i in range(1, 5)]].to_numpy()
+    assert np.allclose(df["risk"], -surv.sum(1), atol=1e-6)
+    assert np.allclose(surv, np.cumprod(1 - haz, 1), atol=1e-6)
+    assert (df["event"] == 1 - df["censorship"]).all()
+    assert [r["epoch"] for r in res.history] == [1, 2]
+    for key in ("train_loss", "train_cindex", "heldout_cindex", "inner_val_loss"):
+        assert key in res.history[0]
+    # the metrics are those of the returned model on the returned predictions
+    held = df[df["set"] == "heldout"]
+    m, _ = evaluate(build_model("snn", list(SIZES)), [], None)
+    assert math.isnan(m["cindex"])
+    from cmta_pipeline.training import cindex
+
+    assert res.metrics["heldout_cindex"] == pytest.approx(
+        cindex(held["risk"], held["time"], held["censorship"]))
+
+
+def test_selection_modes():
+    train, sets = _small_sets()
+    s = TrainSettings(epochs=4, optimizer="adam", lr=1e-3, selection="best_heldout")
+    res = train_fold(build_model("snn", list(SIZES)), train, sets, s)
+    scores = [r["heldout_cindex"] for r in res.history]
+    assert res.optimistic and res.selected_epoch == int(np.argmax(scores)) + 1
+    assert res.metrics["heldout_cindex"] == pytest.approx(max(scores))
+
+    s = TrainSettings(epochs=6, optimizer="adam", lr=1e-3, selection="early_stopping",
+                      patience=1, min_epochs=1)
+    res = train_fold(build_model("snn", list(SIZES)), train, sets, s)
+    losses = [r["inner_val_loss"] for r in res.history]
+    assert not res.optimistic
+    assert res.selected_epoch == int(np.argmin(losses)) + 1
+    assert res.metrics["inner_val_loss"] == pytest.approx(min(losses), rel=1e-5)
+    with pytest.raises(CMTAError, match="inner_val"):
+        train_fold(build_model("snn", list(SIZES)), train, {"heldout": sets["heldout"]}, s)
+
+
+def test_resume_after_a_kill_gives_the_same_model(tmp_path):
+    train, sets = _small_sets()
+    s = TrainSettings(epochs=4)
+
+    def run(state, stop_at=None):
+        torch.manual_seed(0)
+        model = build_model("dualtrans", list(SIZES), path_dim=16)
+
+        def kill(epoch, row):
+            if epoch == stop_at:
+                raise KeyboardInterrupt
+
+        return train_fold(model, train, sets, s, state_path=state, on_epoch_end=kill)
+
+    straight = run(None)
+    state = tmp_path / "state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(state, stop_at=2)
+    assert state.is_file()
+    resumed = run(state)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    for k, v in straight.state_dict.items():
+        assert torch.allclose(v, resumed.state_dict[k], atol=1e-6), k
+    assert resumed.metrics["heldout_cindex"] == pytest.approx(straight.metrics["heldout_cindex"])
+    # other settings: the stale state is ignored, training starts afresh
+    other = train_fold(build_model("snn", list(SIZES)), train, sets,
+                       TrainSettings(epochs=1), state_path=state)
+    assert [r["epoch"] for r in other.history] == [1]
+
+
+def test_bag_cap_subsamples_at_training_only():
+    rng = np.random.default_rng(0)
+    bag = torch.arange(100, dtype=torch.float32).unsqueeze(1)
+    sub = subsample(bag, 10, rng)
+    assert sub.shape == (10, 1) and torch.all(sub[1:, 0] > sub[:-1, 0])  # order kept
+    assert torch.equal(subsample(bag, 10, np.random.default_rng(0)), sub)  # seeded
+    assert subsample(bag, 0, rng) is bag and subsample(bag, 200, rng) is bag
+
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(4))
+
+        def forward(self, x_path, x_omics):
+            seen.append((self.training, x_path.shape[0]))
+            h = torch.sigmoid(self.w + x_path.mean()).unsqueeze(0)
+            s = torch.cumprod(1 - h, 1)
+            return {"hazards": h, "survival": s, "risk": -s.sum(1)}
+
+    pats = [Patient(f"P{i}", torch.randn(50, 3), None, i % 4, 10.0 + i, i % 2) for i in range(8)]
+    train_fold(Spy(), pats[:4], {"heldout": pats[4:]},
+               TrainSettings(epochs=1, max_train_patches=20, weighted_sampler=False))
+    assert {n for t, n in seen if t} == {20}
+    assert {n for t, n in seen if not t} == {50}
+
+
+def test_weighted_sampler_balances_time_bin_by_censorship_classes():
+    pats = [Patient(str(i), None, None, label=0, time=1.0, censorship=0) for i in range(6)]
+    pats += [Patient("x", None, None, label=3, time=9.0, censorship=1)]
+    w = class_weights(pats)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[-1] == pytest.approx(0.5) and w[:6].sum() == pytest.approx(0.5)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(CMTAError, match="selection"):
+        TrainSettings(selection="best_val").validate()
+    with pytest.raises(CMTAError, match="similarity"):
+        TrainSettings(similarity="l2").validate()
