@@ -48,6 +48,7 @@ def env_file(name):
 def final_targets():
     targets = [f"{OUT}/tiles/summary.tsv"]
     targets += genomics_targets()  # rules/genomics.smk
+    targets += train_targets()  # rules/train.smk
     return targets
 
 
@@ -196,3 +197,112 @@ def cohort_args(wildcards, input):
     if not COHORT.get("standardize", True):
         args.append("--no-standardize")
     return " ".join(args)
+
+
+# ---- training stage (rules/train.smk) -------------------------------------------
+
+TRAINING = {
+    "models": [],
+    "ablations": [],
+    "folds": None,
+    "size": "small",
+    "fusion": "concat",
+    "attention": "nystrom",
+    "epochs": 30,
+    "optimizer": "sgd",
+    "lr": 1e-3,
+    "momentum": 0.9,
+    "weight_decay": 1e-5,
+    "scheduler": "none",
+    "grad_accum": 1,
+    "alpha": 1.0,
+    "similarity": "l1",
+    "censor_weight": 0.0,
+    "weighted_sampler": True,
+    "max_train_patches": 4096,
+    "selection": "final",
+    "monitor": "loss",
+    "patience": 5,
+    "min_epochs": 5,
+    "seed": 1,
+    "device": "auto",
+    "amp": True,
+    "threads": 2,
+    "cache_bags": False,
+    "mem_mb": 16000,
+    "runtime": 720,
+    **config.get("training", {}),
+}
+
+PATH_MODELS = {"cmta", "meanmil", "maxmil", "attmil", "transmil", "dualtrans"}
+ABLATION_FLAGS = {
+    "no_cross_attention": "--no-cross-attention",
+    "no_alignment": "--no-alignment",
+    "no_detach": "--no-detach",
+    "no_ppeg": "--no-ppeg",
+}
+
+
+def train_runs():
+    runs = list(TRAINING["models"]) + [f"cmta-{a}" for a in TRAINING["ablations"]]
+    if not (len(SLIDES) and COHORT.get("with_slides", True)):
+        dropped = [r for r in runs if r.split("-")[0] in PATH_MODELS]
+        if dropped:
+            print(f"training: no slides configured, skipping {', '.join(dropped)}", file=sys.stderr)
+        runs = [r for r in runs if r.split("-")[0] not in PATH_MODELS]
+    return runs
+
+
+def train_folds():
+    if TRAINING["folds"] is not None:
+        return list(TRAINING["folds"])
+    if COHORT.get("splits"):
+        n = len(list(Path(COHORT["splits"]).glob("splits_*.csv")))
+        return list(range(n))
+    return list(range(COHORT.get("n_folds", 5)))
+
+
+def train_targets():
+    if not genomics_configured():
+        return []
+    return expand(
+        f"{OUT}/train/{{run}}/fold_{{fold}}/summary.json", run=train_runs(), fold=train_folds()
+    )
+
+
+def train_input(wildcards):
+    files = {"cohort": f"{OUT}/cohort/folds.json"}
+    if wildcards.run.split("-")[0] in PATH_MODELS:
+        files["features"] = feature_targets()
+    return files
+
+
+def train_args(wildcards, threads):
+    model, _, ablation = wildcards.run.partition("-")
+    t = TRAINING
+    args = [
+        f"--model {model}",
+        f"--fold {wildcards.fold}",
+        f"--size {t['size']} --fusion {t['fusion']} --attention {t['attention']}",
+        f"--epochs {t['epochs']} --optimizer {t['optimizer']} --lr {t['lr']}",
+        f"--momentum {t['momentum']} --weight-decay {t['weight_decay']}",
+        f"--scheduler {t['scheduler']} --grad-accum {t['grad_accum']}",
+        f"--alpha {t['alpha']} --similarity {t['similarity']} --censor-weight {t['censor_weight']}",
+        f"--max-train-patches {t['max_train_patches']} --selection {t['selection']}",
+        f"--monitor {t['monitor']} --patience {t['patience']} --min-epochs {t['min_epochs']}",
+        f"--seed {t['seed']} --device {t['device']} --threads {threads}",
+    ]
+    if model in PATH_MODELS:
+        args.append(f"--features-dir {shlex.quote(os.path.join(OUT, 'features'))}")
+    if ablation:
+        args.append(ABLATION_FLAGS[ablation])
+    if not t["weighted_sampler"]:
+        args.append("--no-weighted-sampler")
+    if not t["amp"]:
+        args.append("--no-amp")
+    if t["cache_bags"]:
+        args.append("--cache-bags")
+    return " ".join(args)
+
+
+TRAIN_RUN_PATTERN = "[a-z]+(-(" + "|".join(ABLATION_FLAGS) + "))?"

@@ -1,0 +1,182 @@
+"""One model on one fold of a ``cmta cohort`` folder: patients in, files out.
+
+Outputs in ``outdir`` (each written atomically; ``summary.json`` last):
+
+* ``model.pt``: ``{"state_dict", "model": {name, omic_sizes, path_dim, size, fusion,
+  options}, "settings", "fold", "family_names", "bin_edges", "selected_epoch",
+  "selection", "optimistic", "metrics"}``; loads with ``torch.load(weights_only=True)``;
+  :func:`load_checkpoint` rebuilds the model.
+* ``epochs.tsv``: one row per epoch (losses, train / inner_val / heldout c-index, seconds)
+  and ``selected`` (1 on the epoch whose weights are in model.pt).
+* ``predictions.tsv``: out-of-fold predictions of the held-out patients: case_id, fold,
+  risk, hazard_1..T, survival_1..T, time (months), event, censorship, label.
+* ``summary.json``: fold, model, selection, optimistic, selected_epoch, metrics, counts.
+* ``.resume.pt`` while training (removed at the end): a killed job resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import CMTAError
+from ..fileio import atomic_output, write_text_atomic
+from ..models import MODELS, build_model, modalities
+from .loop import Patient, TrainSettings, train_fold
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("model.pt", "epochs.tsv", "predictions.tsv", "summary.json")
+
+
+def fold_patients(fold_data, features_dir: str | os.PathLike | None, needs_path: bool,
+                  needs_omics: bool, cache_bags: bool = False) -> tuple[dict, list[str]]:
+    """Split name -> list of :class:`Patient`, and the case_ids left out (no slides)."""
+    from ..feature_files import load_bag
+
+    if needs_path and features_dir is None:
+        raise CMTAError("this model reads patch features: give --features-dir")
+    sets: dict[str, list[Patient]] = {}
+    skipped = []
+    for case_id, row in fold_data.patients.iterrows():
+        slide_ids = list(row["slide_ids"])
+        bag = None
+        if needs_path:
+            if not slide_ids:
+                skipped.append(case_id)
+                continue
+            if cache_bags:
+                bag = torch.from_numpy(load_bag(features_dir, slide_ids))
+            else:
+                def bag(sids=tuple(slide_ids)):
+                    return torch.from_numpy(load_bag(features_dir, list(sids)))
+        omics = None
+        if needs_omics:
+            if case_id not in fold_data.omics:
+                raise CMTAError(f"fold {fold_data.fold}: no genomic profile for {case_id}")
+            omics = [torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in fold_data.omics[case_id]]
+        p = Patient(case_id=str(case_id), bag=bag, omics=omics, label=int(row["label"]),
+                    time=float(row["survival_months"]), censorship=int(row["censorship"]))
+        sets.setdefault(str(row["split"]), []).append(p)
+    return sets, skipped
+
+
+def run_fold(
+    cohort_dir: str | os.PathLike,
+    fold: int,
+    model_name: str,
+    outdir: str | os.PathLike,
+    features_dir: str | os.PathLike | None = None,
+    settings: TrainSettings | None = None,
+    size: str = "small",
+    fusion: str = "concat",
+    model_options: dict | None = None,
+    cache_bags: bool = False,
+) -> dict:
+    """Train ``model_name`` on fold ``fold`` and write the outputs; returns the summary."""
+    from ..cohort import load_fold
+
+    s = (settings or TrainSettings()).validate()
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    fd = load_fold(cohort_dir, fold)
+    if model_name.lower() not in MODELS:
+        raise CMTAError(f"unknown model {model_name!r}; choose one of {', '.join(MODELS)}")
+    mods = modalities(model_name)
+    sets, skipped = fold_patients(fd, features_dir, "path" in mods, "omics" in mods, cache_bags)
+    if skipped:
+        log.warning("fold %d: %d patients without slides left out of %s", fold, len(skipped), model_name)
+    train = sets.get("train", [])
+    if not train:
+        raise CMTAError(f"{cohort_dir}: fold {fold} has no training patients usable by {model_name}")
+    path_dim = 1024
+    if "path" in mods:
+        first = train[0].get_bag()
+        path_dim = int(first.shape[1])
+    options = dict(model_options or {})
+    try:
+        torch.manual_seed(s.seed)
+        model = build_model(model_name, fd.omic_sizes, path_dim=path_dim, size=size,
+                            fusion=fusion, **options)
+    except ValueError as exc:
+        raise CMTAError(f"model {model_name!r}: {exc}") from exc
+    eval_sets = {k: v for k, v in sets.items() if k in (s.val_set, s.heldout_set) and v}
+    log.info("fold %d, %s: %d train, %s; %s selection%s", fold, model_name, len(train),
+             ", ".join(f"{len(v)} {k}" for k, v in eval_sets.items()), s.selection,
+             " (OPTIMISTIC: the reported fold picks the epoch)" if s.selection == "best_heldout" else "")
+
+    state_path = outdir / ".resume.pt"
+    res = train_fold(model, train, eval_sets, s, state_path=state_path)
+
+    spec = {"name": model_name.lower(), "omic_sizes": list(map(int, fd.omic_sizes)),
+            "path_dim": path_dim, "size": size, "fusion": fusion, "options": options}
+    ckpt = {
+        "state_dict": res.state_dict,
+        "model": spec,
+        "settings": s.as_dict(),
+        "fold": int(fold),
+        "family_names": list(fd.family_names),
+        "bin_edges": [float(x) for x in np.asarray(fd.bin_edges)],
+        "selected_epoch": int(res.selected_epoch),
+        "selection": res.selection,
+        "optimistic": bool(res.optimistic),
+        "metrics": {k: float(v) for k, v in res.metrics.items()},
+    }
+    with atomic_output(outdir / "model.pt") as tmp:
+        torch.save(ckpt, tmp)
+
+    hist = pd.DataFrame(res.history)
+    hist.insert(1, "selected", (hist["epoch"] == res.selected_epoch).astype(int))
+    with atomic_output(outdir / "epochs.tsv") as tmp:
+        hist.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+    preds = res.predictions
+    preds = preds[preds["set"] == s.heldout_set].drop(columns="set") if len(preds) else preds
+    if len(preds):
+        preds.insert(1, "fold", int(fold))
+    with atomic_output(outdir / "predictions.tsv") as tmp:
+        preds.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+    summary = {
+        "fold": int(fold),
+        "model": model_name.lower(),
+        "selection": res.selection,
+        "optimistic": bool(res.optimistic),
+        "selected_epoch": int(res.selected_epoch),
+        "epochs_run": len(res.history),
+        "metrics": {k: (None if math.isnan(v) else round(float(v), 6)) for k, v in res.metrics.items()},
+        "n_patients": {k: len(v) for k, v in sets.items()},
+        "n_left_out_without_slides": len(skipped),
+        "omic_sizes": spec["omic_sizes"],
+        "path_dim": path_dim,
+        "seed": s.seed,
+        "device": str(next(model.parameters()).device),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    write_text_atomic(outdir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    state_path.unlink(missing_ok=True)
+    return summary
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model saved by :func:`run_fold`; returns (model in eval mode, checkpoint)."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CMTAError(f"{path}: not a readable checkpoint ({exc})") from exc
+    spec = ckpt.get("model") if isinstance(ckpt, dict) else None
+    if not spec or "state_dict" not in ckpt:
+        raise CMTAError(f"{path}: not a `cmta train` checkpoint (no 'model' / 'state_dict')")
+    model = build_model(spec["name"], spec["omic_sizes"], path_dim=spec["path_dim"],
+                        size=spec["size"], fusion=spec["fusion"], **spec["options"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), ckpt

@@ -1,0 +1,35 @@
+# The training stage: one job per model x fold (cmta train). A "run" is a model name
+# (cmta, snn, snntrans, meanmil, maxmil, attmil, transmil, dualtrans) or a CMTA ablation
+# "cmta-<ablation>" (no_cross_attention, no_alignment, no_detach, no_ppeg).
+# Outputs per run and fold: {OUT}/train/{run}/fold_{k}/ model.pt, epochs.tsv,
+# predictions.tsv, summary.json. See docs/model.md.
+rule train:
+    input:
+        unpack(train_input),
+    output:
+        summary=f"{OUT}/train/{{run}}/fold_{{fold}}/summary.json",
+        model=f"{OUT}/train/{{run}}/fold_{{fold}}/model.pt",
+        epochs=f"{OUT}/train/{{run}}/fold_{{fold}}/epochs.tsv",
+        predictions=f"{OUT}/train/{{run}}/fold_{{fold}}/predictions.tsv",
+    log:
+        f"{OUT}/logs/train/{{run}}/fold_{{fold}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/train/{{run}}/fold_{{fold}}.tsv"
+    wildcard_constraints:
+        run=TRAIN_RUN_PATTERN,
+        fold=r"\d+",
+    params:
+        args=train_args,
+        cohort=lambda wc, input: os.path.dirname(input.cohort),
+        outdir=lambda wc, output: os.path.dirname(output.summary),
+        cmta=CMTA,
+    conda:
+        env_file("torch")
+    threads: TRAINING["threads"]
+    resources:
+        mem_mb=TRAINING["mem_mb"],
+        runtime=TRAINING["runtime"],
+        gpu=1 if str(TRAINING["device"]).startswith("cuda") else 0,
+    shell:
+        "{params.cmta} train --cohort {params.cohort:q} -o {params.outdir:q} {params.args}"
+        " > {log:q} 2>&1"
