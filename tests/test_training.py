@@ -167,3 +167,101 @@ def test_bad_settings_are_refused():
         TrainSettings(selection="best_val").validate()
     with pytest.raises(CMTAError, match="similarity"):
         TrainSettings(similarity="l2").validate()
+
+
+# --------------------------------------------------------------------------- cmta train
+
+
+@pytest.fixture(scope="module")
+def blca_cohort(tcga_dir, tmp_path_factory):
+    """The real BLCA genomics with the published splits and a 10 % inner validation split."""
+    from cmta_pipeline.cli import main
+
+    root = tmp_path_factory.mktemp("blca")
+    assert main(["genomics", str(tcga_dir / "tcga_blca_all_clean.csv.gz"),
+                 "--families", str(tcga_dir / "signatures.csv"), "-o", str(root / "genomics")]) == 0
+    assert main(["cohort", str(root / "genomics"), "-o", str(root / "cohort"),
+                 "--splits", str(tcga_dir / "splits/5foldcv/tcga_blca"),
+                 "--inner-val-fraction", "0.1"]) == 0
+    return root
+
+
+def test_train_command_outputs(blca_cohort, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from cmta_pipeline.cli import main
+    from cmta_pipeline.cohort import load_fold
+    from cmta_pipeline.training.fold import load_checkpoint
+
+    out = tmp_path / "snn0"
+    cohort = str(blca_cohort / "cohort")
+    rc = main(["train", "--cohort", cohort, "--fold", "0", "--model", "snn",
+               "-o", str(out), "--epochs", "2", "--threads", "1"])
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "epochs.tsv", "model.pt", "predictions.tsv", "summary.json"]  # no temp or resume file
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["optimistic"] is False and summary["selected_epoch"] == 2
+    epochs = pd.read_csv(out / "epochs.tsv", sep="\t")
+    assert list(epochs["epoch"]) == [1, 2] and list(epochs["selected"]) == [0, 1]
+    fd = load_fold(cohort, 0)
+    heldout = set(fd.patients.index[fd.patients["split"] == "heldout"])
+    preds = pd.read_csv(out / "predictions.tsv", sep="\t")
+    assert set(preds["case_id"]) == heldout and len(preds) == len(heldout)
+    assert {"risk", "hazard_4", "survival_4", "time", "event"} <= set(preds.columns)
+
+    ckpt = torch.load(out / "model.pt", weights_only=True)
+    assert ckpt["model"]["name"] == "snn" and ckpt["model"]["omic_sizes"] == fd.omic_sizes
+    model, _ = load_checkpoint(out / "model.pt")
+    case = preds["case_id"].iloc[0]
+    with torch.no_grad():
+        risk = model(None, [torch.from_numpy(a) for a in fd.omics[case]])["risk"].item()
+    assert risk == pytest.approx(preds["risk"].iloc[0], rel=1e-4)
+
+    # the published protocol is available, and flagged
+    rc = main(["train", "--cohort", cohort, "--fold", "0", "--model", "snn", "-o",
+               str(tmp_path / "opt"), "--epochs", "2", "--selection", "best_heldout"])
+    assert rc == 0 and json.loads((tmp_path / "opt" / "summary.json").read_text())["optimistic"]
+
+    capsys.readouterr()
+    assert main(["train", "--cohort", cohort, "--fold", "7", "--model", "snn", "-o",
+                 str(tmp_path / "bad")]) == 2
+    assert "fold 7" in capsys.readouterr().err
+    assert main(["train", "--cohort", cohort, "--fold", "0", "--model", "cmta", "-o",
+                 str(tmp_path / "bad")]) == 2
+    assert "--features-dir" in capsys.readouterr().err
+
+
+def test_train_command_with_patch_features(blca_cohort, tmp_path):
+    import json
+
+    import h5py
+    import pandas as pd
+
+    from cmta_pipeline.cli import main
+
+    cases = pd.read_csv(blca_cohort / "genomics" / "patients.tsv", sep="\t")["case_id"][:36]
+    rng = np.random.default_rng(0)
+    feats = tmp_path / "features"
+    feats.mkdir()
+    rows = []
+    for i, c in enumerate(cases):
+        for j in range(1 + i % 2):  # some patients have two slides
+            sid = f"{c}-S{j}"
+            rows.append({"slide_id": sid, "case_id": c})
+            with h5py.File(feats / f"{sid}.features.h5", "w") as f:
+                f["features"] = rng.standard_normal((int(rng.integers(5, 40)), 24)).astype("float32")
+                f["coords"] = np.zeros((len(f["features"]), 2), dtype="int64")
+    pd.DataFrame(rows).to_csv(tmp_path / "slides.tsv", sep="\t", index=False)
+    assert main(["cohort", str(blca_cohort / "genomics"), "-o", str(tmp_path / "cohort"),
+                 "--slides", str(tmp_path / "slides.tsv"), "--n-folds", "3"]) == 0
+    out = tmp_path / "cmta0"
+    rc = main(["train", "--cohort", str(tmp_path / "cohort"), "--fold", "0", "--model", "cmta",
+               "--features-dir", str(feats), "-o", str(out), "--epochs", "1", "--threads", "1"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["path_dim"] == 24 and summary["n_left_out_without_slides"] == 0
+    assert sum(summary["n_patients"].values()) == 36
+    assert len(pd.read_csv(out / "predictions.tsv", sep="\t")) == summary["n_patients"]["heldout"]
