@@ -214,3 +214,35 @@ def test_cmta_backward_reaches_every_parameter():
      + F.l1_loss(out["g_hat"], out["g"].detach())).backward()
     missing = [n for n, p in m.named_parameters() if p.grad is None]
     assert missing == []
+
+
+def _published_nystrom(attn: NystromAttention, x: torch.Tensor) -> torch.Tensor:
+    """The published arithmetic, written plainly: front zero-padding to a multiple of the
+    landmarks, landmark means, three softmaxes, (attn1 @ pinv(attn2)) @ (attn3 @ v), the
+    residual convolution on the padded v, output projection, last n tokens."""
+    b, n, _ = x.shape
+    m, h = attn.num_landmarks, attn.heads
+    pad = (-n) % m
+    xp = F.pad(x, (0, 0, pad, 0))
+    q, k, v = attn.to_qkv(xp).chunk(3, dim=-1)
+    q, k, v = (t.reshape(b, -1, h, attn.dim_head).transpose(1, 2) for t in (q, k, v))
+    q = q * attn.scale
+    length = (n + pad) // m
+    ql = q.reshape(b, h, m, length, -1).sum(3) / length
+    kl = k.reshape(b, h, m, length, -1).sum(3) / length
+    a1 = (q @ kl.transpose(-1, -2)).softmax(-1)
+    a2 = (ql @ kl.transpose(-1, -2)).softmax(-1)
+    a3 = (ql @ k.transpose(-1, -2)).softmax(-1)
+    out = (a1 @ moore_penrose_pinv(a2, attn.pinv_iterations)) @ (a3 @ v)
+    out = out + attn.res_conv(v)
+    out = out.transpose(1, 2).reshape(b, -1, h * attn.dim_head)
+    return attn.to_out(out)[:, -n:]
+
+
+@pytest.mark.parametrize("n", [250, 256, 300])
+def test_nystrom_matches_the_published_arithmetic(n):
+    torch.manual_seed(0)
+    attn = NystromAttention(64, heads=4, num_landmarks=32, dropout=0.0).eval()
+    x = torch.randn(1, n, 64)
+    with torch.no_grad():
+        assert torch.allclose(attn(x), _published_nystrom(attn, x), atol=1e-5)

@@ -125,21 +125,24 @@ class NystromAttention(nn.Module):
     def _nystrom(self, q, k, v) -> torch.Tensor:
         b, h, n, d = q.shape
         m = self.num_landmarks
-        pad = (-n) % m
-        if pad:
-            q, k, v = (F.pad(t, (0, 0, pad, 0)) for t in (q, k, v))
+        pad = (-n) % m  # zero tokens the published code puts in front
         length = (n + pad) // m  # tokens per landmark
-        q = q * self.scale
-        q_land = q.reshape(b, h, m, length, d).mean(dim=3)
-        k_land = k.reshape(b, h, m, length, d).mean(dim=3)
-        attn1 = (q @ k_land.transpose(-1, -2)).softmax(dim=-1)  # (B, h, N, m)
-        attn2 = (q_land @ k_land.transpose(-1, -2)).softmax(dim=-1)  # (B, h, m, m)
-        attn3 = (q_land @ k.transpose(-1, -2)).softmax(dim=-1)  # (B, h, m, N)
-        attn2_inv = moore_penrose_pinv(attn2, self.pinv_iterations).to(attn1.dtype)
-        # Only the last n rows (the real tokens) are kept: slice before the products, and
-        # multiply right to left, (N x m) @ ((m x m) @ (m x d)), which avoids the N x m x m
-        # product of the published (attn1 @ attn2_inv) @ (attn3 @ v); same value.
-        return attn1[:, :, pad:] @ (attn2_inv @ (attn3 @ v))
+        if pad:
+            k_pad, v_pad = F.pad(k, (0, 0, pad, 0)), F.pad(v, (0, 0, pad, 0))
+            q_pad = F.pad(q, (0, 0, pad, 0))
+        else:
+            q_pad, k_pad, v_pad = q, k, v
+        # Landmarks: means of `length` consecutive tokens of the front-padded sequence.
+        q_land = q_pad.reshape(b, h, m, length, d).mean(dim=3)
+        k_land = k_pad.reshape(b, h, m, length, d).mean(dim=3)
+        attn2 = (q_land @ k_land.transpose(-1, -2) * self.scale).softmax(dim=-1)  # (B, h, m, m)
+        attn2_inv = moore_penrose_pinv(attn2, self.pinv_iterations).to(q.dtype)
+        # softmax(q_land k^T) v and softmax(q k_land^T) W are fused attention calls (the
+        # n x m and m x n matrices are never stored). Published order:
+        # (attn1 @ attn2_inv) @ (attn3 @ v); here attn1 @ (attn2_inv @ (attn3 @ v)), the
+        # same value without the n x m x m product. Only the n real queries are computed.
+        attn3_v = F.scaled_dot_product_attention(q_land, k_pad, v_pad, scale=self.scale)
+        return F.scaled_dot_product_attention(q, k_land, attn2_inv @ attn3_v, scale=self.scale)
 
 
 class TransLayer(nn.Module):
