@@ -265,3 +265,19 @@ def test_train_command_with_patch_features(blca_cohort, tmp_path):
     assert summary["path_dim"] == 24 and summary["n_left_out_without_slides"] == 0
     assert sum(summary["n_patients"].values()) == 36
     assert len(pd.read_csv(out / "predictions.tsv", sep="\t")) == summary["n_patients"]["heldout"]
+
+
+def test_l1_penalty_is_added_to_the_training_loss():
+    train, sets = _small_sets()
+
+    def first_loss(l1):
+        torch.manual_seed(0)
+        m = build_model("snn", list(SIZES))
+        penalty = sum(w.abs().sum() for w in m.parameters()).item()
+        res = train_fold(m, train, {}, TrainSettings(epochs=1, lr=1e-9, l1=l1))
+        return res.history[0]["train_loss"], res.history[0]["train_sur"], penalty
+
+    loss0, sur0, _ = first_loss(0.0)
+    loss1, sur1, penalty = first_loss(1e-3)
+    assert loss0 == pytest.approx(sur0)
+    assert loss1 - sur1 == pytest.approx(1e-3 * penalty, rel=1e-3)

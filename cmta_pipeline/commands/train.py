@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--similarity", choices=["l1", "mse", "kl", "cosine"], default=d.similarity)
     t.add_argument("--censor-weight", type=float, default=d.censor_weight,
                    help="NLL weight of the uncensored term alone (published alpha; default 0)")
+    t.add_argument("--l1", type=float, default=d.l1,
+                   help="L1 penalty on every weight, added to the loss (MCAT's SNN recipe: 1e-4)")
     t.add_argument("--no-weighted-sampler", action="store_true",
                    help="shuffle patients instead of balancing (time bin x censorship) classes")
     t.add_argument("--max-train-patches", type=int, default=d.max_train_patches,
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, scheduler=args.scheduler, grad_accum=args.grad_accum,
         alpha=args.alpha, similarity=args.similarity, censor_weight=args.censor_weight,
+        l1=args.l1,
         weighted_sampler=not args.no_weighted_sampler, max_train_patches=args.max_train_patches,
         selection=args.selection, monitor=args.monitor, patience=args.patience,
         min_epochs=args.min_epochs, seed=args.seed, device=args.device, amp=not args.no_amp,

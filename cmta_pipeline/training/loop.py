@@ -65,6 +65,7 @@ class TrainSettings:
     alpha: float = 1.0  # weight of the alignment loss (CMTA only)
     similarity: str = "l1"  # l1 | mse | kl | cosine
     censor_weight: float = 0.0  # the NLL's alpha (0 = pure NLL, as published)
+    l1: float = 0.0  # L1 penalty on every weight (MCAT's lambda_reg with reg_type all/omic)
     weighted_sampler: bool = True  # balance (time bin x censorship) classes, as published
     max_train_patches: int = 4096  # subsample larger bags at training (0 = never)
     selection: str = "final"  # final | early_stopping | best_heldout (optimistic)
@@ -86,6 +87,7 @@ class TrainSettings:
             (self.monitor in ("loss", "cindex"), "monitor must be loss or cindex"),
             (self.epochs >= 1 and self.grad_accum >= 1, "epochs and grad_accum must be >= 1"),
             (self.max_train_patches >= 0, "max_train_patches must be >= 0"),
+            (self.l1 >= 0, "l1 must be >= 0"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -300,6 +302,8 @@ def train_fold(
             with _autocast(device, s):
                 out = model(bag, omics)
             loss, parts = cmta_loss(out, y, c, **opts)
+            if s.l1 > 0:
+                loss = loss + s.l1 * sum(w.abs().sum() for w in model.parameters())
             if not torch.isfinite(loss):
                 raise CMTAError(f"training: loss is {float(loss)} at epoch {epoch}, patient "
                                 f"{p.case_id}; lower the learning rate")
