@@ -66,19 +66,18 @@ def _opts(**kw):
 
 
 def _reference_features(model, slide_path, coords, size0, input_px=224):
-    """Patch by patch, the obvious way: OpenSlide read, cv2 area resize, normalise, model."""
-    import cv2
+    """Patch by patch, the obvious way: OpenSlide read, RGB, area resize, normalise, model."""
     import openslide
+    from PIL import Image
 
     s = openslide.OpenSlide(str(slide_path))
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     out = []
     for x, y in coords:
-        rgb = np.asarray(s.read_region((int(x), int(y)), 0, (size0, size0)))[:, :, :3]
-        rgb = cv2.resize(np.ascontiguousarray(rgb), (input_px, input_px),
-                         interpolation=cv2.INTER_AREA)
-        t = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+        img = s.read_region((int(x), int(y)), 0, (size0, size0)).convert("RGB")
+        rgb = np.asarray(img.resize((input_px, input_px), Image.BOX))
+        t = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
         with torch.inference_mode():
             out.append(model((t - mean) / std))
     return torch.cat(out).numpy()
@@ -348,3 +347,20 @@ def test_workflow_plans_fetch_weights_and_gpu(shared_data, tmp_path):
     assert "rule fetch_weights:" in out
     assert "--weights resources/weights/resnet50-0676ba61.pth" in out
     assert "gpu=1" in out and "--device cuda --batch-size 32 --workers 8 --threads 10" in out
+
+
+def test_readers_do_not_hang_after_opencv_in_parent(cmu, cmu_coords, tmp_path):
+    """Forked readers must not touch OpenCV: its thread pool deadlocks in a forked child
+    when the parent has used it (as a process that tiled first would have)."""
+    code = f"""
+import cv2, numpy as np
+cv2.GaussianBlur(np.random.rand(2000, 2000).astype(np.float32), (0, 0), 6)
+from cmta_pipeline.features import ExtractOptions, extract_slide
+extract_slide({str(cmu)!r}, {str(cmu_coords)!r}, {str(tmp_path)!r},
+              ExtractOptions(weights="random", device="cpu", workers=2, batch_size=16,
+                             threads=1, progress=False))
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "CMU-1-Small-Region.features.h5").is_file()
