@@ -120,6 +120,13 @@ def test_resume_after_a_kill_gives_the_same_model(tmp_path):
     for k, v in straight.state_dict.items():
         assert torch.allclose(v, resumed.state_dict[k], atol=1e-6), k
     assert resumed.metrics["heldout_cindex"] == pytest.approx(straight.metrics["heldout_cindex"])
+    # another model with the same settings: the state is not reused
+    state.unlink()
+    with pytest.raises(KeyboardInterrupt):
+        run(state, stop_at=1)
+    other_model = train_fold(build_model("dualtrans", list(SIZES), path_dim=16, ppeg=False),
+                             train, sets, s, state_path=state, resume_key={"ppeg": False})
+    assert [r["epoch"] for r in other_model.history] == [1, 2, 3, 4]
     # other settings: the stale state is ignored, training starts afresh
     other = train_fold(build_model("snn", list(SIZES)), train, sets,
                        TrainSettings(epochs=1), state_path=state)

@@ -114,11 +114,11 @@ def run_fold(
              ", ".join(f"{len(v)} {k}" for k, v in eval_sets.items()), s.selection,
              " (OPTIMISTIC: the reported fold picks the epoch)" if s.selection == "best_heldout" else "")
 
-    state_path = outdir / ".resume.pt"
-    res = train_fold(model, train, eval_sets, s, state_path=state_path)
-
     spec = {"name": model_name.lower(), "omic_sizes": list(map(int, fd.omic_sizes)),
             "path_dim": path_dim, "size": size, "fusion": fusion, "options": options}
+    state_path = outdir / ".resume.pt"
+    res = train_fold(model, train, eval_sets, s, state_path=state_path, resume_key=spec)
+
     ckpt = {
         "state_dict": res.state_dict,
         "model": spec,

@@ -226,6 +226,7 @@ def train_fold(
     settings: TrainSettings | None = None,
     state_path: str | Path | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    resume_key: dict | None = None,
 ) -> FoldResult:
     """Train ``model`` on ``train_patients``; evaluate ``eval_sets`` after every epoch.
 
@@ -239,8 +240,8 @@ def train_fold(
       the published protocol. OPTIMISTIC: the reported fold chooses the epoch.
 
     ``state_path``: a file rewritten (atomically) after every epoch with everything
-    needed to continue; if it exists at the start with the same settings, training
-    resumes from it. ``on_epoch_end(epoch, row)`` is called after each epoch.
+    needed to continue; if it exists at the start with the same settings and the same
+    ``resume_key`` (e.g. the model's name and options), training resumes from it. ``on_epoch_end(epoch, row)`` is called after each epoch.
     Returns a :class:`FoldResult`; the model is left holding the selected weights.
     """
     s = (settings or TrainSettings()).validate()
@@ -271,7 +272,7 @@ def train_fold(
     state_path = Path(state_path) if state_path else None
     if state_path is not None and state_path.is_file():
         st = torch.load(state_path, map_location="cpu", weights_only=True)
-        if st.get("settings") == s.as_dict():
+        if st.get("settings") == s.as_dict() and st.get("resume_key") == (resume_key or {}):
             model.load_state_dict(st["model"])
             optimizer.load_state_dict(st["optimizer"])
             if scheduler is not None and st.get("scheduler"):
@@ -281,7 +282,8 @@ def train_fold(
             start = int(st["epoch"]) + 1
             log.info("resuming from %s after epoch %d", state_path, start - 1)
         else:
-            log.warning("%s was written with other settings; starting afresh", state_path)
+            log.warning("%s was written with other settings or another model; starting afresh",
+                        state_path)
 
     stopped = start > s.epochs or (best.get("stop", False))
     for epoch in range(start, s.epochs + 1):
@@ -354,7 +356,8 @@ def train_fold(
         history.append(row)
         log.info(_progress(row, s))
         if state_path is not None:
-            _save_state(state_path, model, optimizer, scheduler, history, best, epoch, s)
+            _save_state(state_path, model, optimizer, scheduler, history, best, epoch, s,
+                        resume_key or {})
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
 
@@ -388,7 +391,8 @@ def _progress(row: dict, s: TrainSettings) -> str:
     return "  ".join(parts)
 
 
-def _save_state(path: Path, model, optimizer, scheduler, history, best, epoch, s) -> None:
+def _save_state(path: Path, model, optimizer, scheduler, history, best, epoch, s,
+                resume_key: dict) -> None:
     from ..fileio import atomic_output
 
     state = {
@@ -399,6 +403,7 @@ def _save_state(path: Path, model, optimizer, scheduler, history, best, epoch, s
         "history": history,
         "best": best,
         "settings": s.as_dict(),
+        "resume_key": resume_key,
     }
     with atomic_output(path) as tmp:
         torch.save(state, tmp)

@@ -3,8 +3,8 @@
     python tests/benchmarks/blca_genomics_models.py [--models snn,snntrans] [--epochs 30]
            [--workdir /tmp/blca_bench] [--threads 1]
 
-Runs `cmta genomics` and `cmta cohort` (labels fitted on each fold's train rows, no inner
-validation split), then `run_fold` (what `cmta train` calls) with the published settings
+Runs `cmta genomics` and `cmta cohort` (labels fitted on each fold's train rows; an inner
+validation split only with --inner-val-fraction), then `run_fold` (what `cmta train` calls) with the published settings
 (SGD, lr 1e-3, momentum 0.9, weight decay 1e-5, weighted sampler, 30 epochs, seed 1).
 
 Honest protocol: the model after the last epoch, evaluated once on the held-out fold.
@@ -42,6 +42,8 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a TrainSettings field, e.g. --set optimizer=adam --set lr=2e-4")
     ap.add_argument("--tag", default="published", help="name of this settings variant (output folder)")
+    ap.add_argument("--inner-val-fraction", type=float, default=0.0,
+                    help="cohort: share of each training fold held out for early stopping")
     a = ap.parse_args()
     overrides = {}
     for kv in a.set:
@@ -56,7 +58,8 @@ def main() -> int:
         assert cmta(["genomics", str(TCGA / "tcga_blca_all_clean.csv.gz"),
                      "--families", str(TCGA / "signatures.csv"), "-o", str(work / "genomics")]) == 0
         assert cmta(["cohort", str(work / "genomics"), "-o", str(work / "cohort"),
-                     "--splits", str(TCGA / "splits/5foldcv/tcga_blca")]) == 0
+                     "--splits", str(TCGA / "splits/5foldcv/tcga_blca"),
+                     "--inner-val-fraction", str(a.inner_val_fraction)]) == 0
     n_folds = json.loads((work / "cohort" / "folds.json").read_text())["n_folds"]
     rows = []
     for model in a.models.split(","):
