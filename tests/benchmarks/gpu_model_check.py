@@ -37,10 +37,14 @@ def agreement() -> bool:
     model = build_model("cmta", SIZES).eval()
     bag = torch.randn(1000, 1024)
     omics = [torch.randn(s) for s in SIZES]
+    # TF32 convolutions would differ from the CPU by ~1e-3 on their own: off for this check.
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     with torch.no_grad():
         cpu = model(bag, omics)["hazards"]
         model.cuda()
         gpu = model(bag.cuda(), [o.cuda() for o in omics])["hazards"].cpu()
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     diff = (cpu - gpu).abs().max().item()
     ok = diff < 1e-3
     print(f"cpu_vs_cuda_fp32 max_abs_diff_hazards={diff:.2e} ok={ok}", flush=True)
