@@ -98,7 +98,7 @@ def test_selection_modes():
 
 def test_resume_after_a_kill_gives_the_same_model(tmp_path):
     train, sets = _small_sets()
-    s = TrainSettings(epochs=4)
+    s = TrainSettings(epochs=3)
 
     def run(state, stop_at=None):
         torch.manual_seed(0)
@@ -116,7 +116,7 @@ def test_resume_after_a_kill_gives_the_same_model(tmp_path):
         run(state, stop_at=2)
     assert state.is_file()
     resumed = run(state)
-    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     for k, v in straight.state_dict.items():
         assert torch.allclose(v, resumed.state_dict[k], atol=1e-6), k
     assert resumed.metrics["heldout_cindex"] == pytest.approx(straight.metrics["heldout_cindex"])
@@ -126,7 +126,7 @@ def test_resume_after_a_kill_gives_the_same_model(tmp_path):
         run(state, stop_at=1)
     other_model = train_fold(build_model("dualtrans", list(SIZES), path_dim=16, ppeg=False),
                              train, sets, s, state_path=state, resume_key={"ppeg": False})
-    assert [r["epoch"] for r in other_model.history] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in other_model.history] == [1, 2, 3]
     # other settings: the stale state is ignored, training starts afresh
     other = train_fold(build_model("snn", list(SIZES)), train, sets,
                        TrainSettings(epochs=1), state_path=state)
