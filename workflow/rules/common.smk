@@ -49,6 +49,8 @@ def final_targets():
     targets = [f"{OUT}/tiles/summary.tsv"]
     targets += genomics_targets()  # rules/genomics.smk
     targets += train_targets()  # rules/train.smk
+    if train_targets():
+        targets.append(f"{OUT}/report/cindex_summary.tsv")  # rules/report.smk
     return targets
 
 
