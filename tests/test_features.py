@@ -338,7 +338,7 @@ def test_workflow_plans_fetch_weights_and_gpu(shared_data, tmp_path):
     extra.write_text("features:\n  device: cuda\n  workers: 8\n  threads: 10\n")
     r = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "-n",
-         "-p", "--cores", "16", "--configfile", "config/demo/config.yaml", str(extra), "--config",
+         "-p", "--cores", "16", "--configfile", "config/examples/shared_slides.yaml", str(extra), "--config",
          f"outdir={tmp_path}/wf", "--", target],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )

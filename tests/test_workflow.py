@@ -25,13 +25,13 @@ def snakemake(*args, cwd=REPO, timeout=600):
 
 
 def test_lint_is_clean(shared_data):
-    r = snakemake("--lint", "--configfile", "config/demo/config.yaml")
+    r = snakemake("--lint", "--configfile", "config/examples/shared_slides.yaml")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Lints for" not in r.stdout + r.stderr
 
 
 def test_dry_run_demo(shared_data, tmp_path):
-    r = snakemake("-n", "--configfile", "config/demo/config.yaml", "--config", f"outdir={tmp_path}/results")
+    r = snakemake("-n", "--configfile", "config/examples/shared_slides.yaml", "--config", f"outdir={tmp_path}/results")
     assert r.returncode == 0, r.stderr
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, re.M))
     assert jobs["tile"] == "4" and jobs["tile_summary"] == "1"
