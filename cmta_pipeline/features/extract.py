@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -157,7 +158,30 @@ class EncoderRunner:
         x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # NCHW, channels_last
         x = torch.addcmul(self.shift, x.float(), self.scale).to(self.dtype)
         x = x.contiguous(memory_format=torch.channels_last)
+        if self.device.type == "cuda" and self.precision == "fp32":
+            with _cudnn_ieee_fp32():  # fp32 means fp32 (the reference of the cosine check)
+                return self.model(x).float()
         return self.model(x).float()
+
+
+@contextlib.contextmanager
+def _cudnn_ieee_fp32():
+    """cuDNN convolutions in true fp32 instead of the TF32 that torch allows by default."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        old = conv.fp32_precision
+        conv.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = old
+    else:
+        old = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = old
 
 
 def _cosine_min(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -210,7 +234,7 @@ def extract_features(
         sampler=batches,
         num_workers=opts.workers,
         pin_memory=device.type == "cuda",
-        prefetch_factor=4 if opts.workers else None,
+        prefetch_factor=2 if opts.workers else None,  # batches in flight per reader
         persistent_workers=False,
     )
     progress = sys.stderr.isatty() if opts.progress is None else opts.progress
