@@ -143,8 +143,13 @@ def load_slide_table(
     base_dir: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """The slide table from a sheet or, failing that, from a folder (exactly one is needed)."""
-    if bool(sheet) == bool(folder):
-        raise CMTAError("config slides: give exactly one of 'sheet' or 'folder'")
+    if sheet and folder:
+        raise CMTAError(
+            f"config slides: both sheet ({sheet}) and folder ({folder}) are set; "
+            "set the one you do not use to null"
+        )
+    if not sheet and not folder:
+        raise CMTAError("config slides: give a sheet (TSV of slide_id, case_id, path) or a folder of slides")
     if sheet:
         return read_sheet(sheet, base_dir)
     base = Path(base_dir) if base_dir is not None else Path.cwd()

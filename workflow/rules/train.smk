@@ -20,7 +20,7 @@ rule train:
         fold=r"\d+",
     params:
         args=train_args,
-        cohort=lambda wc, input: os.path.dirname(input.cohort),
+        cohort=f"{OUT}/cohort",
         outdir=lambda wc, output: os.path.dirname(output.summary),
         cmta=CMTA,
     conda:
