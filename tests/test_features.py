@@ -239,6 +239,15 @@ def test_bf16_cosine_check_decides(cmu, tmp_path):
         np.testing.assert_allclose(feats, fp32.numpy(), rtol=0, atol=1e-3)
 
 
+def test_default_batching_by_device(monkeypatch):
+    monkeypatch.setattr(extract_mod, "available_cpus", lambda: 16)
+    assert extract_mod.default_batching(torch.device("cpu"), None, None) == (32, 1)
+    assert extract_mod.default_batching(torch.device("cuda"), None, None) == (256, 14)
+    assert extract_mod.default_batching(torch.device("cuda"), 8, 0) == (8, 0)
+    with pytest.raises(CMTAError, match="--batch-size"):
+        extract_mod.default_batching(torch.device("cpu"), 0, None)
+
+
 def test_auto_precision_is_fp32_on_cpu():
     assert extract_mod.resolve_precision("auto", torch.device("cpu")) == "fp32"
     with pytest.raises(CMTAError, match="fp16 is for CUDA"):

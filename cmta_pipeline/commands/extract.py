@@ -26,10 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(seeded; tests and demos only) or the path of a local state dict "
                    "(from `cmta fetch-weights`, for offline nodes). Default: imagenet")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    p.add_argument("--batch-size", type=_positive, default=32, help="patches per batch (32)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="reader processes, each opens the slide once (1; 0 = read in the "
-                   "main process). On GPU use about the number of cores")
+    p.add_argument("--batch-size", type=_positive, default=None,
+                   help="patches per batch (default: 32 on CPU, 256 on CUDA)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="reader processes, each opens the slide once; 0 = read in the main "
+                   "process (default: 1 on CPU, where the model is the bottleneck; the "
+                   "number of cores minus 2 on CUDA)")
     p.add_argument("--threads", type=_positive, default=None,
                    help="torch CPU threads (default: all cores available)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],

@@ -34,8 +34,8 @@ MIN_COSINE = 0.999
 class ExtractOptions:
     weights: str = "imagenet"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    batch_size: int = 32
-    workers: int = 1
+    batch_size: int | None = None  # None: 32 on CPU, 256 on CUDA
+    workers: int | None = None  # None: 1 on CPU (the model is the bottleneck), cores - 2 on CUDA
     precision: str = "auto"
     input_px: int | None = None  # None: the coords file's encoder_input_px, else 224
     read_at: str = "coords"  # coords: the file's read level; level0: CLAM-identical pixels
@@ -80,6 +80,20 @@ def resolve_device(device: str) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise CMTAError(f"--device {device}: only cpu and cuda are supported")
     return dev
+
+
+def default_batching(device: torch.device, batch_size: int | None,
+                     workers: int | None) -> tuple[int, int]:
+    """Batch size and reader processes: the given ones, else 32 / 1 on CPU (the model is
+    the bottleneck there) and 256 / (cores - 2) on CUDA (reading is)."""
+    cuda = device.type == "cuda"
+    if batch_size is None:
+        batch_size = 256 if cuda else 32
+    if workers is None:
+        workers = max(1, available_cpus() - 2) if cuda else 1
+    if batch_size < 1 or workers < 0:
+        raise CMTAError("--batch-size must be >= 1 and --workers >= 0")
+    return int(batch_size), int(workers)
 
 
 def cpu_bf16_supported() -> bool:
@@ -204,8 +218,6 @@ def extract_features(
         raise CMTAError(f"on_error must be fail or skip, got {opts.on_error!r}")
     if opts.read_at not in READ_AT:
         raise CMTAError(f"--read-at must be one of {', '.join(READ_AT)}, got {opts.read_at!r}")
-    if opts.batch_size < 1 or opts.workers < 0:
-        raise CMTAError("--batch-size must be >= 1 and --workers >= 0")
     slide_path = Path(slide_path)
     slide = open_slide(slide_path)
     try:
@@ -216,6 +228,7 @@ def extract_features(
 
     device = resolve_device(opts.device)
     precision = resolve_precision(opts.precision, device)
+    batch_size, workers = default_batching(device, opts.batch_size, opts.workers)
     if device.type == "cpu":
         torch.set_num_threads(int(opts.threads or available_cpus()))
     else:
@@ -227,14 +240,14 @@ def extract_features(
 
     dataset = PatchBatches(slide_path, grid, input_px, opts.read_at)
     n = len(dataset)
-    batches = [list(range(i, min(i + opts.batch_size, n))) for i in range(0, n, opts.batch_size)]
+    batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=None,  # items are already batches
         sampler=batches,
-        num_workers=opts.workers,
+        num_workers=workers,
         pin_memory=device.type == "cuda",
-        prefetch_factor=2 if opts.workers else None,  # batches in flight per reader
+        prefetch_factor=2 if workers else None,  # batches in flight per reader
         persistent_workers=False,
     )
     progress = sys.stderr.isatty() if opts.progress is None else opts.progress
@@ -317,6 +330,8 @@ def extract_features(
         "normalisation": "imagenet",
         "precision": precision,
         "device": str(device),
+        "batch_size": batch_size,
+        "workers": workers,
         "precision_check_min_cosine": -1.0 if min_cos is None else min_cos,
         "n_patches": int(len(feats)),
         "n_skipped": skipped,
