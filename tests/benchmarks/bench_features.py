@@ -323,6 +323,14 @@ def main() -> None:
         print(f"| {r['slide']} | {r['n_patches']} | {r['ours_pps']:.1f} | "
               f"{r.get('ref_pps', float('nan')):.1f} | {r.get('speedup', float('nan')):.2f}x | "
               f"{r['ours_pps'] / ceiling:.0%} | {r['read_only_pps']:.1f} |")
+    for r in report["slides"]:
+        # what bounds the end-to-end rate: whichever of reading / model it is close to
+        bound = min((r["read_only_pps"], "reading (OpenSlide read + decode + resize)"),
+                    (ceiling, "the model"))
+        r["bound"] = bound[1]
+        print(f"{r['slide']}: end to end {r['ours_pps']:.0f} patches/s = "
+              f"{r['ours_pps'] / bound[0]:.0%} of the slower of reading alone "
+              f"({r['read_only_pps']:.0f}) and the model alone ({ceiling:.0f}): bound by {bound[1]}")
     print(f"\nmodel only ({precision}, channels_last, BN folded): {ceiling:.1f} patches/s; "
           f"CLAM's fp32 NCHW: {report['model_only_pps']['clam_fp32_nchw']:.1f}")
     if "cosine_vs_fp32" in report:

@@ -21,6 +21,7 @@ WORKERS=$(( CORES > 2 ? CORES - 2 : 1 ))
 echo "== machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 echo "cores: $CORES, readers: $WORKERS"
+df -h /dev/shm 2>/dev/null | tail -1 || true   # DataLoader batches travel through shared memory
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
 
 echo "== cmta extract --device cuda (CLI path, fp16 + cosine check)"
