@@ -111,6 +111,7 @@ IMPORT_TO_CONDA = {
     "sksurv": "scikit-survival",
     "yaml": "pyyaml",
     "torch": "pytorch",
+    "matplotlib": "matplotlib-base",  # conda-forge's matplotlib without a GUI toolkit
 }
 
 
