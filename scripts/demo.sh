@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up, make the demo slides, and run the whole pipeline on them (about 5 minutes on 2 cores).
+# Set up, make the demo slides, and run the whole pipeline on them (10-15 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
