@@ -30,6 +30,23 @@ def test_lint_is_clean(shared_data):
     assert "Lints for" not in r.stdout + r.stderr
 
 
+def test_demo_lints_clean_and_plans_every_stage(shared_data, tmp_path):
+    """The whole-chain demo config (on two demo slides made here): lint and dry run."""
+    from cmta_pipeline.cli import main
+
+    slides = tmp_path / "slides"
+    table = shared_data / "tcga" / "tcga_blca_all_clean.csv.gz"
+    assert main(["demo-slides", str(table), "-o", str(slides), "-n", "2"]) == 0
+    override = ["--config", f"outdir={tmp_path}/results", f'slides={{"folder": "{slides}"}}']
+    r = snakemake("--lint", "--configfile", "config/demo/config.yaml", *override)
+    assert r.returncode == 0 and "Lints for" not in r.stdout + r.stderr, r.stdout + r.stderr
+    r = snakemake("-n", "--configfile", "config/demo/config.yaml", *override)
+    assert r.returncode == 0, r.stdout + r.stderr
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, re.M))
+    # after the tiling checkpoint the DAG grows by features, training and the report
+    assert {"tile", "tile_summary", "genomics", "cohort", "all"} <= set(jobs)
+
+
 def test_dry_run_demo(shared_data, tmp_path):
     r = snakemake("-n", "--configfile", "config/examples/shared_slides.yaml", "--config", f"outdir={tmp_path}/results")
     assert r.returncode == 0, r.stderr

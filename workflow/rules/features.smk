@@ -47,3 +47,10 @@ rule extract:
     shell:
         "{params.cmta} extract {params.path:q} {params.coords:q} -o {params.outdir:q} "
         "--slide-id {wildcards.slide:q} {params.args} > {log:q} 2>&1"
+
+
+# `snakemake --cores 8 features`: the features of every tiled slide, without training.
+rule features:
+    input:
+        lambda wc: feature_targets(),
+    default_target: False

@@ -14,7 +14,8 @@ rule report:
     log:
         f"{OUT}/logs/report.log",
     params:
-        train_dir=f"{OUT}/train",
+        # {OUT}/train, from .../train/<run>/fold_<k>/summary.json
+        train_dir=lambda wc, input: os.path.dirname(os.path.dirname(os.path.dirname(input[0]))),
         runs=lambda wc: " ".join(train_runs()),
         outdir=lambda wc, output: os.path.dirname(output.summary),
         cmta=CMTA,
