@@ -123,22 +123,43 @@ def write_coords(path: str | os.PathLike, coords: np.ndarray, attrs: dict) -> No
 
 
 def read_coords(path: str | os.PathLike) -> CoordsFile:
-    """Read a coordinates file written by ``cmta tile`` (or CLAM), with clear errors."""
+    """Read a coordinates file (``cmta tile``'s or CLAM's), with one-line errors.
+
+    Attributes are those of the ``coords`` dataset over the file's own (CLAM keeps them on
+    the dataset, other tools on the file). An empty grid is an error: nothing to encode.
+    """
     import h5py
 
     if not os.path.isfile(path):
-        raise CMTAError(f"{path}: coordinates file not found")
+        raise CMTAError(f"{path}: coords file not found; run `cmta tile` on the slide first")
     try:
         with h5py.File(path, "r") as f:
             if "coords" not in f:
-                raise CMTAError(f"{path}: no dataset 'coords' (not a coordinates file)")
+                raise CMTAError(
+                    f"{path}: no dataset 'coords' (keys: {', '.join(f.keys()) or 'none'}); "
+                    "not a coords file from `cmta tile` or CLAM"
+                )
             ds = f["coords"]
-            coords = np.asarray(ds[()], np.int64)
-            attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in ds.attrs.items()}
+            raw = {**dict(f.attrs), **dict(ds.attrs)}
+            coords = np.asarray(ds[()])
     except CMTAError:
         raise
     except Exception as exc:
-        raise CMTAError(f"{path}: unreadable coordinates file ({' '.join(str(exc).split())})") from None
+        raise CMTAError(
+            f"{path}: unreadable coords file ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+            "delete it and rerun `cmta tile`"
+        ) from None
     if coords.ndim != 2 or coords.shape[1] != 2:
         raise CMTAError(f"{path}: 'coords' must be N x 2, got shape {coords.shape}")
-    return CoordsFile(coords=coords, attrs=attrs)
+    if coords.shape[0] == 0:
+        raise CMTAError(f"{path}: no patches (empty 'coords'); the slide has no tissue to encode")
+    if not np.issubdtype(coords.dtype, np.number) or not np.isfinite(coords).all():
+        raise CMTAError(f"{path}: 'coords' must be finite numbers")
+    attrs = {}
+    for key, value in raw.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, bytes):
+            value = value.decode()
+        attrs[key] = value
+    return CoordsFile(coords=coords.astype(np.int64), attrs=attrs)

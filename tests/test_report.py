@@ -12,7 +12,7 @@ from sksurv.metrics import concordance_index_censored
 from sksurv.util import Surv
 
 from cmta_pipeline.cli import main
-from cmta_pipeline.evaluation import cindex, evaluate_run, logrank, risk_groups
+from cmta_pipeline.evaluation import cindex, logrank, risk_groups
 
 
 def _predictions(rng, n=60, folds=3, signal=1.0):

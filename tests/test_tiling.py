@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 
 import cv2
 import h5py
@@ -15,7 +14,7 @@ from cmta_pipeline.errors import CMTAError
 from cmta_pipeline.patching import read_coords, select_patches
 from cmta_pipeline.segmentation import TilingParams
 from cmta_pipeline.slide import open_slide, slide_geometry
-from cmta_pipeline.synthetic import Shape, demo_specimen, write_synthetic_slide
+from cmta_pipeline.synthetic import demo_specimen, write_synthetic_slide
 from cmta_pipeline.tiling import tile_slide
 
 

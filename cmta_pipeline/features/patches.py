@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CMTAError
+from ..patching import read_coords
+from ..slide import open_slide as _open_slide
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +43,6 @@ class PatchGrid:
     attrs: dict
 
 
-def _attr(attrs, key, default=None):
-    v = attrs.get(key, default)
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, bytes):
-        v = v.decode()
-    return v
-
-
 def load_patch_grid(coords_path: str | os.PathLike, slide) -> PatchGrid:
     """Read and check ``coords_path`` against the open OpenSlide ``slide``.
 
@@ -57,51 +50,27 @@ def load_patch_grid(coords_path: str | os.PathLike, slide) -> PatchGrid:
     CLAM attributes, or made from another slide (level-0 dimensions disagree, or patches
     that lie outside the slide).
     """
-    import h5py
-
     path = Path(coords_path)
-    if not path.is_file():
-        raise CMTAError(f"{path}: coords file not found; run `cmta tile` on the slide first")
-    try:
-        with h5py.File(path, "r") as f:
-            if "coords" not in f:
-                raise CMTAError(
-                    f"{path}: no dataset 'coords' (keys: {', '.join(f.keys()) or 'none'}); "
-                    f"not a coords file from `cmta tile` or CLAM"
-                )
-            ds = f["coords"]
-            attrs = {**dict(f.attrs), **dict(ds.attrs)}  # CLAM keeps them on the dataset
-            coords = np.asarray(ds[()])
-    except CMTAError:
-        raise
-    except Exception as exc:
-        raise CMTAError(f"{path}: unreadable coords file ({type(exc).__name__}: {exc}); "
-                        f"delete it and rerun `cmta tile`") from exc
-    if coords.ndim != 2 or coords.shape[1] != 2:
-        raise CMTAError(f"{path}: 'coords' must be N x 2, got shape {coords.shape}")
-    if coords.shape[0] == 0:
-        raise CMTAError(f"{path}: no patches (empty 'coords'); the slide has no tissue to encode")
-    if not np.issubdtype(coords.dtype, np.number) or not np.isfinite(coords).all():
-        raise CMTAError(f"{path}: 'coords' must be finite numbers")
-    coords = coords.astype(np.int64)
+    cf = read_coords(path)
+    coords, attrs = cf.coords, cf.attrs
 
     for key in ("patch_level", "patch_size"):
         if key not in attrs:
             raise CMTAError(f"{path}: attribute '{key}' missing on 'coords' (CLAM layout needs "
                             f"patch_level and patch_size)")
-    level = int(_attr(attrs, "patch_level"))
-    size = int(_attr(attrs, "patch_size"))
+    level = int(attrs.get("patch_level"))
+    size = int(attrs.get("patch_size"))
     name = getattr(slide, "_cmta_path", "slide")
     if not 0 <= level < slide.level_count:
         raise CMTAError(f"{path}: patch_level {level} but {name} has {slide.level_count} levels; "
                         f"coords file from another slide?")
     if size <= 0:
         raise CMTAError(f"{path}: patch_size must be positive, got {size}")
-    size0 = _attr(attrs, "patch_size_level0")
+    size0 = attrs.get("patch_size_level0")
     size0 = int(size0) if size0 is not None else int(round(size * slide.level_downsamples[level]))
 
     w, h = slide.dimensions
-    dim = _attr(attrs, "level_dim")
+    dim = attrs.get("level_dim")
     if dim is not None:
         dim = tuple(int(v) for v in np.asarray(dim).ravel()[:2])
         if dim != (w, h):
@@ -113,23 +82,16 @@ def load_patch_grid(coords_path: str | os.PathLike, slide) -> PatchGrid:
         i = int(np.flatnonzero(outside)[0])
         raise CMTAError(f"{path}: {int(outside.sum())} patches lie outside {name} ({w} x {h}), "
                         f"first: #{i} at ({x[i]}, {y[i]}); coords file from another slide?")
-    enc = _attr(attrs, "encoder_input_px")
+    enc = attrs.get("encoder_input_px")
     return PatchGrid(path, coords, level, size, size0, int(enc) if enc is not None else None,
-                     {k: _attr(attrs, k) for k in attrs})
+                     attrs)
 
 
 def open_slide(path: str | os.PathLike):
-    """OpenSlide handle of ``path``, or :class:`CMTAError` naming the file."""
-    import openslide
-
-    p = Path(path)
-    if not p.is_file():
-        raise CMTAError(f"{p}: slide not found")
-    try:
-        s = openslide.OpenSlide(str(p))
-    except Exception as exc:
-        raise CMTAError(f"{p}: OpenSlide cannot open it ({type(exc).__name__}: {exc})") from exc
-    s._cmta_path = str(p)
+    """OpenSlide handle of ``path`` (errors as :func:`cmta_pipeline.slide.open_slide`),
+    remembering its path for messages about the coords file."""
+    s = _open_slide(path)
+    s._cmta_path = str(path)
     return s
 
 
