@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "genomics": "genomics",
     "cohort": "cohort",
     "train": "train",
+    "predict": "predict",
     "report": "report",
     "demo-slides": "demo_slides",
 }
@@ -40,6 +41,7 @@ HELP: dict[str, str] = {
     "genomics": "genomic profiles grouped into the six gene families",
     "cohort": "join slides, genomics and survival; labels and cross-validation folds",
     "train": "train one model on one cross-validation fold",
+    "predict": "risk for new patients from the fold models of a trained run",
     "report": "c-index tables, Kaplan-Meier curves and log-rank tests of the trained runs",
     "demo-slides": "write small synthetic slides named after patients of a genomic table (demo data)",
 }

@@ -247,6 +247,45 @@ def inner_split(strata: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 # --------------------------------------------------------------------------- preprocessing
 
 
+def log1p_rnaseq_columns(X: np.ndarray, modality: np.ndarray) -> np.ndarray:
+    """``X`` with log1p applied to its RNA-seq columns (in place); negative values are an error."""
+    cols = modality == "rnaseq"
+    if np.nanmin(X[:, cols], initial=0) < 0:
+        raise CMTAError(
+            "log1p_rnaseq: RNA-seq values are negative (already normalised, e.g. "
+            "z-scores); turn log1p_rnaseq off for this input"
+        )
+    X[:, cols] = np.log1p(X[:, cols])
+    return X
+
+
+def impute_missing(X: np.ndarray, median: np.ndarray) -> np.ndarray:
+    """Missing values replaced by the train ``median`` (0 where the median itself is missing)."""
+    fill = np.where(np.isnan(median), 0.0, median)
+    return np.where(np.isnan(X), fill[None, :], X)
+
+
+def standardize_columns(X: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """z-scores with the train ``mean`` and ``std`` (columns of std 0 are only centred)."""
+    return (X - mean) / np.where(std > 0, std, 1.0)
+
+
+def apply_preprocessing(
+    X: np.ndarray, modality: np.ndarray, median: np.ndarray, mean: np.ndarray, std: np.ndarray,
+    log1p_rnaseq: bool, standardize: bool,
+) -> np.ndarray:
+    """Transform raw ``X`` (patients x features) with stored per-fold statistics: the
+    same steps, in the same order, as :func:`fit_transform_fold` (used by ``cmta predict``
+    on new patients with a fold's ``preprocessing.tsv``)."""
+    X = np.asarray(X, dtype=np.float64).copy()
+    if log1p_rnaseq:
+        X = log1p_rnaseq_columns(X, np.asarray(modality))
+    X = impute_missing(X, np.asarray(median, dtype=np.float64))
+    if standardize:
+        X = standardize_columns(X, np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64))
+    return X
+
+
 def fit_transform_fold(
     X: np.ndarray, modality: np.ndarray, train: np.ndarray, log1p_rnaseq: bool, standardize: bool
 ) -> tuple[np.ndarray, pd.DataFrame]:
@@ -255,25 +294,19 @@ def fit_transform_fold(
     Optional log1p of RNA-seq features, imputation of missing values with the train
     median, drop of features constant on the train rows, z-scoring with the train mean
     and standard deviation (ddof 0). Returns (transformed X, per-feature statistics with
-    a ``kept`` column).
+    a ``kept`` column). :func:`apply_preprocessing` repeats the transform from the
+    statistics alone.
     """
     X = X.astype(np.float64, copy=True)
     if log1p_rnaseq:
-        cols = modality == "rnaseq"
-        if np.nanmin(X[:, cols], initial=0) < 0:
-            raise CMTAError(
-                "log1p_rnaseq: RNA-seq values are negative (already normalised, e.g. "
-                "z-scores); turn log1p_rnaseq off for this input"
-            )
-        X[:, cols] = np.log1p(X[:, cols])
+        X = log1p_rnaseq_columns(X, modality)
     Xt = X[train]
     nan_train = np.isnan(Xt).sum(0)
     nan_all = np.isnan(X).sum(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         median = np.nanmedian(Xt, axis=0)
-    fill = np.where(np.isnan(median), 0.0, median)
-    X = np.where(np.isnan(X), fill[None, :], X)
+    X = impute_missing(X, median)
     Xt = X[train]
     mean = Xt.mean(0)
     std = Xt.std(0)
@@ -281,7 +314,7 @@ def fit_transform_fold(
     all_missing = nan_train == train.sum()
     kept = ~constant & ~all_missing
     if standardize:
-        X = (X - mean) / np.where(std > 0, std, 1.0)
+        X = standardize_columns(X, mean, std)
     reason = np.where(all_missing, "missing in every train patient", np.where(constant, "constant on train", ""))
     stats = pd.DataFrame({
         "kept": kept.astype(int), "reason": reason, "train_median": median,
@@ -322,6 +355,13 @@ def build_cohort(
         marker.unlink()  # a crash below must not leave an old marker over new files
 
     families, matrix, survival, gdropped = read_genomics_dir(genomics_dir)
+    no_surv = survival["survival_months"].isna() | survival["censorship"].isna()
+    if no_surv.any():  # a genomics folder written with --missing-survival keep (new patients)
+        gdropped = pd.concat(
+            [gdropped, pd.DataFrame({"case_id": survival.index[no_surv], "reason": "no survival"})],
+            ignore_index=True,
+        )
+        survival = survival[~no_surv].astype({"censorship": int})
     slides = read_slides(slide_sheet, tiles_summary)
     cohort, audit = assemble_cohort(survival, matrix.index, gdropped, slides)
     ids = cohort.index.to_numpy()
@@ -418,7 +458,8 @@ def build_cohort(
         stats.insert(0, "feature", feature_names)
         stats.insert(1, "modality", modality)
         with atomic_output(fdir / "preprocessing.tsv") as tmp:
-            stats.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+            # full precision (shortest round-trip repr): `cmta predict` re-applies these
+            stats.to_csv(tmp, sep="\t", index=False)
         with atomic_output(fdir / "omics.h5") as tmp:
             with h5py.File(tmp, "w") as h5:
                 h5.create_dataset("case_id", data=np.array(ids[rows], dtype=object), dtype=h5py.string_dtype())

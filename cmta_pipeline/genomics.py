@@ -139,7 +139,9 @@ def check_survival(
     """Validate ``survival_months`` and ``censorship``; return (kept rows, dropped ids).
 
     With ``missing="drop"`` rows without a survival time or censorship are returned as
-    dropped (the cohort audit lists them as "no survival"); otherwise they are an error.
+    dropped (the cohort audit lists them as "no survival"); with ``missing="keep"`` they
+    are kept with empty survival (new patients, for ``cmta predict``); otherwise they are
+    an error.
     """
     surv = surv.copy()
     where = lambda i: f"{row_label} {i}".strip()  # noqa: E731
@@ -153,6 +155,14 @@ def check_survival(
         surv[col] = num
     missing_rows = surv["survival_months"].isna() | surv["censorship"].isna()
     dropped: list[str] = []
+    if missing == "keep":
+        known = surv[~missing_rows]
+        checked, _ = check_survival(known, source, row_label) if len(known) else (known, [])
+        surv.loc[~missing_rows, "survival_months"] = checked["survival_months"]
+        surv.loc[missing_rows, ["survival_months", "censorship"]] = np.nan
+        if not missing_rows.any():
+            surv["censorship"] = surv["censorship"].astype(int)
+        return surv, dropped
     if missing_rows.any():
         if missing != "drop":
             i = missing_rows.idxmax()
@@ -227,6 +237,10 @@ def load_wide_table(
     except Exception as exc:
         raise CMTAError(f"{path}: not a readable table ({exc})") from exc
     required = ("case_id", "survival_months", "censorship")
+    if missing_survival == "keep":  # new patients: survival columns may be absent
+        absent = [c for c in required[1:] if c not in df.columns]
+        if absent:
+            df = pd.concat([df, pd.DataFrame(np.nan, index=df.index, columns=absent)], axis=1)
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise CMTAError(
@@ -505,7 +519,7 @@ def load_per_modality(
 
     Patients missing a modality or survival are returned in ``dropped`` with the reason.
     """
-    if clinical is None:
+    if clinical is None and missing_survival != "keep":
         raise CMTAError("per-modality input needs a clinical table (--clinical) for survival")
     parts: list[tuple[str, pd.DataFrame]] = []
     reasons: dict[str, str] = {}
@@ -520,11 +534,20 @@ def load_per_modality(
         parts.append(("mut", m)); reasons.update(r)
     if not parts:
         raise CMTAError("no genomic input: give a wide table or at least one of --rnaseq, --cnv, --maf")
-    surv, no_surv = read_clinical(clinical, missing_survival)
+    if clinical is None:  # new patients without follow-up (missing_survival="keep")
+        surv = pd.DataFrame(columns=["survival_months", "censorship"], dtype=float)
+        surv.index.name = "case_id"
+        no_surv = []
+    else:
+        surv, no_surv = read_clinical(clinical, missing_survival)
     everyone = set(surv.index) | set(no_surv) | set(reasons)
     for _, m in parts:
         everyone |= set(m.index)
-    kept = sorted(set.intersection(*(set(m.index) for _, m in parts)) & set(surv.index))
+    kept = set.intersection(*(set(m.index) for _, m in parts))
+    if clinical is None:
+        surv = pd.DataFrame(np.nan, index=sorted(kept), columns=["survival_months", "censorship"])
+        surv.index.name = "case_id"
+    kept = sorted(kept & set(surv.index))
     for p in sorted(everyone - set(kept)):
         if p in reasons:
             continue

@@ -39,8 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default: the protein-changing classes)",
     )
     p.add_argument(
-        "--missing-survival", choices=["error", "drop"], default="error",
-        help="a patient with no survival time: stop (default) or drop it and list it in the audit",
+        "--missing-survival", choices=["error", "drop", "keep"], default="error",
+        help="a patient with no survival time: stop (default), drop it and list it in the audit, "
+        "or keep it with empty survival (new patients for `cmta predict`; the survival "
+        "columns and --clinical may then be absent; `cmta cohort` audits such patients as 'no survival')",
     )
 
 

@@ -51,6 +51,7 @@ def final_targets():
     targets += train_targets()  # rules/train.smk
     if train_targets():
         targets.append(f"{OUT}/report/cindex_summary.tsv")  # rules/report.smk
+    targets += predict_targets()  # rules/predict.smk
     return targets
 
 
@@ -310,3 +311,76 @@ def train_args(wildcards, threads):
 
 
 TRAIN_RUN_PATTERN = "[a-z]+(-(" + "|".join(ABLATION_FLAGS) + "))?"
+
+
+# ---- risk for new patients (rules/predict.smk) -----------------------------------
+
+PREDICT = {
+    "genomics": None,
+    "slides": None,
+    "features_dir": None,
+    "runs": None,
+    "impute_missing_genes": False,
+    "device": "cpu",
+    "mem_mb": 8000,
+    "runtime": 60,
+    **(config.get("predict") or {}),
+}
+
+
+def predict_runs():
+    """Trained runs to predict with; runs that read slides need predict.slides."""
+    runs = [r for r in train_runs() if PREDICT["runs"] is None or r in PREDICT["runs"]]
+    if not PREDICT["slides"]:
+        dropped = [r for r in runs if r.split("-")[0] in PATH_MODELS]
+        if dropped:
+            print(f"predict: no predict.slides, skipping {', '.join(dropped)}", file=sys.stderr)
+        runs = [r for r in runs if r.split("-")[0] not in PATH_MODELS]
+    return runs
+
+
+def predict_targets():
+    if not (genomics_configured() and PREDICT["genomics"]):
+        return []
+    return expand(f"{OUT}/predict/{{run}}/risk.tsv", run=predict_runs())
+
+
+def predict_genomics_input(wildcards):
+    return {"table": PREDICT["genomics"], "families": families_file()}
+
+
+def predict_genomics_args(wildcards, input):
+    """The new patients' table read as the cohort's (same families, suffixes and metadata),
+    without survival."""
+    args = [shlex.quote(input.table), f"--families {shlex.quote(input.families)}"]
+    if GENOMICS.get("unsuffixed"):
+        args.append(f"--unsuffixed {GENOMICS['unsuffixed']}")
+    if GENOMICS.get("meta_columns"):
+        args.append(f"--meta-columns {shlex.quote(','.join(GENOMICS['meta_columns']))}")
+    args.append("--missing-survival keep")
+    return " ".join(args)
+
+
+def predict_input(wildcards):
+    run = f"{OUT}/train/{wildcards.run}"
+    files = {
+        "cohort": f"{OUT}/cohort/folds.json",
+        "genomics": f"{OUT}/predict/genomics/families.tsv",
+        "models": expand(f"{run}/fold_{{fold}}/summary.json", fold=train_folds()),
+    }
+    if wildcards.run.split("-")[0] in PATH_MODELS:
+        files["slides"] = PREDICT["slides"]
+        if not PREDICT["features_dir"]:
+            files["features"] = feature_targets()
+    return files
+
+
+def predict_args(wildcards, input):
+    args = [f"--genomics {shlex.quote(os.path.dirname(input.genomics))}",
+            f"--device {PREDICT['device']}", "--threads 1"]
+    if "slides" in input.keys():
+        features = PREDICT["features_dir"] or os.path.join(OUT, "features")
+        args.append(f"--slides {shlex.quote(input.slides)} --features-dir {shlex.quote(features)}")
+    if PREDICT["impute_missing_genes"]:
+        args.append("--impute-missing-genes")
+    return " ".join(args)

@@ -1,0 +1,49 @@
+# Risk for new patients (cmta predict), active when predict.genomics is set: the new
+# patients' genomic table goes through cmta genomics (--missing-survival keep: no follow-up
+# needed), then every trained run's fold models give each patient a risk, its percentile
+# among the cohort's out-of-fold risks and a high/low group. See docs/model.md.
+rule predict_genomics:
+    input:
+        unpack(predict_genomics_input),
+    output:
+        families=f"{OUT}/predict/genomics/families.tsv",
+        other=[f"{OUT}/predict/genomics/{name}" for name in GENOMICS_OUTPUTS[1:]],
+    log:
+        f"{OUT}/logs/predict/genomics.log",
+    params:
+        args=predict_genomics_args,
+        outdir=lambda wc, output: os.path.dirname(output.families),
+        cmta=CMTA,
+    conda:
+        env_file("survival")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    shell:
+        "{params.cmta} genomics {params.args} -o {params.outdir:q} > {log:q} 2>&1"
+
+
+rule predict:
+    input:
+        unpack(predict_input),
+    output:
+        f"{OUT}/predict/{{run}}/risk.tsv",
+    log:
+        f"{OUT}/logs/predict/{{run}}.log",
+    wildcard_constraints:
+        run=TRAIN_RUN_PATTERN,
+    params:
+        args=predict_args,
+        run_dir=lambda wc: f"{OUT}/train/{wc.run}",
+        cohort=f"{OUT}/cohort",
+        cmta=CMTA,
+    conda:
+        env_file("torch")
+    threads: 1
+    resources:
+        mem_mb=PREDICT["mem_mb"],
+        runtime=PREDICT["runtime"],
+    shell:
+        "{params.cmta} predict --run-dir {params.run_dir:q} --cohort {params.cohort:q}"
+        " -o {output:q} {params.args} > {log:q} 2>&1"
