@@ -247,12 +247,22 @@ ABLATION_FLAGS = {
 }
 
 
+_WARNED = set()
+
+
+def warn_once(message):
+    """Print a planning message once, however often the DAG asks the function again."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(message, file=sys.stderr)
+
+
 def train_runs():
     runs = list(TRAINING["models"]) + [f"cmta-{a}" for a in TRAINING["ablations"]]
     if not (len(SLIDES) and COHORT.get("with_slides", True)):
         dropped = [r for r in runs if r.split("-")[0] in PATH_MODELS]
         if dropped:
-            print(f"training: no slides configured, skipping {', '.join(dropped)}", file=sys.stderr)
+            warn_once(f"training: no slides configured, skipping {', '.join(dropped)}")
         runs = [r for r in runs if r.split("-")[0] not in PATH_MODELS]
     return runs
 
@@ -334,7 +344,7 @@ def predict_runs():
     if not PREDICT["slides"]:
         dropped = [r for r in runs if r.split("-")[0] in PATH_MODELS]
         if dropped:
-            print(f"predict: no predict.slides, skipping {', '.join(dropped)}", file=sys.stderr)
+            warn_once(f"predict: no predict.slides, skipping {', '.join(dropped)}")
         runs = [r for r in runs if r.split("-")[0] not in PATH_MODELS]
     return runs
 
