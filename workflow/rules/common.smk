@@ -67,7 +67,7 @@ def slide_input(wildcards):
 
 def tile_args(wildcards):
     row = SLIDES.loc[wildcards.slide]
-    args = f"--slide-id {wildcards.slide} --case-id {row.case_id} --stain {row.stain}"
+    args = f"--slide-id {wildcards.slide} --case-id {shlex.quote(str(row.case_id))} --stain {row.stain}"
     if row.mpp == row.mpp:  # not NaN
         args += f" --mpp {row.mpp}"
     return args
