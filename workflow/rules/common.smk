@@ -37,6 +37,12 @@ SLIDES = load_slide_table(
 )
 validate(SLIDES, schema="../schemas/slides.schema.yaml")
 SLIDES = SLIDES.set_index("slide_id", drop=False)
+if SLIDES.empty:
+    print(
+        "slides: the slide sheet lists no slides; point slides.sheet or slides.folder in "
+        "config/config.yaml at your slides (README: 'Your data')",
+        file=sys.stderr,
+    )
 
 SLIDE_PATTERN = "|".join(map(re.escape, SLIDES.index)) if len(SLIDES) else "NO_SLIDES"
 
