@@ -75,6 +75,22 @@ class GenomicData:
 # --------------------------------------------------------------------------- families
 
 
+def _read_table(path: Path, what: str, default_sep: str = "\t", **kw) -> pd.DataFrame:
+    """A table with one-line errors: ``default_sep`` unless the name says .csv or .tsv/.txt."""
+    if not path.is_file():
+        raise CMTAError(f"{what} file not found: {path}")
+    name = path.name.lower()
+    sep = default_sep
+    if name.endswith((".csv", ".csv.gz")):
+        sep = ","
+    elif name.endswith((".tsv", ".txt", ".tsv.gz", ".txt.gz")):
+        sep = "\t"
+    try:
+        return pd.read_csv(path, sep=sep, low_memory=False, **kw)
+    except Exception as exc:
+        raise CMTAError(f"{path}: not a readable {what} table ({exc})") from exc
+
+
 def read_families(path: str | os.PathLike) -> dict[str, list[str]]:
     """Family name -> gene symbols, in the file's column order.
 
@@ -82,13 +98,7 @@ def read_families(path: str | os.PathLike) -> dict[str, list[str]]:
     cells pad the shorter columns). Comma-separated unless it ends in .tsv/.txt.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CMTAError(f"family file not found: {path}")
-    sep = "\t" if path.name.lower().endswith((".tsv", ".txt", ".tsv.gz", ".txt.gz")) else ","
-    try:
-        df = pd.read_csv(path, sep=sep, dtype=str)
-    except Exception as exc:
-        raise CMTAError(f"{path}: not a readable table ({exc})") from exc
+    df = _read_table(path, "family", default_sep=",", dtype=str)
     if df.shape[1] == 0:
         raise CMTAError(f"{path}: no family columns (expected one column per gene family)")
     families: dict[str, list[str]] = {}
@@ -229,13 +239,7 @@ def load_wide_table(
     on every gene value.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CMTAError(f"genomic table not found: {path}")
-    sep = "\t" if path.name.lower().endswith((".tsv", ".txt", ".tsv.gz", ".txt.gz")) else ","
-    try:
-        df = pd.read_csv(path, sep=sep, low_memory=False)
-    except Exception as exc:
-        raise CMTAError(f"{path}: not a readable table ({exc})") from exc
+    df = _read_table(path, "genomic", default_sep=",")
     required = ("case_id", "survival_months", "censorship")
     if missing_survival == "keep":  # new patients: survival columns may be absent
         absent = [c for c in required[1:] if c not in df.columns]
@@ -321,17 +325,6 @@ def load_wide_table(
 
 
 # --------------------------------------------------------------------------- per modality
-
-
-def _read_table(path: Path, what: str, **kw) -> pd.DataFrame:
-    if not path.is_file():
-        raise CMTAError(f"{what} file not found: {path}")
-    name = path.name.lower()
-    sep = "," if name.endswith((".csv", ".csv.gz")) else "\t"
-    try:
-        return pd.read_csv(path, sep=sep, low_memory=False, **kw)
-    except Exception as exc:
-        raise CMTAError(f"{path}: not a readable {what} table ({exc})") from exc
 
 
 def patient_of_sample(barcode: str) -> tuple[str, int]:

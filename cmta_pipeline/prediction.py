@@ -226,26 +226,30 @@ def predict_run(
         if n_nan:
             log.info("%d missing value(s) imputed with the training medians, as in training", n_nan)
 
-    # every fold model on every patient
-    risks, percentiles, survival = {}, {}, []
-    for fm in models:
-        omics = prepare_omics(fm, matrix, summary) if "omics" in mods else None
-        r, s = [], []
-        with torch.no_grad():
-            for i, case in enumerate(ids):
-                bag = None
-                if "path" in mods:
-                    bag = torch.from_numpy(load_bag(features_dir, slides_of[case])).to(dev)
+    # every fold model on every patient; each patient's bag is read once for all folds
+    fold_omics = {fm.fold: prepare_omics(fm, matrix, summary) if "omics" in mods else None
+                  for fm in models}
+    risk_of = {fm.fold: [] for fm in models}
+    surv_of = {fm.fold: [] for fm in models}
+    with torch.no_grad():
+        for i, case in enumerate(ids):
+            bag = None
+            if "path" in mods:
+                bag = torch.from_numpy(load_bag(features_dir, slides_of[case])).to(dev)
+            for fm in models:
+                omics = fold_omics[fm.fold]
                 om = None if omics is None else [torch.from_numpy(b[i]).to(dev) for b in omics]
                 out = fm.model(bag, om)
-                r.append(float(out["risk"].float()[0]))
-                s.append(out["survival"].float().cpu().numpy()[0])
-        risks[fm.fold] = np.array(r)
+                risk_of[fm.fold].append(float(out["risk"].float()[0]))
+                surv_of[fm.fold].append(out["survival"].float().cpu().numpy()[0])
+    risks, percentiles, survival = {}, {}, []
+    for fm in models:
+        risks[fm.fold] = np.array(risk_of[fm.fold])
         # compared at the precision of predictions.tsv (6 significant digits), so that a
         # cohort patient predicted again ties with its own out-of-fold risk
         rounded = np.array([float(f"{x:.6g}") for x in risks[fm.fold]])
         percentiles[fm.fold] = percentile_of(rounded, fm.reference_risk)
-        survival.append(np.stack(s))
+        survival.append(np.stack(surv_of[fm.fold]))
         seen = [c for c in ids if c in fm.training_cases]
         if seen:
             log.warning("fold %d: %d patient(s) were in its training data (in-sample risk): %s",

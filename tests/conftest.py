@@ -27,3 +27,14 @@ def slides_dir(shared_data) -> Path:
 @pytest.fixture(scope="session")
 def tcga_dir(shared_data) -> Path:
     return shared_data / "tcga"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread (deterministic, fair timings on a shared machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -23,12 +23,7 @@ from cmta_pipeline.training.synthetic import synthetic_cohort
 SIZES = (8, 12, 16, 10, 20, 14)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cmta_run(shuffle: bool):

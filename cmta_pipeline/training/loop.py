@@ -286,6 +286,7 @@ def train_fold(
                         state_path)
 
     stopped = start > s.epochs or (best.get("stop", False))
+    last_eval: dict = {}
     for epoch in range(start, s.epochs + 1):
         if stopped:
             break
@@ -331,9 +332,11 @@ def train_fold(
                                    [train_patients[i].time for i in idx],
                                    [train_patients[i].censorship for i in idx]),
         }
+        last_eval = {}  # this epoch's evaluation, reused below if these weights are selected
         for name, pats in eval_sets.items():
             if pats:
-                m, _ = evaluate(model, pats, s, device, name)
+                m, df = evaluate(model, pats, s, device, name)
+                last_eval[name] = (m, df)
                 row[f"{name}_loss"], row[f"{name}_cindex"] = m["loss"], m["cindex"]
         row["seconds"] = time.perf_counter() - t0
 
@@ -367,10 +370,12 @@ def train_fold(
     else:
         selected = best["epoch"]
         model.load_state_dict(best["state"])
+    if selected != history[-1]["epoch"]:
+        last_eval = {}  # another epoch's weights: evaluate them afresh
     frames, metrics = [], {}
     for name, pats in eval_sets.items():
         if pats:
-            m, df = evaluate(model, pats, s, device, name)
+            m, df = last_eval[name] if name in last_eval else evaluate(model, pats, s, device, name)
             metrics[f"{name}_cindex"], metrics[f"{name}_loss"] = m["cindex"], m["loss"]
             frames.append(df)
     preds = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
