@@ -107,8 +107,11 @@ def test_cohort_with_bad_slides_completes_and_lists_them(tmp_path):
     failed = pd.read_csv(wd / "results/tiles/failed_slides.tsv", sep="\t")
     assert list(failed.slide_id) == ["TCGA-AA-0003-01Z-00-DX1"]
     assert "TCGA-AA-0003-01Z-00-DX1.svs" in failed.reason[0]
-    assert (wd / "results/tiles/TCGA-AA-0001-01Z-00-DX1.coords.h5").is_file()
-    assert not (wd / "results/tiles/TCGA-AA-0003-01Z-00-DX1.coords.h5").exists()
+    tiles = wd / "results/tiles"
+    assert (tiles / "TCGA-AA-0001-01Z-00-DX1/TCGA-AA-0001-01Z-00-DX1.coords.h5").is_file()
+    assert (tiles / "TCGA-AA-0001-01Z-00-DX1/TCGA-AA-0001-01Z-00-DX1.qc.png").is_file()
+    # a failed slide writes nothing (Snakemake stamps the folder it created)
+    assert not [p.name for p in (tiles / "TCGA-AA-0003-01Z-00-DX1").iterdir() if p.name != ".snakemake_timestamp"]
 
     # with on_error: fail the same cohort stops with an error
     config["slides"]["on_error"] = "fail"
@@ -184,7 +187,7 @@ def _env_packages(env_path: Path) -> set[str]:
 
 
 def _rules():
-    """(rule name, env name, cmta command) for every rule of the workflow."""
+    """(rule name, env names, cmta command) for every rule of the workflow."""
     from cmta_pipeline.cli import COMMANDS
 
     found = []
@@ -194,10 +197,10 @@ def _rules():
             m = re.match(r"(?:rule|checkpoint) (\w+):", block)
             if not m:
                 continue
-            env = re.search(r'env_file\("(\w+)"\)', block)
+            envs = re.findall(r'env_file\("([\w-]+)"\)', block)
             cmd = re.search(r'(?:\{params\.cmta\}|\{CMTA\})\s+([a-z][a-z-]*)', block)
             if cmd and cmd.group(1) in COMMANDS:
-                found.append((m.group(1), env.group(1) if env else None, cmd.group(1)))
+                found.append((m.group(1), envs, cmd.group(1)))
     return found
 
 
@@ -206,10 +209,12 @@ def test_every_rule_env_lists_its_imports():
 
     rules = _rules()
     assert any(r[0] == "tile" for r in rules)
-    for rule, env, command in rules:
-        assert env is not None, f"rule {rule} has no conda env"
-        env_path = REPO / "envs" / f"{env}.yaml"
-        assert env_path.is_file(), f"rule {rule}: {env_path} missing"
-        needed = _third_party_imports(f"cmta_pipeline.commands.{COMMANDS[command]}", set())
-        missing = needed - _env_packages(env_path)
-        assert not missing, f"rule {rule} (cmta {command}) imports {sorted(missing)} not in {env_path.name}"
+    assert {"torch", "torch-cuda"} <= {env for r in rules if r[0] == "train" for env in r[1]}
+    for rule, envs, command in rules:
+        assert envs, f"rule {rule} has no conda env"
+        for env in envs:
+            env_path = REPO / "envs" / f"{env}.yaml"
+            assert env_path.is_file(), f"rule {rule}: {env_path} missing"
+            needed = _third_party_imports(f"cmta_pipeline.commands.{COMMANDS[command]}", set())
+            missing = needed - _env_packages(env_path)
+            assert not missing, f"rule {rule} (cmta {command}) imports {sorted(missing)} not in {env_path.name}"
