@@ -218,3 +218,140 @@ def test_every_rule_env_lists_its_imports():
             needed = _third_party_imports(f"cmta_pipeline.commands.{COMMANDS[command]}", set())
             missing = needed - _env_packages(env_path)
             assert not missing, f"rule {rule} (cmta {command}) imports {sorted(missing)} not in {env_path.name}"
+
+
+# ---- formatting, defaults, GPU requests, the report, use as a module ----------------------
+
+
+def test_rules_are_snakefmt_formatted():
+    snakefmt = Path(sys.executable).with_name("snakefmt")
+    if not snakefmt.exists():
+        pytest.skip("snakefmt not installed (pip install -e '.[test]')")
+    r = subprocess.run([str(snakefmt), "--check", str(REPO / "workflow")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _schema_defaults(schema: dict) -> dict:
+    return {
+        key: _schema_defaults(sub) if sub.get("type") == "object" and "properties" in sub else sub.get("default")
+        for key, sub in schema["properties"].items()
+    }
+
+
+def test_config_yaml_shows_the_schema_defaults():
+    """config/config.yaml names every key the schema has a default for, with that value:
+    the schema is the one source of defaults. Its only other values are the user's choices
+    (which slides, which models)."""
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    choices = {("slides", "sheet"), ("training", "models")}
+
+    def walk(defaults, shown, path=()):
+        for key, default in defaults.items():
+            where = ".".join(path + (key,))
+            if isinstance(default, dict):
+                if key in shown and shown[key] is not None:
+                    walk(default, shown[key], path + (key,))
+            elif path + (key,) not in choices and default is not None:
+                assert key in shown, f"config/config.yaml does not show {where} (default {default!r})"
+                assert shown[key] == default, f"config/config.yaml: {where} = {shown[key]!r}, schema default {default!r}"
+
+    walk(_schema_defaults(schema), config)
+
+
+def _planned_jobs(stdout: str) -> list[tuple[str, dict, str]]:
+    """(rule, wildcards, resources line) of every job of a dry run's output."""
+    jobs = []
+    for block in re.split(r"\n\s*\n", stdout):
+        rule = re.search(r"^(?:local)?(?:rule|checkpoint) (\w+):", block, re.M)
+        if not rule:
+            continue
+        wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        wildcards = dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}
+        res = re.search(r"^\s+resources: (.*)$", block, re.M)
+        jobs.append((rule.group(1), wildcards, res.group(1) if res else ""))
+    return jobs
+
+
+def _synthetic_slides(folder: Path, cases: list[str]) -> None:
+    shapes, w, h = demo_specimen()
+    folder.mkdir(parents=True)
+    for i, case in enumerate(cases):
+        write_synthetic_slide(folder / f"{case}-01Z-00-DX1.tif", shapes[:1], w, h, 0.5, seed=i)
+
+
+@pytest.mark.slow
+def test_report_has_figures_and_gpus_go_to_slide_models(tmp_path, tcga_dir):
+    """A small real run (two tiny slides, a genomics-only model on BLCA, two folds, one epoch)
+    and its `snakemake --report`: the workflow description, each slide's QC picture, the
+    tiling and failed-slides tables, the cohort audit, the c-index tables and the
+    Kaplan-Meier figure. Then a dry run of the same cohort with CMTA: with default devices
+    extract and CMTA's training ask for one GPU, nothing else does; gpu: false asks for none."""
+    cases = ["TCGA-ZF-AA4N", "TCGA-BL-A13I"]
+    _synthetic_slides(tmp_path / "slides", cases)
+    config = {
+        "outdir": "results",
+        "slides": {"folder": "slides"},
+        "tiling": {"preset": "biopsy"},
+        "features": {"weights": "random", "input_px": 32, "workers": 0, "threads": 1},
+        "genomics": {"table": str(tcga_dir / "tcga_blca_all_clean.csv.gz"),
+                     "families": str(tcga_dir / "signatures.csv")},
+        "cohort": {"n_folds": 2, "with_slides": False},
+        "training": {"models": ["snn"], "epochs": 1, "threads": 1},
+    }
+    wd = _workdir(tmp_path, config)
+    r = snakemake("--cores", "2", "--directory", str(wd))
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = snakemake("--directory", str(wd), "--report", "report.html")
+    assert r.returncode == 0, r.stderr[-3000:]
+    page = (wd / "report.html").read_text()
+    assert "Survival risk from whole-slide images and genomics with CMTA" in page  # workflow.rst
+    for name in [f"{c}-01Z-00-DX1.qc.png" for c in cases] + [
+        "summary.tsv", "failed_slides.tsv", "audit.tsv", "families.tsv",
+        "cindex_summary.tsv", "cindex.tsv", "km_snn.png",
+    ]:
+        assert name in page, f"{name} not in the Snakemake report"
+    assert "Kaplan-Meier curves of the held-out patients" in page  # a caption
+
+    # the same cohort with CMTA on the slides: which jobs ask for a GPU
+    plan = ["-n", "--directory", str(wd), "--config", 'cohort={"n_folds": 2, "with_slides": true}',
+            'training={"models": ["cmta", "snn"], "epochs": 1, "threads": 1}']
+    r = snakemake(*plan)
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = _planned_jobs(r.stdout)
+    gpu_jobs = {(rule, w.get("run")) for rule, w, res in jobs if "gpu=1" in res}
+    assert gpu_jobs == {("extract", None), ("train", "cmta")}, jobs
+    assert {("train", "snn"), ("cohort", None)} <= {(rule, w.get("run")) for rule, w, res in jobs}
+    r = snakemake(*plan, "gpu=false")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not [job for job in _planned_jobs(r.stdout) if "gpu=1" in job[2]]
+
+
+@pytest.mark.slow
+def test_slide_stage_runs_through_a_consumer_workflow_using_this_one_as_a_module(tmp_path):
+    """A workflow elsewhere, with its own config, uses this one as a Snakemake module: the
+    slide stage and the features run for real, from this workflow's own files (no
+    PYTHONPATH), and the default gpu: 1 request does not stall a local run."""
+    _synthetic_slides(tmp_path / "data", ["TCGA-AA-0001"])
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "my_config.yaml"\n\n\n'
+        "module cmta:\n"
+        f"    snakefile:\n        {str(SNAKEFILE)!r}\n"
+        "    config:\n        config\n\n\n"
+        "use rule * from cmta as cmta_*\n"
+    )
+    (tmp_path / "my_config.yaml").write_text(yaml.safe_dump({
+        "outdir": "out",
+        "slides": {"folder": "data"},
+        "tiling": {"preset": "biopsy"},
+        "features": {"weights": "random", "input_px": 32, "workers": 0, "threads": 1},
+    }))
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "-p", "cmta_all", "cmta_features"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "PYTHONPATH" not in r.stdout + r.stderr
+    slide = "TCGA-AA-0001-01Z-00-DX1"
+    assert (tmp_path / f"out/tiles/{slide}/{slide}.coords.h5").is_file()
+    assert (tmp_path / f"out/tiles/{slide}/{slide}.qc.png").is_file()
+    assert (tmp_path / f"out/features/{slide}.features.h5").is_file()
+    assert not (tmp_path / "envs").exists() and not (tmp_path / "results").exists()

@@ -37,7 +37,7 @@ if cmta_pipeline.__version__ != VERSION:
 # Rules call the `cmta` command line. With --use-conda each env of envs/ installs this
 # workflow's source (editable, by its post-deploy script, which reads CMTA_WORKFLOW_SOURCE);
 # without it the interpreter running Snakemake runs the jobs, so a venv need not be activated.
-os.environ.update(CMTA_WORKFLOW_SOURCE=str(SOURCE))  # set here, read by the post-deploy script
+os.environ.update(CMTA_WORKFLOW_SOURCE=str(SOURCE))
 _PYTHON = (
     "python"
     if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
