@@ -282,7 +282,7 @@ def _synthetic_slides(folder: Path, cases: list[str]) -> None:
 
 @pytest.mark.slow
 def test_report_has_figures_and_gpus_go_to_slide_models(tmp_path, tcga_dir):
-    """A small real run (two tiny slides, a genomics-only model on BLCA, two folds, one epoch)
+    """A small real run (two tiny slides, a genomics-only model on BLCA, one fold, one epoch)
     and its `snakemake --report`: the workflow description, each slide's QC picture, the
     tiling and failed-slides tables, the cohort audit, the c-index tables and the
     Kaplan-Meier figure. Then a dry run of the same cohort with CMTA: with default devices
@@ -297,7 +297,7 @@ def test_report_has_figures_and_gpus_go_to_slide_models(tmp_path, tcga_dir):
         "genomics": {"table": str(tcga_dir / "tcga_blca_all_clean.csv.gz"),
                      "families": str(tcga_dir / "signatures.csv")},
         "cohort": {"n_folds": 2, "with_slides": False},
-        "training": {"models": ["snn"], "epochs": 1, "threads": 1},
+        "training": {"models": ["snn"], "folds": [0], "epochs": 1, "threads": 1},
     }
     wd = _workdir(tmp_path, config)
     r = snakemake("--cores", "2", "--directory", str(wd))
@@ -314,17 +314,17 @@ def test_report_has_figures_and_gpus_go_to_slide_models(tmp_path, tcga_dir):
     assert "Kaplan-Meier curves of the held-out patients" in page  # a caption
 
     # the same cohort with CMTA on the slides: which jobs ask for a GPU
-    plan = ["-n", "--directory", str(wd), "--config", 'cohort={"n_folds": 2, "with_slides": true}',
-            'training={"models": ["cmta", "snn"], "epochs": 1, "threads": 1}']
-    r = snakemake(*plan)
-    assert r.returncode == 0, r.stderr[-3000:]
-    jobs = _planned_jobs(r.stdout)
-    gpu_jobs = {(rule, w.get("run")) for rule, w, res in jobs if "gpu=1" in res}
-    assert gpu_jobs == {("extract", None), ("train", "cmta")}, jobs
-    assert {("train", "snn"), ("cohort", None)} <= {(rule, w.get("run")) for rule, w, res in jobs}
-    r = snakemake(*plan, "gpu=false")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert not [job for job in _planned_jobs(r.stdout) if "gpu=1" in job[2]]
+    config["cohort"]["with_slides"] = True
+    config["training"]["models"] = ["cmta", "snn"]
+    for gpu in (True, False):
+        (wd / "plan.yaml").write_text(yaml.safe_dump({**config, "gpu": gpu}))
+        r = snakemake("-n", "--directory", str(wd), "--configfile", str(wd / "plan.yaml"))
+        assert r.returncode == 0, r.stderr[-3000:]
+        jobs = _planned_jobs(r.stdout)
+        assert {("extract", None), ("train", "cmta"), ("train", "snn"), ("cohort", None)} <= {
+            (rule, w.get("run")) for rule, w, res in jobs}, jobs
+        gpu_jobs = {(rule, w.get("run")) for rule, w, res in jobs if "gpu=1" in res}
+        assert gpu_jobs == ({("extract", None), ("train", "cmta")} if gpu else set()), jobs
 
 
 @pytest.mark.slow

@@ -12,10 +12,6 @@ from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-import cmta_pipeline
-from cmta_pipeline.models import MODELS, modalities
-from cmta_pipeline.slides import load_slide_table
-
 # The schema is the one source of defaults: validate fills every key the config leaves out.
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -27,12 +23,28 @@ VERSION = re.search(
     (SOURCE / "cmta_pipeline" / "__init__.py").read_text(),
     re.M,
 ).group(1)
-if cmta_pipeline.__version__ != VERSION:
+
+# Snakemake itself reads the slide sheet and the model table with this package: it must be
+# the workflow's own (an installed release of the same version, or this very checkout).
+try:
+    import cmta_pipeline
+except ImportError:
     raise WorkflowError(
-        f"the cmta_pipeline imported by Snakemake ({cmta_pipeline.__file__}, version "
-        f"{cmta_pipeline.__version__}) is not this workflow's ({SOURCE}, version {VERSION}): "
-        f"install it in the environment that runs Snakemake (pip install -e {SOURCE})"
+        f"cmta_pipeline is not installed in the Python that runs Snakemake ({sys.executable}): "
+        f"pip install -e {SOURCE}"
     )
+_IMPORTED = Path(cmta_pipeline.__file__).resolve().parents[1]
+if cmta_pipeline.__version__ != VERSION or (
+    (_IMPORTED / "pyproject.toml").exists() and _IMPORTED != SOURCE.resolve()
+):
+    raise WorkflowError(
+        f"the cmta_pipeline that Snakemake imports ({_IMPORTED}, version "
+        f"{cmta_pipeline.__version__}) is not this workflow's ({SOURCE}, version {VERSION}): "
+        f"pip install -e {SOURCE} in the environment that runs Snakemake"
+    )
+
+from cmta_pipeline.models import MODELS, modalities
+from cmta_pipeline.slides import load_slide_table
 
 # Rules call the `cmta` command line. With --use-conda each env of envs/ installs this
 # workflow's source (editable, by its post-deploy script, which reads CMTA_WORKFLOW_SOURCE);
@@ -283,11 +295,12 @@ def train_folds():
     return list(range(COHORT["n_folds"]))
 
 
-def train_targets():
+def train_targets(name="summary.json"):
+    """File ``name`` (summary.json, predictions.tsv, ...) of every run and fold to train."""
     if not genomics_configured():
         return []
     return expand(
-        f"{OUT}/train/{{run}}/fold_{{fold}}/summary.json",
+        f"{OUT}/train/{{run}}/fold_{{fold}}/{name}",
         run=train_runs(),
         fold=train_folds(),
     )
@@ -385,6 +398,7 @@ def predict_input(wildcards):
         "folds": f"{OUT}/cohort/folds",
         "models": expand(f"{run}/fold_{{fold}}/summary.json", fold=train_folds()),
         "weights": expand(f"{run}/fold_{{fold}}/model.pt", fold=train_folds()),
+        "predictions": expand(f"{run}/fold_{{fold}}/predictions.tsv", fold=train_folds()),
     }
     if wildcards.run.split("-")[0] in PATH_MODELS:
         files["slides"] = PREDICT["slides"]

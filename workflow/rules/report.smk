@@ -4,7 +4,8 @@
 # (snakemake --report), under "Results".
 rule report:
     input:
-        train_targets(),
+        summaries=train_targets("summary.json"),
+        predictions=train_targets("predictions.tsv"),
     output:
         summary=report(
             f"{OUT}/report/cindex_summary.tsv",
@@ -44,7 +45,7 @@ rule report:
     params:
         # {OUT}/train, from .../train/<run>/fold_<k>/summary.json
         train_dir=lambda wc, input: os.path.dirname(
-            os.path.dirname(os.path.dirname(input[0]))
+            os.path.dirname(os.path.dirname(input.summaries[0]))
         ),
         runs=lambda wc: " ".join(train_runs()),
         outdir=lambda wc, output: os.path.dirname(output.summary),
