@@ -4,7 +4,8 @@
 #   bash scripts/local_slurm.sh start     # munged, slurmctld, slurmd on 127.0.0.1
 #   bash scripts/local_slurm.sh stop
 # Settings follow what works in a container without cgroups (no accounting: the profile
-# must use `slurm-status-command: squeue`). A fake GPU (gres gpu:1 on /dev/null) lets
+# must use `slurm-status-command: squeue`; MinJobAge keeps finished jobs in `scontrol show
+# job` for an hour, for tests/test_slurm.py to read). A fake GPU (gres gpu:1 on /dev/null) lets
 # `gpu: 1` requests be scheduled.
 set -euo pipefail
 STATE=${SLURM_TEST_STATE:-/tmp/cmta-slurm}
@@ -33,7 +34,7 @@ AccountingStorageType=accounting_storage/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=500
-MinJobAge=300
+MinJobAge=3600
 ReturnToService=2
 GresTypes=gpu
 StateSaveLocation=$STATE/state

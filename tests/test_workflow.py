@@ -107,8 +107,11 @@ def test_cohort_with_bad_slides_completes_and_lists_them(tmp_path):
     failed = pd.read_csv(wd / "results/tiles/failed_slides.tsv", sep="\t")
     assert list(failed.slide_id) == ["TCGA-AA-0003-01Z-00-DX1"]
     assert "TCGA-AA-0003-01Z-00-DX1.svs" in failed.reason[0]
-    assert (wd / "results/tiles/TCGA-AA-0001-01Z-00-DX1.coords.h5").is_file()
-    assert not (wd / "results/tiles/TCGA-AA-0003-01Z-00-DX1.coords.h5").exists()
+    tiles = wd / "results/tiles"
+    assert (tiles / "TCGA-AA-0001-01Z-00-DX1/TCGA-AA-0001-01Z-00-DX1.coords.h5").is_file()
+    assert (tiles / "TCGA-AA-0001-01Z-00-DX1/TCGA-AA-0001-01Z-00-DX1.qc.png").is_file()
+    # a failed slide writes nothing (Snakemake stamps the folder it created)
+    assert not [p.name for p in (tiles / "TCGA-AA-0003-01Z-00-DX1").iterdir() if p.name != ".snakemake_timestamp"]
 
     # with on_error: fail the same cohort stops with an error
     config["slides"]["on_error"] = "fail"
@@ -184,7 +187,7 @@ def _env_packages(env_path: Path) -> set[str]:
 
 
 def _rules():
-    """(rule name, env name, cmta command) for every rule of the workflow."""
+    """(rule name, env names, cmta command) for every rule of the workflow."""
     from cmta_pipeline.cli import COMMANDS
 
     found = []
@@ -194,10 +197,10 @@ def _rules():
             m = re.match(r"(?:rule|checkpoint) (\w+):", block)
             if not m:
                 continue
-            env = re.search(r'env_file\("(\w+)"\)', block)
+            envs = re.findall(r'env_file\("([\w-]+)"\)', block)
             cmd = re.search(r'(?:\{params\.cmta\}|\{CMTA\})\s+([a-z][a-z-]*)', block)
             if cmd and cmd.group(1) in COMMANDS:
-                found.append((m.group(1), env.group(1) if env else None, cmd.group(1)))
+                found.append((m.group(1), envs, cmd.group(1)))
     return found
 
 
@@ -206,10 +209,149 @@ def test_every_rule_env_lists_its_imports():
 
     rules = _rules()
     assert any(r[0] == "tile" for r in rules)
-    for rule, env, command in rules:
-        assert env is not None, f"rule {rule} has no conda env"
-        env_path = REPO / "envs" / f"{env}.yaml"
-        assert env_path.is_file(), f"rule {rule}: {env_path} missing"
-        needed = _third_party_imports(f"cmta_pipeline.commands.{COMMANDS[command]}", set())
-        missing = needed - _env_packages(env_path)
-        assert not missing, f"rule {rule} (cmta {command}) imports {sorted(missing)} not in {env_path.name}"
+    assert {"torch", "torch-cuda"} <= {env for r in rules if r[0] == "train" for env in r[1]}
+    for rule, envs, command in rules:
+        assert envs, f"rule {rule} has no conda env"
+        for env in envs:
+            env_path = REPO / "envs" / f"{env}.yaml"
+            assert env_path.is_file(), f"rule {rule}: {env_path} missing"
+            needed = _third_party_imports(f"cmta_pipeline.commands.{COMMANDS[command]}", set())
+            missing = needed - _env_packages(env_path)
+            assert not missing, f"rule {rule} (cmta {command}) imports {sorted(missing)} not in {env_path.name}"
+
+
+# ---- formatting, defaults, GPU requests, the report, use as a module ----------------------
+
+
+def test_rules_are_snakefmt_formatted():
+    snakefmt = Path(sys.executable).with_name("snakefmt")
+    if not snakefmt.exists():
+        pytest.skip("snakefmt not installed (pip install -e '.[test]')")
+    r = subprocess.run([str(snakefmt), "--check", str(REPO / "workflow")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _schema_defaults(schema: dict) -> dict:
+    return {
+        key: _schema_defaults(sub) if sub.get("type") == "object" and "properties" in sub else sub.get("default")
+        for key, sub in schema["properties"].items()
+    }
+
+
+def test_config_yaml_shows_the_schema_defaults():
+    """config/config.yaml names every key the schema has a default for, with that value:
+    the schema is the one source of defaults. Its only other values are the user's choices
+    (which slides, which models)."""
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    choices = {("slides", "sheet"), ("training", "models")}
+
+    def walk(defaults, shown, path=()):
+        for key, default in defaults.items():
+            where = ".".join(path + (key,))
+            if isinstance(default, dict):
+                if key in shown and shown[key] is not None:
+                    walk(default, shown[key], path + (key,))
+            elif path + (key,) not in choices and default is not None:
+                assert key in shown, f"config/config.yaml does not show {where} (default {default!r})"
+                assert shown[key] == default, f"config/config.yaml: {where} = {shown[key]!r}, schema default {default!r}"
+
+    walk(_schema_defaults(schema), config)
+
+
+def _planned_jobs(stdout: str) -> list[tuple[str, dict, str]]:
+    """(rule, wildcards, resources line) of every job of a dry run's output."""
+    jobs = []
+    for block in re.split(r"\n\s*\n", stdout):
+        rule = re.search(r"^(?:local)?(?:rule|checkpoint) (\w+):", block, re.M)
+        if not rule:
+            continue
+        wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        wildcards = dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}
+        res = re.search(r"^\s+resources: (.*)$", block, re.M)
+        jobs.append((rule.group(1), wildcards, res.group(1) if res else ""))
+    return jobs
+
+
+def _synthetic_slides(folder: Path, cases: list[str]) -> None:
+    shapes, w, h = demo_specimen()
+    folder.mkdir(parents=True)
+    for i, case in enumerate(cases):
+        write_synthetic_slide(folder / f"{case}-01Z-00-DX1.tif", shapes[:1], w, h, 0.5, seed=i)
+
+
+@pytest.mark.slow
+def test_report_has_figures_and_gpus_go_to_slide_models(tmp_path, tcga_dir):
+    """A small real run (two tiny slides, a genomics-only model on BLCA, one fold, one epoch)
+    and its `snakemake --report`: the workflow description, each slide's QC picture, the
+    tiling and failed-slides tables, the cohort audit, the c-index tables and the
+    Kaplan-Meier figure. Then a dry run of the same cohort with CMTA: with default devices
+    extract and CMTA's training ask for one GPU, nothing else does; gpu: false asks for none."""
+    cases = ["TCGA-ZF-AA4N", "TCGA-BL-A13I"]
+    _synthetic_slides(tmp_path / "slides", cases)
+    config = {
+        "outdir": "results",
+        "slides": {"folder": "slides"},
+        "tiling": {"preset": "biopsy"},
+        "features": {"weights": "random", "input_px": 32, "workers": 0, "threads": 1},
+        "genomics": {"table": str(tcga_dir / "tcga_blca_all_clean.csv.gz"),
+                     "families": str(tcga_dir / "signatures.csv")},
+        "cohort": {"n_folds": 2, "with_slides": False},
+        "training": {"models": ["snn"], "folds": [0], "epochs": 1, "threads": 1},
+    }
+    wd = _workdir(tmp_path, config)
+    r = snakemake("--cores", "2", "--directory", str(wd))
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = snakemake("--directory", str(wd), "--report", "report.html")
+    assert r.returncode == 0, r.stderr[-3000:]
+    page = (wd / "report.html").read_text()
+    assert "Survival risk from whole-slide images and genomics with CMTA" in page  # workflow.rst
+    for name in [f"{c}-01Z-00-DX1.qc.png" for c in cases] + [
+        "summary.tsv", "failed_slides.tsv", "audit.tsv", "families.tsv",
+        "cindex_summary.tsv", "cindex.tsv", "km_snn.png",
+    ]:
+        assert name in page, f"{name} not in the Snakemake report"
+    assert "Kaplan-Meier curves of the held-out patients" in page  # a caption
+
+    # the same cohort with CMTA on the slides: which jobs ask for a GPU
+    config["cohort"]["with_slides"] = True
+    config["training"]["models"] = ["cmta", "snn"]
+    for gpu in (True, False):
+        (wd / "plan.yaml").write_text(yaml.safe_dump({**config, "gpu": gpu}))
+        r = snakemake("-n", "--directory", str(wd), "--configfile", str(wd / "plan.yaml"))
+        assert r.returncode == 0, r.stderr[-3000:]
+        jobs = _planned_jobs(r.stdout)
+        assert {("extract", None), ("train", "cmta"), ("train", "snn"), ("cohort", None)} <= {
+            (rule, w.get("run")) for rule, w, res in jobs}, jobs
+        gpu_jobs = {(rule, w.get("run")) for rule, w, res in jobs if "gpu=1" in res}
+        assert gpu_jobs == ({("extract", None), ("train", "cmta")} if gpu else set()), jobs
+
+
+@pytest.mark.slow
+def test_slide_stage_runs_through_a_consumer_workflow_using_this_one_as_a_module(tmp_path):
+    """A workflow elsewhere, with its own config, uses this one as a Snakemake module: the
+    slide stage and the features run for real, from this workflow's own files (no
+    PYTHONPATH), and the default gpu: 1 request does not stall a local run."""
+    _synthetic_slides(tmp_path / "data", ["TCGA-AA-0001"])
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "my_config.yaml"\n\n\n'
+        "module cmta:\n"
+        f"    snakefile:\n        {str(SNAKEFILE)!r}\n"
+        "    config:\n        config\n\n\n"
+        "use rule * from cmta as cmta_*\n"
+    )
+    (tmp_path / "my_config.yaml").write_text(yaml.safe_dump({
+        "outdir": "out",
+        "slides": {"folder": "data"},
+        "tiling": {"preset": "biopsy"},
+        "features": {"weights": "random", "input_px": 32, "workers": 0, "threads": 1},
+    }))
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "-p", "cmta_all", "cmta_features"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "PYTHONPATH" not in r.stdout + r.stderr
+    slide = "TCGA-AA-0001-01Z-00-DX1"
+    assert (tmp_path / f"out/tiles/{slide}/{slide}.coords.h5").is_file()
+    assert (tmp_path / f"out/tiles/{slide}/{slide}.qc.png").is_file()
+    assert (tmp_path / f"out/features/{slide}.features.h5").is_file()
+    assert not (tmp_path / "envs").exists() and not (tmp_path / "results").exists()

@@ -1,5 +1,5 @@
 # Shared by all rules files: config and sheet validation, the slide table, the `cmta` call,
-# and the input functions of the rules.
+# the resources of each rule, and the input functions of the rules.
 import json
 import os
 import re
@@ -8,32 +8,72 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-REPO_ROOT = Path(workflow.basedir).parent
-sys.path.insert(0, str(REPO_ROOT))
-
-from cmta_pipeline.slides import load_slide_table  # noqa: E402
-
+# The schema is the one source of defaults: validate fills every key the config leaves out.
 validate(config, schema="../schemas/config.schema.yaml")
 
-# Rules call the `cmta` command line as `python -m cmta_pipeline`, with this checkout on the
-# module path so that it also runs inside the conda envs of envs/. Without --use-conda the
-# interpreter running Snakemake is used, so a venv need not be activated.
+# This workflow's own source folder, found from this file (not from the working directory
+# or the main Snakefile), so that it is right when the workflow is used as a module.
+SOURCE = Path(str(workflow.current_basedir)).parents[1]
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"',
+    (SOURCE / "cmta_pipeline" / "__init__.py").read_text(),
+    re.M,
+).group(1)
+
+# Snakemake itself reads the slide sheet and the model table with this package: it must be
+# the workflow's own (an installed release of the same version, or this very checkout).
+try:
+    import cmta_pipeline
+except ImportError:
+    raise WorkflowError(
+        f"cmta_pipeline is not installed in the Python that runs Snakemake ({sys.executable}): "
+        f"pip install -e {SOURCE}"
+    )
+_IMPORTED = Path(cmta_pipeline.__file__).resolve().parents[1]
+if cmta_pipeline.__version__ != VERSION or (
+    (_IMPORTED / "pyproject.toml").exists() and _IMPORTED != SOURCE.resolve()
+):
+    raise WorkflowError(
+        f"the cmta_pipeline that Snakemake imports ({_IMPORTED}, version "
+        f"{cmta_pipeline.__version__}) is not this workflow's ({SOURCE}, version {VERSION}): "
+        f"pip install -e {SOURCE} in the environment that runs Snakemake"
+    )
+
+from cmta_pipeline.models import MODELS, modalities
+from cmta_pipeline.slides import load_slide_table
+
+# Rules call the `cmta` command line. With --use-conda each env of envs/ installs this
+# workflow's source (editable, by its post-deploy script, which reads CMTA_WORKFLOW_SOURCE);
+# without it the interpreter running Snakemake runs the jobs, so a venv need not be activated.
+os.environ.update(CMTA_WORKFLOW_SOURCE=str(SOURCE))
 _PYTHON = (
     "python"
     if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
     else sys.executable
 )
-CMTA = f"env PYTHONPATH={REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}} {_PYTHON} -m cmta_pipeline"
+CMTA = f"{_PYTHON} -m cmta_pipeline"
+
+
+def env_file(name):
+    """The conda env of envs/<name>.yaml in this workflow's source."""
+    return str(SOURCE / "envs" / f"{name}.yaml")
+
+
+def scaled_mem(mem_mb):
+    """mem_mb that grows with each retry (the SLURM profile sets retries: 1)."""
+    return lambda wildcards, attempt: int(mem_mb) * attempt
+
 
 OUT = config["outdir"].rstrip("/")
 
 SLIDES = load_slide_table(
-    sheet=config["slides"].get("sheet"),
-    folder=config["slides"].get("folder"),
-    recursive=config["slides"].get("recursive", False),
+    sheet=config["slides"]["sheet"],
+    folder=config["slides"]["folder"],
+    recursive=config["slides"]["recursive"],
 )
 validate(SLIDES, schema="../schemas/slides.schema.yaml")
 SLIDES = SLIDES.set_index("slide_id", drop=False)
@@ -45,10 +85,6 @@ if SLIDES.empty:
     )
 
 SLIDE_PATTERN = "|".join(map(re.escape, SLIDES.index)) if len(SLIDES) else "NO_SLIDES"
-
-
-def env_file(name):
-    return str(REPO_ROOT / "envs" / f"{name}.yaml")
 
 
 def final_targets():
@@ -89,21 +125,19 @@ def tiled_slides():
 
 # ---- feature stage (rules/features.smk) ------------------------------------------
 
-FEATURES = {
-    "weights": "imagenet",
-    "weights_file": "resources/weights/resnet50-0676ba61.pth",
-    "device": "auto",
-    "batch_size": 32,
-    "workers": 1,
-    "threads": 2,
-    "precision": "auto",
-    "input_px": None,
-    "read_at": "coords",
-    "on_error": "fail",
-    "mem_mb": 8000,
-    "runtime": 120,
-    **config.get("features", {}),
-}
+FEATURES = config["features"]
+
+
+def gpus_for(device):
+    """GPUs a job asks the cluster for: one unless the config says this cluster has none
+    (gpu: false) or the stage is set to run on the CPU."""
+    return int(bool(config["gpu"]) and device != "cpu")
+
+
+def extract_threads():
+    """Cores of an extraction job: the configured threads, and at least one per reader
+    process plus one for the encoder."""
+    return max(FEATURES["threads"], FEATURES["workers"] + 1)
 
 
 def feature_targets():
@@ -132,20 +166,26 @@ def features_args(wildcards, input, threads):
         f"--on-error {FEATURES['on_error']}",
         "--no-progress",
     ]
-    if FEATURES.get("input_px"):
+    if FEATURES["input_px"]:
         args.append(f"--input-px {int(FEATURES['input_px'])}")
     return " ".join(args)
 
 
 # ---- genomics stage (rules/genomics.smk) ----------------------------------------
 
-GENOMICS = config.get("genomics", {})
-COHORT = config.get("cohort", {})
-GENOMICS_OUTPUTS = ["families.tsv", "features.tsv", "patients.tsv", "dropped.tsv", "matrix.tsv.gz"]
+GENOMICS = config["genomics"]
+COHORT = config["cohort"]
+GENOMICS_OUTPUTS = [
+    "families.tsv",
+    "features.tsv",
+    "patients.tsv",
+    "dropped.tsv",
+    "matrix.tsv.gz",
+]
 
 
 def genomics_configured():
-    return bool(GENOMICS.get("table") or GENOMICS.get("clinical"))
+    return bool(GENOMICS["table"] or GENOMICS["clinical"])
 
 
 def genomics_targets():
@@ -154,37 +194,41 @@ def genomics_targets():
 
 def families_file():
     """The configured family file, or the downloaded default (MCAT's signatures.csv)."""
-    return GENOMICS.get("families") or f"{OUT}/resources/signatures.csv"
+    return GENOMICS["families"] or f"{OUT}/resources/signatures.csv"
 
 
 def genomics_input(wildcards):
     files = {"families": families_file()}
     for key in ("table", "rnaseq", "cnv", "maf", "clinical"):
-        if GENOMICS.get(key):
+        if GENOMICS[key]:
             files[key] = GENOMICS[key]
     return files
 
 
 def genomics_args(wildcards, input):
     args = [f"--families {shlex.quote(input.families)}"]
-    if GENOMICS.get("table"):
+    if GENOMICS["table"]:
         args.insert(0, shlex.quote(input.table))
-        if GENOMICS.get("unsuffixed"):
+        if GENOMICS["unsuffixed"]:
             args.append(f"--unsuffixed {GENOMICS['unsuffixed']}")
-        if GENOMICS.get("meta_columns"):
-            args.append(f"--meta-columns {shlex.quote(','.join(GENOMICS['meta_columns']))}")
+        if GENOMICS["meta_columns"]:
+            args.append(
+                f"--meta-columns {shlex.quote(','.join(GENOMICS['meta_columns']))}"
+            )
     for key in ("rnaseq", "cnv", "maf", "clinical"):
-        if GENOMICS.get(key):
+        if GENOMICS[key]:
             args.append(f"--{key} {shlex.quote(input[key])}")
-    if GENOMICS.get("variant_classes"):
-        args.append(f"--variant-classes {shlex.quote(','.join(GENOMICS['variant_classes']))}")
-    args.append(f"--missing-survival {GENOMICS.get('missing_survival', 'error')}")
+    if GENOMICS["variant_classes"]:
+        args.append(
+            f"--variant-classes {shlex.quote(','.join(GENOMICS['variant_classes']))}"
+        )
+    args.append(f"--missing-survival {GENOMICS['missing_survival']}")
     return " ".join(args)
 
 
 def cohort_slides(wildcards):
     """The tiling summary (slide list + failed slides) when the cohort uses slides."""
-    if COHORT.get("with_slides", True) and len(SLIDES):
+    if COHORT["with_slides"] and len(SLIDES):
         return {"tiles_summary": f"{OUT}/tiles/summary.tsv"}
     return {}
 
@@ -193,58 +237,27 @@ def cohort_args(wildcards, input):
     args = []
     if "tiles_summary" in input.keys():
         args.append(f"--tiles-summary {shlex.quote(input.tiles_summary)}")
-    if COHORT.get("splits"):
+    if COHORT["splits"]:
         args.append(f"--splits {shlex.quote(COHORT['splits'])}")
     else:
-        args.append(f"--n-folds {COHORT.get('n_folds', 5)}")
-    args.append(f"--seed {COHORT.get('seed', 1)}")
-    args.append(f"--n-bins {COHORT.get('n_bins', 4)}")
-    args.append(f"--labels-from {COHORT.get('labels_from', 'train')}")
-    args.append(f"--inner-val-fraction {COHORT.get('inner_val_fraction', 0.0)}")
-    if COHORT.get("log1p_rnaseq", False):
+        args.append(f"--n-folds {COHORT['n_folds']}")
+    args.append(f"--seed {COHORT['seed']}")
+    args.append(f"--n-bins {COHORT['n_bins']}")
+    args.append(f"--labels-from {COHORT['labels_from']}")
+    args.append(f"--inner-val-fraction {COHORT['inner_val_fraction']}")
+    if COHORT["log1p_rnaseq"]:
         args.append("--log1p-rnaseq")
-    if not COHORT.get("standardize", True):
+    if not COHORT["standardize"]:
         args.append("--no-standardize")
     return " ".join(args)
 
 
 # ---- training stage (rules/train.smk) -------------------------------------------
 
-TRAINING = {
-    "models": [],
-    "ablations": [],
-    "folds": None,
-    "size": "small",
-    "fusion": "concat",
-    "attention": "nystrom",
-    "epochs": 30,
-    "optimizer": "sgd",
-    "lr": 1e-3,
-    "momentum": 0.9,
-    "weight_decay": 1e-5,
-    "scheduler": "none",
-    "grad_accum": 1,
-    "alpha": 1.0,
-    "similarity": "l1",
-    "censor_weight": 0.0,
-    "l1": 0.0,
-    "weighted_sampler": True,
-    "max_train_patches": 4096,
-    "selection": "final",
-    "monitor": "loss",
-    "patience": 5,
-    "min_epochs": 5,
-    "seed": 1,
-    "device": "auto",
-    "amp": True,
-    "threads": 2,
-    "cache_bags": False,
-    "mem_mb": 16000,
-    "runtime": 720,
-    **config.get("training", {}),
-}
+TRAINING = config["training"]
 
-PATH_MODELS = {"cmta", "meanmil", "maxmil", "attmil", "transmil", "dualtrans"}
+# Models that read slides (their runs need features and, on a cluster, a GPU).
+PATH_MODELS = {name for name in MODELS if "path" in modalities(name)}
 ABLATION_FLAGS = {
     "no_cross_attention": "--no-cross-attention",
     "no_alignment": "--no-alignment",
@@ -265,7 +278,7 @@ def warn_once(message):
 
 def train_runs():
     runs = list(TRAINING["models"]) + [f"cmta-{a}" for a in TRAINING["ablations"]]
-    if not (len(SLIDES) and COHORT.get("with_slides", True)):
+    if not (len(SLIDES) and COHORT["with_slides"]):
         dropped = [r for r in runs if r.split("-")[0] in PATH_MODELS]
         if dropped:
             warn_once(f"training: no slides configured, skipping {', '.join(dropped)}")
@@ -276,25 +289,35 @@ def train_runs():
 def train_folds():
     if TRAINING["folds"] is not None:
         return list(TRAINING["folds"])
-    if COHORT.get("splits"):
+    if COHORT["splits"]:
         n = len(list(Path(COHORT["splits"]).glob("splits_*.csv")))
         return list(range(n))
-    return list(range(COHORT.get("n_folds", 5)))
+    return list(range(COHORT["n_folds"]))
 
 
-def train_targets():
+def train_targets(name="summary.json"):
+    """File ``name`` (summary.json, predictions.tsv, ...) of every run and fold to train."""
     if not genomics_configured():
         return []
     return expand(
-        f"{OUT}/train/{{run}}/fold_{{fold}}/summary.json", run=train_runs(), fold=train_folds()
+        f"{OUT}/train/{{run}}/fold_{{fold}}/{name}",
+        run=train_runs(),
+        fold=train_folds(),
     )
 
 
 def train_input(wildcards):
-    files = {"cohort": f"{OUT}/cohort/folds.json"}
+    files = {"cohort": f"{OUT}/cohort/folds.json", "folds": f"{OUT}/cohort/folds"}
     if wildcards.run.split("-")[0] in PATH_MODELS:
         files["features"] = feature_targets()
     return files
+
+
+def train_gpus(wildcards):
+    """One GPU for the runs of models that read slides, none for genomics-only models."""
+    if wildcards.run.split("-")[0] not in PATH_MODELS:
+        return 0
+    return gpus_for(TRAINING["device"])
 
 
 def train_args(wildcards, threads):
@@ -326,22 +349,12 @@ def train_args(wildcards, threads):
     return " ".join(args)
 
 
-TRAIN_RUN_PATTERN = "[a-z]+(-(" + "|".join(ABLATION_FLAGS) + "))?"
+TRAIN_RUN_PATTERN = "(" + "|".join(MODELS) + ")(-(" + "|".join(ABLATION_FLAGS) + "))?"
 
 
 # ---- risk for new patients (rules/predict.smk) -----------------------------------
 
-PREDICT = {
-    "genomics": None,
-    "slides": None,
-    "features_dir": None,
-    "runs": None,
-    "impute_missing_genes": False,
-    "device": "cpu",
-    "mem_mb": 8000,
-    "runtime": 60,
-    **(config.get("predict") or {}),
-}
+PREDICT = config["predict"]
 
 
 def predict_runs():
@@ -369,9 +382,9 @@ def predict_genomics_args(wildcards, input):
     """The new patients' table read as the cohort's (same families, suffixes and metadata),
     without survival."""
     args = [shlex.quote(input.table), f"--families {shlex.quote(input.families)}"]
-    if GENOMICS.get("unsuffixed"):
+    if GENOMICS["unsuffixed"]:
         args.append(f"--unsuffixed {GENOMICS['unsuffixed']}")
-    if GENOMICS.get("meta_columns"):
+    if GENOMICS["meta_columns"]:
         args.append(f"--meta-columns {shlex.quote(','.join(GENOMICS['meta_columns']))}")
     args.append("--missing-survival keep")
     return " ".join(args)
@@ -382,7 +395,10 @@ def predict_input(wildcards):
     files = {
         "cohort": f"{OUT}/cohort/folds.json",
         "genomics": f"{OUT}/predict/genomics/families.tsv",
+        "folds": f"{OUT}/cohort/folds",
         "models": expand(f"{run}/fold_{{fold}}/summary.json", fold=train_folds()),
+        "weights": expand(f"{run}/fold_{{fold}}/model.pt", fold=train_folds()),
+        "predictions": expand(f"{run}/fold_{{fold}}/predictions.tsv", fold=train_folds()),
     }
     if wildcards.run.split("-")[0] in PATH_MODELS:
         files["slides"] = PREDICT["slides"]
@@ -392,11 +408,16 @@ def predict_input(wildcards):
 
 
 def predict_args(wildcards, input):
-    args = [f"--genomics {shlex.quote(os.path.dirname(input.genomics))}",
-            f"--device {PREDICT['device']}", "--threads 1"]
+    args = [
+        f"--genomics {shlex.quote(os.path.dirname(input.genomics))}",
+        f"--device {PREDICT['device']}",
+        "--threads 1",
+    ]
     if "slides" in input.keys():
         features = PREDICT["features_dir"] or os.path.join(OUT, "features")
-        args.append(f"--slides {shlex.quote(input.slides)} --features-dir {shlex.quote(features)}")
+        args.append(
+            f"--slides {shlex.quote(input.slides)} --features-dir {shlex.quote(features)}"
+        )
     if PREDICT["impute_missing_genes"]:
         args.append("--impute-missing-genes")
     return " ".join(args)

@@ -10,16 +10,19 @@ rule predict_genomics:
         other=[f"{OUT}/predict/genomics/{name}" for name in GENOMICS_OUTPUTS[1:]],
     log:
         f"{OUT}/logs/predict/genomics.log",
-    params:
-        args=predict_genomics_args,
-        outdir=lambda wc, output: os.path.dirname(output.families),
-        cmta=CMTA,
+    benchmark:
+        f"{OUT}/benchmarks/predict/genomics.tsv"
     conda:
         env_file("survival")
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=scaled_mem(4000),
         runtime=20,
+    params:
+        args=predict_genomics_args,
+        outdir=lambda wc, output: os.path.dirname(output.families),
+        cmta=CMTA,
+        version=VERSION,
     shell:
         "{params.cmta} genomics {params.args} -o {params.outdir:q} > {log:q} 2>&1"
 
@@ -31,19 +34,22 @@ rule predict:
         f"{OUT}/predict/{{run}}/risk.tsv",
     log:
         f"{OUT}/logs/predict/{{run}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/predict/{{run}}.tsv"
     wildcard_constraints:
         run=TRAIN_RUN_PATTERN,
+    conda:
+        env_file("torch")
+    threads: 1
+    resources:
+        mem_mb=scaled_mem(PREDICT["mem_mb"]),
+        runtime=PREDICT["runtime"],
     params:
         args=predict_args,
         run_dir=lambda wc: f"{OUT}/train/{wc.run}",
         cohort=f"{OUT}/cohort",
         cmta=CMTA,
-    conda:
-        env_file("torch")
-    threads: 1
-    resources:
-        mem_mb=PREDICT["mem_mb"],
-        runtime=PREDICT["runtime"],
+        version=VERSION,
     shell:
         "{params.cmta} predict --run-dir {params.run_dir:q} --cohort {params.cohort:q}"
         " -o {output:q} {params.args} > {log:q} 2>&1"

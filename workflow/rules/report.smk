@@ -1,29 +1,55 @@
 # Evaluation: c-index per fold and run, Kaplan-Meier curves of risk groups with the
 # log-rank test, one HTML page (cmta report). Runs once every training job has finished.
+# Every file it writes is an output; the ones people look at are in the Snakemake report
+# (snakemake --report), under "Results".
 rule report:
     input:
-        train_targets(),
+        summaries=train_targets("summary.json"),
+        predictions=train_targets("predictions.tsv"),
     output:
         summary=report(
             f"{OUT}/report/cindex_summary.tsv",
             caption="../report/cindex.rst",
             category="Results",
+            subcategory="C-index",
+            labels={"table": "c-index per run"},
         ),
-        per_fold=f"{OUT}/report/cindex.tsv",
+        per_fold=report(
+            f"{OUT}/report/cindex.tsv",
+            caption="../report/cindex_folds.rst",
+            category="Results",
+            subcategory="C-index",
+            labels={"table": "c-index per fold"},
+        ),
+        km=[
+            report(
+                f"{OUT}/report/km_{run}.png",
+                caption="../report/km.rst",
+                category="Results",
+                subcategory="Kaplan-Meier",
+                labels={"run": run},
+            )
+            for run in train_runs()
+        ],
         html=f"{OUT}/report/report.html",
     log:
         f"{OUT}/logs/report.log",
-    params:
-        # {OUT}/train, from .../train/<run>/fold_<k>/summary.json
-        train_dir=lambda wc, input: os.path.dirname(os.path.dirname(os.path.dirname(input[0]))),
-        runs=lambda wc: " ".join(train_runs()),
-        outdir=lambda wc, output: os.path.dirname(output.summary),
-        cmta=CMTA,
+    benchmark:
+        f"{OUT}/benchmarks/report.tsv"
     conda:
         env_file("report")
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=scaled_mem(2000),
         runtime=10,
+    params:
+        # {OUT}/train, from .../train/<run>/fold_<k>/summary.json
+        train_dir=lambda wc, input: os.path.dirname(
+            os.path.dirname(os.path.dirname(input.summaries[0]))
+        ),
+        runs=lambda wc: " ".join(train_runs()),
+        outdir=lambda wc, output: os.path.dirname(output.summary),
+        cmta=CMTA,
+        version=VERSION,
     shell:
         "{params.cmta} report {params.train_dir:q} --runs {params.runs} -o {params.outdir:q} > {log:q} 2>&1"

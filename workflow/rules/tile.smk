@@ -1,30 +1,41 @@
 # The slide stage: tissue segmentation and the physical patch grid, one job per slide.
-# A slide that cannot be tiled is recorded (status "failed") and, with slides.on_error: skip,
-# does not stop the cohort; the checkpoint tile_summary lists which slides go on.
+# A slide that cannot be tiled is recorded (status "failed", its folder left empty) and,
+# with slides.on_error: skip, does not stop the cohort; the checkpoint tile_summary lists
+# which slides go on.
 rule tile:
     input:
         slide_input,
     output:
         status=f"{OUT}/tiles/{{slide}}.tile.json",
+        # <slide>.coords.h5 (read by extract) and <slide>.qc.png
+        tiles=report(
+            directory(f"{OUT}/tiles/{{slide}}"),
+            patterns=["{slide}.qc.png"],
+            caption="../report/slide_qc.rst",
+            category="Slides",
+            subcategory="{slide}",
+            labels={"slide": "{slide}", "figure": "tissue and patches"},
+        ),
     log:
         f"{OUT}/logs/tile/{{slide}}.log",
     benchmark:
         f"{OUT}/benchmarks/tile/{{slide}}.tsv"
-    params:
-        path=lambda wc: SLIDES.loc[wc.slide, "path"],
-        args=tile_args,
-        settings=lambda wc: json.dumps(config.get("tiling", {})),
-        on_error=config["slides"]["on_error"],
-        outdir=lambda wc, output: os.path.dirname(output.status),
-        cmta=CMTA,
     conda:
         env_file("slides")
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=scaled_mem(2000),
         runtime=30,
+    params:
+        path=lambda wc: SLIDES.loc[wc.slide, "path"],
+        args=tile_args,
+        settings=lambda wc: json.dumps(config["tiling"]),
+        on_error=config["slides"]["on_error"],
+        cmta=CMTA,
+        version=VERSION,
     shell:
-        "{params.cmta} tile {params.path:q} -o {params.outdir:q} {params.args} "
+        "mkdir -p {output.tiles:q} && "
+        "{params.cmta} tile {params.path:q} -o {output.tiles:q} {params.args} "
         "--settings {params.settings:q} --status {output.status:q} "
         "--on-error {params.on_error} > {log:q} 2>&1"
 
@@ -37,14 +48,29 @@ checkpoint tile_summary:
             f"{OUT}/tiles/summary.tsv",
             caption="../report/tile_summary.rst",
             category="Slides",
+            subcategory="Summary",
+            labels={"table": "tiling of every slide"},
         ),
-        failed=f"{OUT}/tiles/failed_slides.tsv",
+        failed=report(
+            f"{OUT}/tiles/failed_slides.tsv",
+            caption="../report/failed_slides.rst",
+            category="Slides",
+            subcategory="Summary",
+            labels={"table": "failed slides"},
+        ),
     log:
         f"{OUT}/logs/tile_summary.log",
+    benchmark:
+        f"{OUT}/benchmarks/tile_summary.tsv"
+    conda:
+        env_file("slides")
+    threads: 1
+    resources:
+        mem_mb=scaled_mem(1000),
+        runtime=10,
     params:
         outdir=lambda wc, output: os.path.dirname(output.summary),
         cmta=CMTA,
-    conda:
-        env_file("slides")
+        version=VERSION,
     shell:
         "{params.cmta} tile-summary {input:q} -o {params.outdir:q} > {log:q} 2>&1"

@@ -1,8 +1,10 @@
 # The training stage: one job per model x fold (cmta train). A "run" is a model name
-# (cmta, snn, snntrans, meanmil, maxmil, attmil, transmil, dualtrans) or a CMTA ablation
-# "cmta-<ablation>" (no_cross_attention, no_alignment, no_detach, no_ppeg).
-# Outputs per run and fold: {OUT}/train/{run}/fold_{k}/ model.pt, epochs.tsv,
-# predictions.tsv, summary.json. See docs/model.md.
+# (cmta_pipeline.models.MODELS: cmta, snn, snntrans, meanmil, maxmil, attmil, transmil,
+# dualtrans, ...) or a CMTA ablation "cmta-<ablation>" (no_cross_attention, no_alignment,
+# no_detach, no_ppeg). Outputs per run and fold: {OUT}/train/{run}/fold_{k}/ model.pt,
+# epochs.tsv, predictions.tsv, summary.json. See docs/model.md.
+# On a cluster the runs of models that read slides ask for one GPU (config gpu,
+# training.device); genomics-only models run on CPUs.
 rule train:
     input:
         unpack(train_input),
@@ -18,18 +20,19 @@ rule train:
     wildcard_constraints:
         run=TRAIN_RUN_PATTERN,
         fold=r"\d+",
+    conda:
+        lambda wc: env_file("torch-cuda") if train_gpus(wc) else env_file("torch")
+    threads: TRAINING["threads"]
+    resources:
+        mem_mb=scaled_mem(TRAINING["mem_mb"]),
+        runtime=TRAINING["runtime"],
+        gpu=train_gpus,
     params:
         args=train_args,
         cohort=f"{OUT}/cohort",
         outdir=lambda wc, output: os.path.dirname(output.summary),
         cmta=CMTA,
-    conda:
-        env_file("torch")
-    threads: TRAINING["threads"]
-    resources:
-        mem_mb=TRAINING["mem_mb"],
-        runtime=TRAINING["runtime"],
-        gpu=1 if str(TRAINING["device"]).startswith("cuda") else 0,
+        version=VERSION,
     shell:
         "{params.cmta} train --cohort {params.cohort:q} -o {params.outdir:q} {params.args}"
         " > {log:q} 2>&1"
