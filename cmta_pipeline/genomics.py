@@ -750,8 +750,9 @@ def read_clinical(
     (``1:DECEASED``/``0:LIVING`` or ``DECEASED``/``LIVING``); ``#`` header rows skipped.
     GDC (``clinical.tsv``, with or without the ``cases.``/``demographic.``/``diagnoses.``
     column prefixes of today's download): case_submitter_id, vital_status (Dead/Alive),
-    days_to_death, days_to_last_follow_up; one row per case x diagnosis/treatment, so per
-    case the largest days_to_death and days_to_last_follow_up are used; months =
+    days_to_death, days_to_last_follow_up and/or days_to_follow_up (the follow_ups node,
+    where the GDC moved TCGA's follow-up in 2025); one row per case x diagnosis x
+    follow-up x treatment, so per case the largest days_to_death and follow-up are used; months =
     days / 30.44, rounded to 2 decimals as in the published tables. Returns (survival
     indexed by case_id, patient -> reason for those left out).
     """
@@ -777,8 +778,10 @@ def read_clinical(
     else:
         kind = "GDC clinical table"
         id_col = next((c for c in ("case_submitter_id", "submitter_id") if c in df.columns), None)
-        need = ["vital_status", "days_to_death", "days_to_last_follow_up"]
+        fu_cols = [c for c in ("days_to_last_follow_up", "days_to_follow_up") if c in df.columns]
+        need = ["vital_status", "days_to_death"]
         miss = [c for c in need if c not in df.columns] + ([] if id_col else ["case_submitter_id"])
+        miss += [] if fu_cols else ["days_to_last_follow_up (or follow_ups.days_to_follow_up)"]
         if miss:
             raise CMTAError(
                 f"{path}: not a cBioPortal patient table (PATIENT_ID, OS_MONTHS, OS_STATUS) "
@@ -794,14 +797,18 @@ def read_clinical(
                 "is neither Dead nor Alive"
             )
         cols = {}
-        for col in ("days_to_death", "days_to_last_follow_up"):
+        for col in ["days_to_death"] + fu_cols:
             num = pd.to_numeric(df[col], errors="coerce")
             badn = num.isna() & df[col].notna()
             if badn.any():
                 i = badn.idxmax()
                 raise CMTAError(f"{path}: line {i + 2}, case {ids[i]}: {col} {df.at[i, col]!r} is not a number")
             cols[col] = num
-        per_row = pd.DataFrame({"case_id": ids, "vital": vital.where(df["vital_status"].notna()), **cols})
+        follow_up = pd.concat([cols.pop(c) for c in fu_cols], axis=1).max(axis=1)
+        per_row = pd.DataFrame({
+            "case_id": ids, "vital": vital.where(df["vital_status"].notna()),
+            "days_to_death": cols["days_to_death"], "days_to_last_follow_up": follow_up,
+        })
         per_case = []
         for case, g in per_row.groupby("case_id", sort=False):
             v = set(g["vital"].dropna())

@@ -383,11 +383,11 @@ def gdc_files(tmp_path):
                      + "".join("\t".join(r) + "\n" for r in sheet_rows))
     clin = _write(d / "clinical.tsv",
         "cases.case_id\tcases.submitter_id\tdemographic.vital_status\tdemographic.days_to_death\t"
-        "diagnoses.days_to_last_follow_up\ttreatments.treatment_type\n"
-        "x1\tTCGA-AB-0001\tDead\t365\t'--\tRadiation Therapy, NOS\n"
-        "x1\tTCGA-AB-0001\tDead\t365\t'--\tPharmaceutical Therapy, NOS\n"
-        "x2\tTCGA-AB-0002\tAlive\t'--\t700\tRadiation Therapy, NOS\n"
-        "x2\tTCGA-AB-0002\tAlive\t'--\t731\tPharmaceutical Therapy, NOS\n")
+        "diagnoses.days_to_last_follow_up\tfollow_ups.days_to_follow_up\ttreatments.treatment_type\n"
+        "x1\tTCGA-AB-0001\tDead\t365\t'--\t'--\tRadiation Therapy, NOS\n"
+        "x1\tTCGA-AB-0001\tDead\t365\t'--\t'--\tPharmaceutical Therapy, NOS\n"
+        "x2\tTCGA-AB-0002\tAlive\t'--\t700\t'--\tRadiation Therapy, NOS\n"
+        "x2\tTCGA-AB-0002\tAlive\t'--\t'--\t731\tPharmaceutical Therapy, NOS\n")
     aliases = _write(d / "aliases.tsv", "alias\tsymbol\nOLDNAME\tNEWNAME\n")
     fams = _write(d / "fam.csv", "F1,F2\nTP53,KRAS\n,NEWNAME\n")
     return dict(rnaseq=d / "star", cnv=d / "cn", maf=d / "maf", clinical=clin, sheet=sheet,
