@@ -225,7 +225,8 @@ def check_survival(
     predict``). ``nonpositive``: a follow-up of 0 months or below is dropped (``"drop"``,
     the default: reason "follow-up <= 0"), kept when it is 0 (``"keep"``: an event or
     censoring at time 0 is valid for scikit-survival; below 0 stays an error) or an
-    error (``"error"``).
+    error (``"error"``). With ``missing="keep"`` a row that ``"drop"`` would leave out
+    keeps its genomics with an empty survival instead (new patients are predicted).
     """
     if nonpositive not in NONPOSITIVE_POLICIES:
         raise CMTAError(f"nonpositive_followup: {nonpositive!r} is not one of {', '.join(NONPOSITIVE_POLICIES)}")
@@ -244,10 +245,11 @@ def check_survival(
     if missing == "keep":
         known = surv[~missing_rows]
         if len(known):
-            checked, known_dropped = check_survival(known, source, row_label, "error", nonpositive)
-            dropped.update(known_dropped)
-            surv = surv.drop(index=list(known_dropped))
-            missing_rows = missing_rows.drop(index=list(known_dropped))
+            checked, blanked = check_survival(known, source, row_label, "error", nonpositive)
+            if blanked:  # new patients are kept for prediction; only their follow-up goes
+                log.warning("%s: %d rows with a follow-up <= 0 kept with empty survival (%s)",
+                            source, len(blanked), _examples(blanked, 3))
+                missing_rows[list(blanked)] = True
             surv.loc[~missing_rows, "survival_months"] = checked["survival_months"]
         surv.loc[missing_rows, ["survival_months", "censorship"]] = np.nan
         if not missing_rows.any():

@@ -256,6 +256,10 @@ def test_nonpositive_followup_policy(tmp_path, time):
     else:
         with pytest.raises(CMTAError, match="negative follow-up cannot be kept"):
             g.load_wide_table(path, nonpositive_followup="keep")
+    # new patients (cmta predict) keep their genomics; only the follow-up is left empty
+    data = g.load_wide_table(path, missing_survival="keep")
+    assert list(data.survival.index) == ["P1", "P2"] and data.survival.loc["P2"].isna().all()
+    assert data.survival.loc["P1", "survival_months"] == 10
 
 
 # ---------------------------------------------------------------- cBioPortal as distributed
