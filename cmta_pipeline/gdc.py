@@ -34,7 +34,7 @@ SHEET_COLUMNS = ("File Name", "Sample ID")
 RNASEQ_UNITS = ("tpm_unstranded", "fpkm_unstranded", "fpkm_uq_unstranded", "unstranded",
                 "stranded_first", "stranded_second")
 _KINDS = {
-    # modality: (file-name marker, sample-sheet Data Type, value column)
+    # modality: (file-name marker, sample-sheet Data Type)
     "rnaseq": ("star_gene_counts", "Gene Expression Quantification"),
     "cnv": ("gene_level_copy_number", "Gene Level Copy Number"),
 }
@@ -68,7 +68,8 @@ def read_sample_sheet(path: str | os.PathLike) -> pd.DataFrame:
         )
     dup = df["File Name"].duplicated()
     if dup.any():
-        raise CMTAError(f"{path}: line {int(np.flatnonzero(dup)[0]) + 2}: file {df['File Name'][dup].iloc[0]} is listed twice")
+        line = int(np.flatnonzero(dup)[0]) + 2
+        raise CMTAError(f"{path}: line {line}: file {df['File Name'][dup].iloc[0]} is listed twice")
     tumour = []
     for i, ids in enumerate(df["Sample ID"].fillna("")):
         cands = [s.strip() for s in ids.split(",") if s.strip()]
@@ -89,10 +90,8 @@ def _read_one(path: Path, modality: str, unit: str) -> pd.DataFrame:
     header = _header(path)
     miss = [c for c in ("gene_id", "gene_name", col) if c not in header]
     if miss:
-        hint = (
-            f"; choose another unit with --rnaseq-unit ({', '.join(c for c in RNASEQ_UNITS if c in header) or 'none present'})"
-            if modality == "rnaseq" and col in miss else ""
-        )
+        units = ", ".join(c for c in RNASEQ_UNITS if c in header) or "none present"
+        hint = f"; choose another unit with --rnaseq-unit ({units})" if modality == "rnaseq" and col in miss else ""
         raise CMTAError(f"{path}: missing column(s) {', '.join(miss)} (columns: {', '.join(header[:10])}){hint}")
     df = _read_table(path, modality, dtype=str, usecols=["gene_id", "gene_name", col],
                      na_values=NA_VALUES, keep_default_na=False)
@@ -194,12 +193,14 @@ def read_gdc_folder(
         copy_number_to_level(values.to_numpy()), index=values.index, columns=values.columns
     )
     if audit is not None:
+        src = str(folder)
         what = f"{rnaseq_unit}, log1p" if modality == "rnaseq" else "copy_number -> -2..2 (0:-2, 1:-1, 2:0, 3-4:1, >=5:2)"
-        audit.append((str(folder), f"GDC {modality} files read ({what})", len(sheet), ""))
+        audit.append((src, f"GDC {modality} files read ({what})", len(sheet), ""))
         if absent:
-            audit.append((str(folder), "files in the sample sheet but not in the folder", len(absent), _examples(absent)))
+            audit.append((src, "files in the sample sheet but not in the folder", len(absent), _examples(absent)))
         if unlisted:
-            audit.append((str(folder), "files not in the sample sheet (not used)", len(unlisted), _examples(unlisted)))
+            audit.append((src, "files not in the sample sheet (not used)", len(unlisted), _examples(unlisted)))
         if collisions:
-            audit.append((str(folder), "gene names carried by several gene ids (left out)", len(collisions), _examples(sorted(collisions))))
+            audit.append((src, "gene names carried by several gene ids (left out)", len(collisions),
+                          _examples(sorted(collisions))))
     return values

@@ -543,7 +543,8 @@ def read_aliases(path: str | os.PathLike | None) -> dict[str, str]:
     dup = df["alias"].duplicated(keep=False) & ~df.duplicated(["alias", "symbol"], keep=False)
     if dup.any():
         a = df.loc[dup, "alias"].iloc[0]
-        raise CMTAError(f"{path}: alias {a!r} maps to several symbols ({', '.join(df.loc[df['alias'] == a, 'symbol'])})")
+        targets = ", ".join(df.loc[df["alias"] == a, "symbol"])
+        raise CMTAError(f"{path}: alias {a!r} maps to several symbols ({targets})")
     return dict(zip(df["alias"].str.strip(), df["symbol"].str.strip()))
 
 
@@ -626,10 +627,13 @@ def read_gene_table(
         if dup.any():
             d = long[dup]
             g, s = d["gene"].iloc[0], d["sample"].iloc[0]
-            lines = [rows[i] for i in np.flatnonzero(dup.to_numpy() & (long["gene"] == g).to_numpy() & (long["sample"] == s).to_numpy())]
+            same = dup & (long["gene"] == g) & (long["sample"] == s)
+            lines = [rows[i] for i in np.flatnonzero(same.to_numpy())]
             raise CMTAError(f"{path}: gene {g}, sample {s}: given twice ({', '.join(lines)}): duplicate sample rows")
         long["gene"] = apply_aliases(long["gene"], aliases or {}, str(path), audit)
-        values = long.pivot_table(index="gene", columns="sample", values="value", aggfunc="mean", sort=False)
+        values = long.pivot_table(
+            index="gene", columns="sample", values="value", aggfunc="mean", sort=False, dropna=False
+        )
         values.columns.name = None
         values.index.name = None
     else:
@@ -641,7 +645,8 @@ def read_gene_table(
         genes = df[gene_col].astype(str).str.strip()
         for col in samples:  # a long file without a Value column, or another mix-up
             s = df[col].dropna()
-            if len(s) and pd.to_numeric(s, errors="coerce").isna().all() and s.astype(str).str.match(_TCGA_SAMPLE).any():
+            ids_not_values = pd.to_numeric(s, errors="coerce").isna().all() and s.astype(str).str.match(_TCGA_SAMPLE).any()
+            if len(s) and ids_not_values:
                 raise _layout_error(path, col, s.iloc[0])
         values = _numeric_block(df[samples], str(path), [f"gene {g}" for g in genes])
         values.index = apply_aliases(genes, aliases or {}, str(path), audit).to_numpy()
