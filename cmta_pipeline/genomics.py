@@ -643,12 +643,14 @@ def read_gene_table(
         if audit is not None:
             audit.append((str(path), "layout", len(df), f"gene x sample matrix ({len(samples)} sample columns)"))
         genes = df[gene_col].astype(str).str.strip()
-        for col in samples:  # a long file without a Value column, or another mix-up
-            s = df[col].dropna()
-            ids_not_values = pd.to_numeric(s, errors="coerce").isna().all() and s.astype(str).str.match(_TCGA_SAMPLE).any()
-            if len(s) and ids_not_values:
-                raise _layout_error(path, col, s.iloc[0])
-        values = _numeric_block(df[samples], str(path), [f"gene {g}" for g in genes])
+        try:
+            values = _numeric_block(df[samples], str(path), [f"gene {g}" for g in genes])
+        except CMTAError:
+            for col in samples:  # a long file without its Value column, or another mix-up
+                s = df[col].dropna()
+                if len(s) and pd.to_numeric(s, errors="coerce").isna().all() and s.str.match(_TCGA_SAMPLE).any():
+                    raise _layout_error(path, col, s.iloc[0]) from None
+            raise
         values.index = apply_aliases(genes, aliases or {}, str(path), audit).to_numpy()
         values = values.groupby(level=0, sort=False).mean()
     if modality == "cnv":
