@@ -173,7 +173,8 @@ def read_gdc_folder(
     for k, (name, sample) in enumerate(zip(sheet["file_name"], sheet["sample_id"])):
         one = _read_one(on_disk[name], modality, rnaseq_unit)
         # aliases reported once: every file of a kind has the same gene list
-        one["gene_name"] = apply_aliases(one["gene_name"], aliases or {}, str(on_disk[name]), audit if k == 0 else None)
+        report = audit if k == 0 else None
+        one["gene_name"] = apply_aliases(one["gene_name"], aliases or {}, str(on_disk[name]), report)
         many = one.groupby("gene_name")["gene_id"].nunique()
         clash = many.index[many > 1]
         hit = sorted(set(clash) & (wanted or set()))
@@ -181,8 +182,8 @@ def read_gdc_folder(
             ids = one.loc[one["gene_name"] == hit[0], "gene_id"].tolist()
             raise CMTAError(
                 f"{on_disk[name]}: gene name {hit[0]!r} is carried by several gene ids "
-                f"({', '.join(ids)}): gene-symbol collision for a family gene; give an alias "
-                "file that renames one of them, or remove one"
+                f"({', '.join(ids)}): gene-symbol collision for a family gene; keep the row of "
+                "the gene the family means in the files, or take the gene out of the family file"
             )
         collisions |= set(clash)
         one = one[~one["gene_name"].isin(set(clash))].set_index("gene_name")["value"]
