@@ -22,17 +22,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--outdir", required=True, help="output folder")
     p.add_argument(
         "--unsuffixed", choices=["mut", "cnv", "rnaseq", "ignore"],
-        help="what gene columns without a _rnaseq/_cnv/_mut suffix are (UCEC's table: mut)",
+        help="what gene columns without a _rnaseq/_cnv/_mut suffix are; default: left out "
+        "(as the released MCAT/CMTA code does) with a note in audit.tsv",
+    )
+    p.add_argument(
+        "--drop-last-column", action="store_true",
+        help="leave out the wide table's last column, as the released MCAT/CMTA dataset code "
+        "does (BLCA, LUAD: ZXDC_rnaseq, one transcription factor fewer)",
     )
     p.add_argument(
         "--meta-columns", default=None,
         help="comma-separated extra non-gene columns of the wide table (besides case_id, "
         "slide_id, site, is_female, oncotree_code, age, survival_months, censorship, train)",
     )
-    p.add_argument("--rnaseq", help="RNA-seq gene x sample matrix (cBioPortal data_mrna_*.txt)")
-    p.add_argument("--cnv", help="gene-level CNV matrix, GISTIC -2..2 (cBioPortal data_cna.txt)")
-    p.add_argument("--maf", help="mutations as a MAF")
-    p.add_argument("--clinical", help="cBioPortal data_clinical_patient.txt or GDC clinical.tsv")
+    p.add_argument(
+        "--rnaseq", help="RNA-seq: a gene x sample matrix (cBioPortal data_mrna_*.txt, RSEM or "
+        "z-scores) or a folder of GDC STAR-counts files (with --gdc-sample-sheet)",
+    )
+    p.add_argument(
+        "--cnv", help="copy number, GISTIC -2..2: cBioPortal data_cna.txt (wide) or "
+        "data_cna_discrete.txt (long), or a folder of GDC gene-level copy-number files",
+    )
+    p.add_argument("--maf", help="mutations: a MAF (.gz ok) or a folder of MAFs (GDC masked somatic, one per sample)")
+    p.add_argument("--clinical", help="cBioPortal data_clinical_patient(s).txt or GDC clinical.tsv")
+    p.add_argument("--gdc-sample-sheet", help="GDC sample sheet: which sample each per-sample file belongs to")
+    p.add_argument(
+        "--rnaseq-unit", default="tpm_unstranded",
+        help="column of the GDC STAR-counts files to use (default tpm_unstranded; log1p is applied)",
+    )
+    p.add_argument("--gene-aliases", help="table alias<TAB>symbol mapping the data's gene names to the family file's")
     p.add_argument(
         "--variant-classes", default=None,
         help="comma-separated MAF Variant_Classification values counted as a mutation "
@@ -44,6 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "or keep it with empty survival (new patients for `cmta predict`; the survival "
         "columns and --clinical may then be absent; `cmta cohort` audits such patients as 'no survival')",
     )
+    p.add_argument(
+        "--nonpositive-followup", choices=["drop", "keep", "error"], default="drop",
+        help="a follow-up of 0 months or below: drop the patient and list it in the audit "
+        "(default), keep it when it is 0 (valid for scikit-survival), or stop",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,20 +74,27 @@ def run(args: argparse.Namespace) -> int:
 
     families = g.read_families(args.families)
     per_modality = any([args.rnaseq, args.cnv, args.maf, args.clinical])
+    if args.table and (args.gdc_sample_sheet or args.gene_aliases):
+        raise CMTAError("--gdc-sample-sheet and --gene-aliases are for per-modality files, not a wide table")
     if args.table and per_modality:
         raise CMTAError("give either a wide table or per-modality files (--rnaseq/--cnv/--maf/--clinical), not both")
     if args.table:
         meta = list(g.DEFAULT_META_COLUMNS)
         if args.meta_columns:
             meta += [c.strip() for c in args.meta_columns.split(",") if c.strip()]
-        data = g.load_wide_table(args.table, args.unsuffixed, meta, args.missing_survival)
+        data = g.load_wide_table(
+            args.table, args.unsuffixed, meta, args.missing_survival, args.nonpositive_followup,
+            args.drop_last_column,
+        )
     elif per_modality:
         classes = (
             [c.strip() for c in args.variant_classes.split(",") if c.strip()]
             if args.variant_classes else g.DEFAULT_VARIANT_CLASSES
         )
         data = g.load_per_modality(
-            args.rnaseq, args.cnv, args.maf, args.clinical, classes, args.missing_survival
+            args.rnaseq, args.cnv, args.maf, args.clinical, classes, args.missing_survival,
+            args.nonpositive_followup, args.gdc_sample_sheet, args.rnaseq_unit,
+            args.gene_aliases, families,
         )
     else:
         raise CMTAError("no genomic input: give a wide TABLE or per-modality files")

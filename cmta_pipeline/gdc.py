@@ -1,0 +1,207 @@
+"""GDC per-sample files, joined through the GDC sample sheet, as gene x sample tables.
+
+The GDC ships RNA-seq and copy number as one file per sample, named by a file UUID;
+the sample sheet (``gdc_sample_sheet.<date>.tsv``: File ID, File Name, Data Category,
+Data Type, Project ID, Case ID, Sample ID, Sample Type, ...) says which sample each file
+belongs to. :func:`read_gdc_folder` reads every file of one kind under a folder (as
+``gdc-client`` lays them out, ``<File ID>/<File Name>``, or flat):
+
+* RNA-seq, STAR - Counts (``*.rna_seq.augmented_star_gene_counts.tsv``: a ``#
+  gene-model`` line, then gene_id, gene_name, gene_type, unstranded, stranded_first,
+  stranded_second, tpm_unstranded, fpkm_unstranded, fpkm_uq_unstranded). One unit column
+  is used (TPM by default) and ``log1p`` is applied. The four ``N_*`` summary rows and
+  the ``_PAR_Y`` copies of pseudo-autosomal genes are skipped.
+* Gene-level copy number (``*.gene_level_copy_number.v36.tsv``: gene_id, gene_name,
+  chromosome, start, end, copy_number, min_copy_number, max_copy_number): the absolute
+  ``copy_number`` mapped to GISTIC-like levels by :func:`copy_number_to_level`.
+
+Gene names are matched to the family symbols after the optional aliases
+(``genomics.apply_aliases``). The sample -> patient step is the same as for every other
+input (``genomics.samples_to_patients``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import CMTAError
+
+SHEET_COLUMNS = ("File Name", "Sample ID")
+RNASEQ_UNITS = ("tpm_unstranded", "fpkm_unstranded", "fpkm_uq_unstranded", "unstranded",
+                "stranded_first", "stranded_second")
+_KINDS = {
+    # modality: (file-name marker, sample-sheet Data Type)
+    "rnaseq": ("star_gene_counts", "Gene Expression Quantification"),
+    "cnv": ("gene_level_copy_number", "Gene Level Copy Number"),
+}
+
+
+def copy_number_to_level(cn: np.ndarray) -> np.ndarray:
+    """Absolute copy number -> GISTIC-like level, relative to a diploid genome.
+
+    0 -> -2 (homozygous deletion), 1 -> -1 (loss of one copy), 2 -> 0, 3 or 4 -> 1 (gain,
+    up to twice the diploid number), 5 or more -> 2 (amplification, more than twice).
+    Missing stays missing. No tumour ploidy correction: the GDC gene-level files carry
+    none, and GISTIC's thresholded calls in the published tables are also relative to 2.
+    """
+    cn = np.asarray(cn, dtype=float)
+    out = np.select([cn <= 0, cn == 1, cn == 2, cn <= 4], [-2.0, -1.0, 0.0, 1.0], default=2.0)
+    return np.where(np.isnan(cn), np.nan, out)
+
+
+def read_sample_sheet(path: str | os.PathLike) -> pd.DataFrame:
+    """The GDC sample sheet: columns file_name, sample_id (the tumour sample of each file;
+    a paired file lists "tumour, normal"), and the sheet's other columns."""
+    from .genomics import _read_table, patient_of_sample
+
+    path = Path(path)
+    df = _read_table(path, "GDC sample sheet", dtype=str)
+    miss = [c for c in SHEET_COLUMNS if c not in df.columns]
+    if miss:
+        raise CMTAError(
+            f"{path}: missing column(s) {', '.join(miss)} (the GDC sample sheet has File ID, "
+            "File Name, Data Category, Data Type, Project ID, Case ID, Sample ID, Sample Type)"
+        )
+    dup = df["File Name"].duplicated()
+    if dup.any():
+        line = int(np.flatnonzero(dup)[0]) + 2
+        raise CMTAError(f"{path}: line {line}: file {df['File Name'][dup].iloc[0]} is listed twice")
+    tumour = []
+    for i, ids in enumerate(df["Sample ID"].fillna("")):
+        cands = [s.strip() for s in ids.split(",") if s.strip()]
+        t = [s for s in cands if patient_of_sample(s)[1] < 10]
+        if len(t) > 1:
+            raise CMTAError(f"{path}: line {i + 2}: file {df['File Name'].iloc[i]} has several tumour samples ({ids})")
+        tumour.append(t[0] if t else (cands[0] if cands else ""))
+    df["file_name"] = df["File Name"].str.strip()
+    df["sample_id"] = tumour
+    return df
+
+
+def _read_one(path: Path, modality: str, unit: str) -> pd.DataFrame:
+    """One per-sample file: columns gene_id, gene_name, value (floats)."""
+    from .genomics import NA_VALUES, _header, _numeric_block, _read_table, leading_comment_lines
+
+    col = unit if modality == "rnaseq" else "copy_number"
+    header = _header(path)
+    miss = [c for c in ("gene_id", "gene_name", col) if c not in header]
+    if miss:
+        units = ", ".join(c for c in RNASEQ_UNITS if c in header) or "none present"
+        hint = f"; choose another unit with --rnaseq-unit ({units})" if modality == "rnaseq" and col in miss else ""
+        raise CMTAError(f"{path}: missing column(s) {', '.join(miss)} (columns: {', '.join(header[:10])}){hint}")
+    df = _read_table(path, modality, dtype=str, usecols=["gene_id", "gene_name", col],
+                     na_values=NA_VALUES, keep_default_na=False)
+    gid = df["gene_id"].fillna("").astype(str)
+    df = df[~gid.str.startswith("N_") & ~gid.str.endswith("_PAR_Y") & df["gene_name"].notna()]
+    first = leading_comment_lines(path) + 2  # file line of data row 0
+    lines = [f"line {first + i}" for i in df.index]
+    vals = _numeric_block(df[[col]], str(path), lines)[col]
+    if modality == "cnv":
+        badv = vals.notna() & ((vals < 0) | (vals != np.round(vals)))
+        if badv.any():
+            i = int(np.flatnonzero(badv.to_numpy())[0])
+            raise CMTAError(
+                f"{path}: {lines[i]} (gene {df['gene_name'].iloc[i]}): copy_number {vals.iloc[i]:g} "
+                "is not a whole number of copies >= 0"
+            )
+    elif (vals < 0).any():
+        i = int(np.flatnonzero((vals < 0).to_numpy())[0])
+        raise CMTAError(f"{path}: {lines[i]} (gene {df['gene_name'].iloc[i]}): {col} {vals.iloc[i]:g} is negative")
+    return pd.DataFrame({
+        "gene_id": df["gene_id"].str.split(".").str[0].to_numpy(),
+        "gene_name": df["gene_name"].astype(str).str.strip().to_numpy(),
+        "value": vals.to_numpy(),
+    })
+
+
+def read_gdc_folder(
+    folder: str | os.PathLike, modality: str, sample_sheet: str | os.PathLike | None,
+    rnaseq_unit: str = "tpm_unstranded", aliases: dict[str, str] | None = None,
+    audit: list | None = None, wanted: set[str] | None = None,
+) -> pd.DataFrame:
+    """Every GDC per-sample file of ``modality`` under ``folder`` as a gene x sample table.
+
+    Files are matched to samples through ``sample_sheet`` (only files it lists are
+    used; those it lists but the folder lacks, and the reverse, go to the audit). Two
+    files of one sample are an error. A gene name carried by several gene ids is a
+    gene-symbol collision: an error when the name is in ``wanted`` (the family genes),
+    otherwise left out and counted in the audit. RNA-seq: ``rnaseq_unit`` column,
+    log1p applied. Copy number: :func:`copy_number_to_level`.
+    """
+    from .genomics import _examples, apply_aliases
+
+    folder = Path(folder)
+    if modality not in _KINDS:
+        raise CMTAError(f"a folder of GDC per-sample files is read for rnaseq or cnv, not {modality}")
+    if modality == "rnaseq" and rnaseq_unit not in RNASEQ_UNITS:
+        raise CMTAError(f"rnaseq_unit: {rnaseq_unit!r} is not one of {', '.join(RNASEQ_UNITS)}")
+    if sample_sheet is None:
+        raise CMTAError(
+            f"{folder}: a folder of GDC per-sample files needs the GDC sample sheet "
+            "(--gdc-sample-sheet) to know each file's sample"
+        )
+    marker, data_type = _KINDS[modality]
+    sheet = read_sample_sheet(sample_sheet)
+    of_kind = sheet["file_name"].str.contains(marker, regex=False)
+    if "Data Type" in sheet.columns:
+        of_kind |= sheet["Data Type"].eq(data_type)
+    sheet = sheet[of_kind]
+    on_disk = {p.name: p for p in folder.rglob("*") if p.is_file() and marker in p.name}
+    listed = set(sheet["file_name"])
+    absent = sorted(listed - set(on_disk))
+    unlisted = sorted(set(on_disk) - listed)
+    sheet = sheet[sheet["file_name"].isin(set(on_disk))]
+    if sheet.empty:
+        raise CMTAError(
+            f"{folder}: none of its {len(on_disk)} *{marker}* files is listed in the sample sheet "
+            f"{sample_sheet} (match by File Name)"
+        )
+    dup = sheet["sample_id"].duplicated(keep=False)
+    if dup.any():
+        s = sheet.loc[dup, "sample_id"].iloc[0]
+        files = sheet.loc[sheet["sample_id"] == s, "file_name"].tolist()
+        raise CMTAError(
+            f"{sample_sheet}: sample {s} has several {modality} files ({', '.join(files)}): "
+            "duplicate samples; keep one file per sample in the folder or the sheet"
+        )
+    columns = {}
+    collisions: set[str] = set()
+    for k, (name, sample) in enumerate(zip(sheet["file_name"], sheet["sample_id"])):
+        one = _read_one(on_disk[name], modality, rnaseq_unit)
+        # aliases reported once: every file of a kind has the same gene list
+        report = audit if k == 0 else None
+        one["gene_name"] = apply_aliases(one["gene_name"], aliases or {}, str(on_disk[name]), report)
+        many = one.groupby("gene_name")["gene_id"].nunique()
+        clash = many.index[many > 1]
+        hit = sorted(set(clash) & (wanted or set()))
+        if hit:
+            ids = one.loc[one["gene_name"] == hit[0], "gene_id"].tolist()
+            raise CMTAError(
+                f"{on_disk[name]}: gene name {hit[0]!r} is carried by several gene ids "
+                f"({', '.join(ids)}): gene-symbol collision for a family gene; keep the row of "
+                "the gene the family means in the files, or take the gene out of the family file"
+            )
+        collisions |= set(clash)
+        one = one[~one["gene_name"].isin(set(clash))].set_index("gene_name")["value"]
+        columns[sample] = one
+    values = pd.DataFrame(columns)
+    values = values.loc[[g for g in values.index if g not in collisions]]
+    values = np.log1p(values) if modality == "rnaseq" else pd.DataFrame(
+        copy_number_to_level(values.to_numpy()), index=values.index, columns=values.columns
+    )
+    if audit is not None:
+        src = str(folder)
+        what = f"{rnaseq_unit}, log1p" if modality == "rnaseq" else "copy_number -> -2..2 (0:-2, 1:-1, 2:0, 3-4:1, >=5:2)"
+        audit.append((src, f"GDC {modality} files read ({what})", len(sheet), ""))
+        if absent:
+            audit.append((src, "files in the sample sheet but not in the folder", len(absent), _examples(absent)))
+        if unlisted:
+            audit.append((src, "files not in the sample sheet (not used)", len(unlisted), _examples(unlisted)))
+        if collisions:
+            audit.append((src, "gene names carried by several gene ids (left out)", len(collisions),
+                          _examples(sorted(collisions))))
+    return values
