@@ -11,6 +11,7 @@ from torch import nn
 
 from .baselines import SNN, AttMIL, DualTrans, MaxMIL, MeanMIL, SNNTrans, TransMIL
 from .cmta import CMTA
+from .official import convert_official_state_dict
 
 #: name -> (class, modalities it reads)
 MODELS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
@@ -70,4 +71,6 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["build_model", "count_parameters", "modalities", "MODELS", "CMTA"]
+__all__ = [
+    "build_model", "count_parameters", "modalities", "MODELS", "CMTA", "convert_official_state_dict",
+]

@@ -84,7 +84,7 @@ class CMTA(nn.Module):
         alignment: bool = True,
         detach: bool = True,
         ppeg: bool = True,
-        short_exact: bool = True,
+        short_exact: bool = False,
         dropout: float = 0.25,
     ):
         super().__init__()
