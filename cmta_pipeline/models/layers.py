@@ -147,6 +147,8 @@ class NystromAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         elif n <= m and self.short_exact:
             out = self._short(q, k, v, m - n)
+        elif n < m:
+            out = self._short_published(q, k, v, m - n)
         else:
             out = self._nystrom(q, k, v)
         return self._merge(out + res)
@@ -161,6 +163,31 @@ class NystromAttention(nn.Module):
         else:
             attn = s.softmax(dim=-1)
         return attn @ v
+
+    def _short_published(self, q, k, v, n_pad: int) -> torch.Tensor:
+        """The published arithmetic for n < m tokens (every landmark is a token or a zero
+        pad, so attn1 = attn2 = attn3), on (n + 1)-square matrices: with X the reduced attn2
+        of :func:`nystrom_pinv_apply` (pads folded into one coordinate), the published
+        ``attn1 @ pinv(attn2) @ (attn3 @ v)`` is ``X[1:] @ pinv(X) @ X @ [0; v]``."""
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            q, k, v = q.float(), k.float(), v.float()
+            m = self.num_landmarks
+            root = math.sqrt(n_pad)
+            s = (q * self.scale) @ k.transpose(-1, -2)  # (B, h, n, n)
+            # softmax over the n tokens and the n_pad zero keys (logit 0 each)
+            probs = torch.cat([s, torch.full_like(s[..., :1], math.log(n_pad))], dim=-1).softmax(-1)
+            real, pad_mass = probs[..., :-1], probs[..., -1:]  # pad_mass = n_pad * c
+            top = torch.cat([torch.full_like(s[..., :1, :1], n_pad / m),
+                             torch.full_like(s[..., :1, :], root / m)], dim=-1)
+            x = torch.cat([top, torch.cat([pad_mass / root, real], dim=-1)], dim=-2)
+            # the published start scale: max row sum (pad rows: exactly 1) times max column
+            # sum (every column gets n_pad / m from the pad rows) of the full attn2
+            row_max = torch.maximum(probs.sum(-1).max(), torch.ones((), device=q.device))
+            col = torch.cat([pad_mass.sum(-2) / n_pad, real.sum(-2)], dim=-1) + n_pad / m
+            z = moore_penrose_pinv(x, self.pinv_iterations, row_max * col.max())
+            w = torch.cat([v.sum(-2, keepdim=True) * (root / m), real @ v], dim=-2)  # X @ [0; v]
+            out = x[..., 1:, :] @ (z @ w)
+        return out
 
     def _nystrom(self, q, k, v) -> torch.Tensor:
         b, h, n, d = q.shape
