@@ -45,6 +45,8 @@ def build_model(
     Options: ``attention`` ("nystrom" | "exact"), ``n_bins`` (4), and the CMTA ablations
     ``cross_attention``, ``alignment``, ``detach``, ``ppeg`` (all True by default; ``ppeg``
     also applies to TransMIL and DualTrans). ``fusion`` ("concat" | "bilinear") is CMTA's.
+    ``short_exact`` (False): True is a departure (docs/model.md). With its defaults "cmta"
+    computes the authors' network.
     """
     key = name.lower()
     if key not in MODELS:

@@ -85,12 +85,15 @@ class NystromAttention(nn.Module):
     ``mode``:
 
     * ``"nystrom"``: as published. The sequence is zero-padded at the front to a multiple
-      of ``num_landmarks``; landmarks are means of consecutive groups of tokens. When the
-      sequence is no longer than ``num_landmarks`` (e.g. the 7 genomic tokens), every
-      landmark is a token or a zero pad and the published formula reduces to softmax
-      attention in which the pads are keys of logit 0 and value 0; that limit is computed
-      directly (``short_exact=True``, default) instead of paying a 128 x 128 pseudo-inverse
-      per head for 8 tokens. ``short_exact=False`` runs the published arithmetic.
+      of ``num_landmarks``; landmarks are means of consecutive groups of tokens; 6
+      iterations of the pseudo-inverse. Same value as the published layer; the
+      pseudo-inverse is run on a reduced matrix where landmarks are zero pads
+      (:func:`nystrom_pinv_apply`, :meth:`_short_published`), so the 7 genomic tokens pay
+      an 8 x 8 instead of a 128 x 128 iteration per head.
+      ``short_exact=True`` (a departure) gives sequences no longer than ``num_landmarks``
+      the converged limit of the formula instead: softmax attention in which the pads are
+      keys of logit 0 and value 0. The published 6 iterations are not converged there, so
+      this is a different function.
     * ``"exact"``: exact softmax attention over the unpadded sequence through
       ``F.scaled_dot_product_attention`` (flash/memory-efficient kernels), same weights.
     """
