@@ -7,7 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from cmta_pipeline.models import MODELS, build_model, count_parameters
-from cmta_pipeline.models.layers import PPEG, NystromAttention, moore_penrose_pinv
+from cmta_pipeline.models.layers import (
+    PPEG,
+    NystromAttention,
+    moore_penrose_pinv,
+    nystrom_pinv_apply,
+)
 
 BLCA = [94, 334, 521, 468, 1496, 479]
 TINY = [5, 7, 9, 4, 6, 8]
@@ -135,7 +140,7 @@ def test_short_sequences_take_the_converged_limit_of_the_published_formula():
     torch.manual_seed(0)
     pub = NystromAttention(64, heads=4, num_landmarks=32, pinv_iterations=40,
                            short_exact=False, dropout=0.0).eval()
-    fast = NystromAttention(64, heads=4, num_landmarks=32, dropout=0.0).eval()
+    fast = NystromAttention(64, heads=4, num_landmarks=32, dropout=0.0, short_exact=True).eval()
     fast.load_state_dict(pub.state_dict())
     x = torch.randn(1, 7, 64)
     with torch.no_grad():
@@ -239,10 +244,41 @@ def _published_nystrom(attn: NystromAttention, x: torch.Tensor) -> torch.Tensor:
     return attn.to_out(out)[:, -n:]
 
 
-@pytest.mark.parametrize("n", [250, 256, 300])
+@pytest.mark.parametrize("n", [1, 7, 31, 32, 33, 250, 256, 300])
 def test_nystrom_matches_the_published_arithmetic(n):
     torch.manual_seed(0)
     attn = NystromAttention(64, heads=4, num_landmarks=32, dropout=0.0).eval()
     x = torch.randn(1, n, 64)
     with torch.no_grad():
         assert torch.allclose(attn(x), _published_nystrom(attn, x), atol=1e-5)
+
+
+def test_default_attention_is_the_published_arithmetic_on_short_sequences():
+    # the 7 genomic tokens: the default runs the published 6-iteration pseudo-inverse (its
+    # value, computed on a reduced matrix), not the converged limit (short_exact=True)
+    torch.manual_seed(0)
+    pub = NystromAttention(256, dropout=0.0).eval()
+    lim = NystromAttention(256, dropout=0.0, short_exact=True).eval()
+    lim.load_state_dict(pub.state_dict())
+    x = torch.randn(1, 7, 256)
+    with torch.no_grad():
+        assert torch.allclose(pub(x), _published_nystrom(pub, x), atol=1e-5)
+        assert not torch.allclose(pub(x), lim(x), atol=1e-3)
+    assert build_model("cmta", TINY).genomic_encoder.layer1.attn.short_exact is False
+
+
+@pytest.mark.parametrize("m,n_zero", [(128, 121), (128, 2), (16, 5), (16, 1)])
+def test_reduced_pseudo_inverse_equals_the_full_iteration(m, n_zero):
+    # landmarks: n_zero zero vectors in front, then real ones (as after front zero-padding)
+    torch.manual_seed(0)
+    ql = torch.cat([torch.zeros(2, 3, n_zero, 8), torch.randn(2, 3, m - n_zero, 8)], dim=2)
+    kl = torch.cat([torch.zeros(2, 3, n_zero, 8), torch.randn(2, 3, m - n_zero, 8)], dim=2)
+    attn2 = (ql @ kl.transpose(-1, -2)).softmax(-1)
+    w = torch.randn(2, 3, m, 8)
+    w[:, :, :n_zero] = w[:, :, :1]  # zero queries give identical rows
+    full = moore_penrose_pinv(attn2, 6) @ w
+    reduced = nystrom_pinv_apply(attn2, w, n_zero, 6)
+    assert torch.allclose(reduced, full, atol=1e-5 * full.abs().max().item())
+    # and the iteration is far from converged here, so the reduction is not a shortcut to pinv
+    if n_zero > 2:
+        assert not torch.allclose(full, torch.linalg.pinv(attn2) @ w, atol=1e-2)

@@ -12,6 +12,19 @@ MODEL_NAMES = ("cmta", "snn", "snntrans", "meanmil", "maxmil", "attmil", "transm
 log = logging.getLogger(__name__)
 
 
+def _patch_cap(text: str) -> int:
+    """--max-train-patches: a count >= 0, or none/null (= 0, whole bags)."""
+    if text.lower() in ("none", "null"):
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of patches or none, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..training.loop import SELECTIONS, TrainSettings
 
@@ -31,9 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--no-alignment", action="store_true", help="ablation: no alignment loss")
     m.add_argument("--no-detach", action="store_true", help="ablation: no stop-gradient on p and g")
     m.add_argument("--no-ppeg", action="store_true", help="ablation: no PPEG")
-    m.add_argument("--published-short-attention", action="store_true",
-                   help="run the published pseudo-inverse on sequences shorter than the landmarks "
-                        "(slow; the default computes its converged limit)")
+    m.add_argument("--short-exact-attention", action="store_true",
+                   help="departure: sequences shorter than the 128 landmarks take the converged "
+                        "limit of the Nystrom formula (default: the published 6-iteration arithmetic)")
     t = p.add_argument_group("training (defaults: the published settings)")
     t.add_argument("--epochs", type=int, default=d.epochs)
     t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=d.optimizer)
@@ -50,8 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="L1 penalty on every weight, added to the loss (MCAT's SNN recipe: 1e-4)")
     t.add_argument("--no-weighted-sampler", action="store_true",
                    help="shuffle patients instead of balancing (time bin x censorship) classes")
-    t.add_argument("--max-train-patches", type=int, default=d.max_train_patches,
-                   help="subsample larger bags at training (seeded; 0 = never); evaluation uses all")
+    t.add_argument("--max-train-patches", type=_patch_cap, default=d.max_train_patches,
+                   help="departure: subsample larger bags at training (seeded); 0/none = whole bags "
+                        "(default, published); evaluation always uses every patch")
     t.add_argument("--selection", choices=SELECTIONS, default=d.selection,
                    help="final (default) | early_stopping (on inner_val) | best_heldout "
                         "(published protocol, OPTIMISTIC: the reported fold picks the epoch)")
@@ -85,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
     options = {}
     if args.model in ("cmta", "snntrans", "transmil", "dualtrans"):
         options["attention"] = args.attention
-        if args.published_short_attention:
-            options["short_exact"] = False
+        # recorded even when False, so that a checkpoint rebuilds with the arithmetic it
+        # was trained with whatever the default
+        options["short_exact"] = bool(args.short_exact_attention)
     if args.model in ("cmta", "transmil", "dualtrans") and args.no_ppeg:
         options["ppeg"] = False
     if args.model == "cmta":

@@ -11,6 +11,7 @@ from torch import nn
 
 from .baselines import SNN, AttMIL, DualTrans, MaxMIL, MeanMIL, SNNTrans, TransMIL
 from .cmta import CMTA
+from .official import convert_official_state_dict
 
 #: name -> (class, modalities it reads)
 MODELS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
@@ -44,6 +45,8 @@ def build_model(
     Options: ``attention`` ("nystrom" | "exact"), ``n_bins`` (4), and the CMTA ablations
     ``cross_attention``, ``alignment``, ``detach``, ``ppeg`` (all True by default; ``ppeg``
     also applies to TransMIL and DualTrans). ``fusion`` ("concat" | "bilinear") is CMTA's.
+    ``short_exact`` (False): True is a departure (docs/model.md). With its defaults "cmta"
+    computes the authors' network.
     """
     key = name.lower()
     if key not in MODELS:
@@ -70,4 +73,6 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["build_model", "count_parameters", "modalities", "MODELS", "CMTA"]
+__all__ = [
+    "build_model", "count_parameters", "modalities", "MODELS", "CMTA", "convert_official_state_dict",
+]

@@ -69,7 +69,10 @@ class CMTA(nn.Module):
       (``model.detach_targets``), so L_sim also pulls the encoders towards the decoders.
     * ``ppeg=False``: the pathology encoder and decoder have no PPEG.
 
-    ``attention`` is ``"nystrom"`` (published) or ``"exact"`` (SDPA).
+    ``attention`` is ``"nystrom"`` (published) or ``"exact"`` (SDPA, a departure);
+    ``short_exact=True`` (a departure) takes the converged limit of the Nystrom formula on
+    sequences shorter than the 128 landmarks. With the defaults the outputs are those of
+    the authors' network (``convert_official_state_dict`` maps their weights).
     """
 
     def __init__(
@@ -84,7 +87,7 @@ class CMTA(nn.Module):
         alignment: bool = True,
         detach: bool = True,
         ppeg: bool = True,
-        short_exact: bool = True,
+        short_exact: bool = False,
         dropout: float = 0.25,
     ):
         super().__init__()

@@ -67,7 +67,7 @@ class TrainSettings:
     censor_weight: float = 0.0  # the NLL's alpha (0 = pure NLL, as published)
     l1: float = 0.0  # L1 penalty on every weight (MCAT's lambda_reg with reg_type all/omic)
     weighted_sampler: bool = True  # balance (time bin x censorship) classes, as published
-    max_train_patches: int = 4096  # subsample larger bags at training (0 = never)
+    max_train_patches: int = 0  # 0 = whole bags (published); N = subsample larger bags (departure)
     selection: str = "final"  # final | early_stopping | best_heldout (optimistic)
     monitor: str = "loss"  # early stopping on the inner validation "loss" or "cindex"
     patience: int = 5
