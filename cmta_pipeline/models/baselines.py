@@ -39,17 +39,17 @@ class SNN(nn.Module):
     As MCAT's reference ``SNN`` (``models/model_genomic.py``): small = 4 blocks of 256
     (Linear, ELU, AlphaDropout .25), large = 1024-1024-1024-256, then Linear -> hazards;
     weights N(0, 1/fan_in), zero biases. ``depth`` sets the number of 256-wide blocks of
-    the small model (0 = a linear model on the inputs).
+    the small model (0 = a linear model on the inputs); ``dropout`` the AlphaDropout rate.
     """
 
     modalities = ("omics",)
 
     def __init__(self, omic_sizes: list[int], size: str = "small", n_bins: int = 4,
-                 depth: int = 4, **_):
+                 depth: int = 4, dropout: float = 0.25, **_):
         super().__init__()
         hidden = {"small": [256] * depth, "large": [1024, 1024, 1024, 256]}[size]
         dims = [sum(omic_sizes)] + hidden
-        self.net = nn.Sequential(*[snn_block(a, b) for a, b in zip(dims[:-1], dims[1:])])
+        self.net = nn.Sequential(*[snn_block(a, b, dropout) for a, b in zip(dims[:-1], dims[1:])])
         self.head = SurvivalHead(dims[-1], n_bins)
         # SELU-style init (std 1/sqrt(fan_in)), as in the SNN paper and MCAT's baseline.
         for m in self.modules():
