@@ -168,11 +168,6 @@ class TransMIL(nn.Module):
         self.head = SurvivalHead(dim, n_bins)
 
     def forward(self, x_path, x_omics=None):
-        p, _ = self.pathology_encoder(self.pathology_embedding(as_bag(_need_bag(x_path))))
+        h = self.pathology_embedding(_bag(x_path, "transmil").unsqueeze(0))  # (1, M, 512)
+        p, _ = self.pathology_encoder(h)
         return self.head(p)
-
-
-def _need_bag(x_path):
-    if x_path is None:
-        raise ValueError("transmil needs a feature bag, got None")
-    return x_path

@@ -244,7 +244,8 @@ TRAINING = {
     **config.get("training", {}),
 }
 
-PATH_MODELS = {"cmta", "meanmil", "maxmil", "attmil", "transmil", "dualtrans"}
+PATH_MODELS = {"cmta", "meanmil", "maxmil", "attmil", "transmil", "dualtrans",
+               "clam_sb", "clam_mb", "mcat", "porpoise", "m3if", "gpdbn", "hfbsurv"}
 ABLATION_FLAGS = {
     "no_cross_attention": "--no-cross-attention",
     "no_alignment": "--no-alignment",
