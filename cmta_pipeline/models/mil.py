@@ -158,8 +158,9 @@ class TransMIL(nn.Module):
     modalities = ("path",)
 
     def __init__(self, omic_sizes=None, path_dim=1024, size="small", n_bins=4,
-                 attention="nystrom", ppeg=True, short_exact=True, **_):
+                 attention="nystrom", ppeg=True, short_exact=False, **_):
         super().__init__()
+        # short_exact=False: bags under 256 patches take the published pseudo-inverse too
         dim = 512
         self.pathology_embedding = nn.Sequential(nn.Linear(path_dim, dim), nn.ReLU())
         self.pathology_encoder = PathologyTransformer(dim, attention, ppeg, short_exact)
