@@ -83,7 +83,7 @@ def test_bag_layouts_agree_and_single_modality_models_ignore_the_other():
     with pytest.raises(ValueError, match="genomics"):
         snn(bag, None)
     with pytest.raises(ValueError, match="unknown model"):
-        build_model("mcat", TINY)
+        build_model("no_such_model", TINY)
     with pytest.raises(ValueError, match="unknown model option"):
         build_model("cmta", TINY, dropuot=0.1)
 

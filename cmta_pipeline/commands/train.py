@@ -7,7 +7,8 @@ import logging
 
 HELP = "train one model on one cross-validation fold"
 
-MODEL_NAMES = ("cmta", "snn", "snntrans", "meanmil", "maxmil", "attmil", "transmil", "dualtrans")
+MODEL_NAMES = ("cmta", "snn", "snntrans", "meanmil", "maxmil", "attmil", "transmil", "dualtrans",
+               "clam_sb", "clam_mb", "mcat", "mcat_omic", "porpoise", "m3if", "gpdbn", "hfbsurv")
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from torch import nn
 
-from .baselines import SNN, AttMIL, DualTrans, MaxMIL, MeanMIL, SNNTrans, TransMIL
+from .baselines import SNN, DualTrans, MaxMIL, MeanMIL, SNNTrans
 from .cmta import CMTA
+from .gpdbn import GPDBN
+from .hfbsurv import HFBSurv
+from .m3if import M3IF
+from .mcat import MCAT, MCATGenomic
+from .mil import CLAMMB, CLAMSB, AttMIL, TransMIL
 from .official import convert_official_state_dict
+from .porpoise import PORPOISE
 
 #: name -> (class, modalities it reads)
 MODELS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
@@ -23,12 +29,24 @@ MODELS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
     "attmil": (AttMIL, ("path",)),
     "transmil": (TransMIL, ("path",)),
     "dualtrans": (DualTrans, ("path", "omics")),
+    # Table 1 baselines as their reference implementations (docs/model.md, "Table 1 baselines")
+    "clam_sb": (CLAMSB, ("path",)),
+    "clam_mb": (CLAMMB, ("path",)),
+    "mcat": (MCAT, ("path", "omics")),
+    "mcat_omic": (MCATGenomic, ("omics",)),
+    "porpoise": (PORPOISE, ("path", "omics")),
+    "m3if": (M3IF, ("path", "omics")),
+    "gpdbn": (GPDBN, ("path", "omics")),
+    "hfbsurv": (HFBSurv, ("path", "omics")),
 }
+
+#: models that take build_model's ``fusion`` ("concat" | "bilinear")
+FUSION_MODELS = ("cmta", "mcat")
 
 #: options build_model accepts besides the positional ones (unknown keys are an error)
 OPTIONS = {
     "n_bins", "attention", "cross_attention", "alignment", "detach", "ppeg", "short_exact",
-    "dropout",
+    "dropout", "depth",
 }
 
 
@@ -44,7 +62,8 @@ def build_model(
 
     Options: ``attention`` ("nystrom" | "exact"), ``n_bins`` (4), and the CMTA ablations
     ``cross_attention``, ``alignment``, ``detach``, ``ppeg`` (all True by default; ``ppeg``
-    also applies to TransMIL and DualTrans). ``fusion`` ("concat" | "bilinear") is CMTA's.
+    also applies to TransMIL and DualTrans). ``fusion`` ("concat" | "bilinear") is CMTA's
+    and MCAT's. ``depth``: SNN blocks (small SNN; 4 as MCAT's reference).
     ``short_exact`` (False): True is a departure (docs/model.md). With its defaults "cmta"
     computes the authors' network.
     """
@@ -57,9 +76,9 @@ def build_model(
     cls, modalities = MODELS[key]
     if "omics" in modalities and not omic_sizes:
         raise ValueError(f"model {name!r} reads genomics: omic_sizes must be given")
-    if key == "cmta":
+    if key in FUSION_MODELS:
         return cls(list(omic_sizes), path_dim=path_dim, size=size, fusion=fusion, **options)
-    if key in ("cmta", "snn", "snntrans", "dualtrans") and omic_sizes is not None:
+    if "omics" in modalities:
         omic_sizes = list(omic_sizes)
     return cls(omic_sizes, path_dim=path_dim, size=size, **options)
 

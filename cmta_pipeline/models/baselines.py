@@ -1,8 +1,9 @@
 """The paper's single- and two-modality baselines, trained by the same loop as CMTA.
 
 Genomics only: SNN (all families concatenated), SNNTrans (per-family SNN tokens +
-transformer). Pathology only: MeanMIL, MaxMIL, AttMIL (gated attention), TransMIL.
-Both: DualTrans (a pathology and a genomic transformer, class tokens concatenated).
+transformer). Pathology only: MeanMIL, MaxMIL (AttMIL, CLAM and TransMIL: ``mil.py``).
+Both: DualTrans (a pathology and a genomic transformer, class tokens concatenated); MCAT,
+PORPOISE, GPDBN, HFBSurv and M3IF have their own modules.
 Every model maps (x_path, x_omics) to the dict of :class:`~.layers.SurvivalHead`.
 """
 
@@ -33,17 +34,23 @@ def _need(x, what: str, model: str):
 
 
 class SNN(nn.Module):
-    """Self-normalising network on the concatenated genomic families (Klambauer 2017)."""
+    """Self-normalising network on the concatenated genomic families (Klambauer 2017).
+
+    As MCAT's reference ``SNN`` (``models/model_genomic.py``): small = 4 blocks of 256
+    (Linear, ELU, AlphaDropout .25), large = 1024-1024-1024-256, then Linear -> hazards;
+    weights N(0, 1/fan_in), zero biases. ``depth`` sets the number of 256-wide blocks of
+    the small model (0 = a linear model on the inputs); ``dropout`` the AlphaDropout rate.
+    """
 
     modalities = ("omics",)
 
-    def __init__(self, omic_sizes: list[int], size: str = "small", n_bins: int = 4, **_):
+    def __init__(self, omic_sizes: list[int], size: str = "small", n_bins: int = 4,
+                 depth: int = 4, dropout: float = 0.25, **_):
         super().__init__()
-        hidden = {"small": [256, 256], "large": [1024, 1024, 1024, 256]}[size]
-        blocks = [snn_block(sum(omic_sizes), hidden[0])]
-        blocks += [snn_block(a, b) for a, b in zip(hidden[:-1], hidden[1:])]
-        self.net = nn.Sequential(*blocks)
-        self.head = SurvivalHead(hidden[-1], n_bins)
+        hidden = {"small": [256] * depth, "large": [1024, 1024, 1024, 256]}[size]
+        dims = [sum(omic_sizes)] + hidden
+        self.net = nn.Sequential(*[snn_block(a, b, dropout) for a, b in zip(dims[:-1], dims[1:])])
+        self.head = SurvivalHead(dims[-1], n_bins)
         # SELU-style init (std 1/sqrt(fan_in)), as in the SNN paper and MCAT's baseline.
         for m in self.modules():
             if isinstance(m, nn.Linear):
@@ -102,37 +109,6 @@ class MaxMIL(_PathologyMIL):
 
     def forward(self, x_path, x_omics=None):
         return self.head(self.embed(x_path).amax(dim=1))
-
-
-class AttMIL(_PathologyMIL):
-    """Gated attention pooling (Ilse et al. 2018)."""
-
-    def __init__(self, omic_sizes=None, path_dim=1024, size="small", n_bins=4, **_):
-        super().__init__(path_dim, size, n_bins)
-        dim = SIZES["pathology"][size][-1]
-        self.attention_v = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Dropout(0.25))
-        self.attention_u = nn.Sequential(nn.Linear(dim, dim), nn.Sigmoid(), nn.Dropout(0.25))
-        self.attention_w = nn.Linear(dim, 1)
-        init_weights(self)
-
-    def forward(self, x_path, x_omics=None):
-        h = self.embed(x_path)  # (1, M, C)
-        a = self.attention_w(self.attention_v(h) * self.attention_u(h)).softmax(dim=1)  # (1, M, 1)
-        return self.head((a * h).sum(dim=1))
-
-
-class TransMIL(_PathologyMIL):
-    """TransMIL (Shao et al. 2021): class token, TransLayer, PPEG, TransLayer."""
-
-    def __init__(self, omic_sizes=None, path_dim=1024, size="small", n_bins=4,
-                 attention="nystrom", ppeg=True, short_exact=True, **_):
-        super().__init__(path_dim, size, n_bins)
-        self.pathology_encoder = PathologyTransformer(256, attention, ppeg, short_exact)
-        init_weights(self)
-
-    def forward(self, x_path, x_omics=None):
-        p, _ = self.pathology_encoder(self.embed(x_path))
-        return self.head(p)
 
 
 class DualTrans(nn.Module):
