@@ -42,7 +42,7 @@ HELP: dict[str, str] = {
     "cohort": "join slides, genomics and survival; labels and cross-validation folds",
     "train": "train one model on one cross-validation fold",
     "predict": "risk for new patients from the fold models of a trained run",
-    "report": "c-index tables, Kaplan-Meier curves and log-rank tests of the trained runs",
+    "report": "survival metrics (Harrell, Uno, AUC(t), IBS), Kaplan-Meier figures and summaries of trained runs",
     "demo-slides": "write small synthetic slides named after patients of a genomic table (demo data)",
 }
 

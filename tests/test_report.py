@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sksurv.compare import compare_survival
-from sksurv.metrics import concordance_index_censored
+from sksurv.metrics import concordance_index_censored, concordance_index_ipcw, cumulative_dynamic_auc
 from sksurv.util import Surv
 
 from cmta_pipeline.cli import main
@@ -50,15 +50,35 @@ def test_logrank_matches_sksurv():
     assert (chisq, pval) == pytest.approx(ref)
 
 
+def _write_run(root, run, p, optimistic=False, train=None, expected=None):
+    """A trained run's folder as `cmta train` writes it, from pooled predictions ``p``."""
+    edges = [0.0, 10.0, 25.0, 45.0, 300.0]
+    for fold, part in p.groupby("fold"):
+        d = root / run / f"fold_{fold}"
+        d.mkdir(parents=True)
+        part.to_csv(d / "predictions.tsv", sep="\t", index=False)
+        tr = p[p.fold != fold] if train is None else train[train.fold == fold]
+        tr.assign(fold=fold).to_csv(d / "train_predictions.tsv", sep="\t", index=False)
+        n = len(part) if expected is None else expected
+        (d / "summary.json").write_text(json.dumps({
+            "selection": "best_heldout" if optimistic else "final", "optimistic": optimistic,
+            "bin_edges": edges, "n_patients": {"train": len(tr), "heldout": n}}))
+
+
+def _with_curves(p):
+    # a discrete survival curve over 4 bins that falls faster for riskier patients
+    h = 1 / (1 + np.exp(-(p["risk"].to_numpy() - p["risk"].mean())[:, None] + [1.0, 1.2, 1.4, 1.6]))
+    s = np.cumprod(1 - h, axis=1)
+    return p.assign(**{f"survival_{k + 1}": s[:, k] for k in range(4)})
+
+
 def test_report_command(tmp_path, capsys):
+    from cmta_pipeline.evaluation import METRICS, censoring_tau
+
     rng = np.random.default_rng(2)
-    p = _predictions(rng, n=90, signal=2.0)
-    for run, optimistic in (("cmta", False), ("snn", True)):
-        for fold, part in p.groupby("fold"):
-            d = tmp_path / "train" / run / f"fold_{fold}"
-            d.mkdir(parents=True)
-            part.to_csv(d / "predictions.tsv", sep="\t", index=False)
-            (d / "summary.json").write_text(json.dumps({"selection": "best_heldout" if optimistic else "final", "optimistic": optimistic}))
+    p = _with_curves(_predictions(rng, n=150, signal=2.0))
+    _write_run(tmp_path / "train", "cmta", p)
+    _write_run(tmp_path / "train", "snn", p, optimistic=True)
     out = tmp_path / "report"
     assert main(["report", str(tmp_path / "train"), "-o", str(out)]) == 0
     summary = pd.read_csv(out / "cindex_summary.tsv", sep="\t").set_index("run")
@@ -67,6 +87,73 @@ def test_report_command(tmp_path, capsys):
     assert summary.loc["cmta", "cindex_sd"] == pytest.approx(np.std(per_fold, ddof=1), abs=1e-4)
     assert summary.loc["cmta", "logrank_p"] < 0.05  # a strong planted signal separates the groups
     assert summary.loc["snn", "protocol"].startswith("OPTIMISTIC")
-    assert (out / "km_cmta.png").stat().st_size > 10_000
+    # metrics.tsv: every metric of every fold, in range, equal to scikit-survival's
+    m = pd.read_csv(out / "metrics.tsv", sep="\t")
+    assert list(m.columns[:4]) == ["run", "fold", "metric", "value"]
+    assert set(m["metric"]) == set(METRICS) and len(m) == 2 * 3 * len(METRICS)
+    cm = m[m.run == "cmta"].set_index(["fold", "metric"])["value"]
+    assert cm.between(0, 1).all()  # 60 months is within this follow-up: nothing skipped
+    for fold, part in p.groupby("fold"):
+        tr = p[p.fold != fold]
+        y_tr = Surv.from_arrays(tr.event.astype(bool), tr.time)
+        y_te = Surv.from_arrays(part.event.astype(bool), part.time)
+        tau = censoring_tau(tr.time, tr.event)  # last training time with G > 0
+        ref_uno = concordance_index_ipcw(y_tr, y_te, part.risk, tau=tau)[0]
+        assert cm[(fold, "cindex_uno")] == pytest.approx(ref_uno, abs=1e-4)
+        if part.time.max() < tr.time.max():  # no truncation needed: sksurv directly
+            ref_auc = cumulative_dynamic_auc(y_tr, y_te, part.risk, [36])[0][0]
+            assert cm[(fold, "auc_36m")] == pytest.approx(ref_auc, abs=1e-4)
+    assert cm.xs("ibs", level="metric").lt(0.25).all()  # better than a coin-flip curve
+    short = pd.read_csv(out / "metrics_summary.tsv", sep="\t")
+    assert set(short.columns) >= {"run", "protocol", "metric", "mean", "sd", "folds"}
+    for stem in ("km_cmta", "km_snn", "cindex_per_fold"):
+        assert (out / f"{stem}.png").stat().st_size > 10_000
+        assert "<svg" in (out / f"{stem}.svg").read_text()
+    assert "number at risk" in (out / "km_cmta.svg").read_text()
+    md = (out / "summary.md").read_text()
+    assert "| cmta | honest | 3 |" in md and "| snn | optimistic | 3 |" in md
     assert "OPTIMISTIC" in (out / "report.html").read_text()
     assert main(["report", str(tmp_path / "nothing"), "-o", str(out)]) == 2
+
+
+def test_threshold_is_each_folds_training_median(tmp_path):
+    from cmta_pipeline.evaluation import evaluate_run
+
+    rng = np.random.default_rng(3)
+    p = _predictions(rng, n=60)
+    train = p.assign(risk=p.risk + 50.0)  # training risks all higher: every held-out patient is "low"
+    _write_run(tmp_path, "r", p, train=pd.concat([train.assign(fold=k) for k in range(3)]))
+    files = sorted(tmp_path.glob("r/fold_*/predictions.tsv"))
+    honest = evaluate_run("r", files)
+    assert (honest.predictions["group"] == 0).all()
+    assert "high-risk group is empty" in " ".join(honest.notes)
+    pooled = evaluate_run("r", files, threshold="pooled_median")
+    assert pooled.predictions["group"].sum() == 30 and "OPTIMISTIC" in pooled.threshold
+
+
+def test_bad_input_renders_what_it_can_and_states_the_gap(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    p = _with_curves(_predictions(rng, n=90, signal=2.0))
+    p["time"] = np.minimum(p["time"], 50.0)  # follow-up ends before 60 months
+    p.loc[(p.fold == 2) & (p.index > 5), "event"] = 0  # fold 2: one event at most
+    _write_run(tmp_path / "train", "cmta", p, expected=40)  # 40 expected, 30 predicted per fold
+    # a run whose risk groups collapse: every held-out risk below every training risk
+    _write_run(tmp_path / "train", "flat", p, train=pd.concat([p.assign(fold=k, risk=p.risk + 99) for k in range(3)]))
+    (tmp_path / "train" / "empty" / "fold_0").mkdir(parents=True)  # a run that never finished
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "train"), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    m = pd.read_csv(out / "metrics.tsv", sep="\t", keep_default_na=False, na_values=["nan", ""])
+    fold2 = m[(m.run == "cmta") & (m.fold == 2)]
+    assert fold2["value"].isna().all() and fold2["note"].str.contains("held-out event").all()
+    auc60 = m[(m.run == "cmta") & (m.metric == "auc_60m") & (m.fold < 2)]
+    assert auc60["value"].isna().all() and auc60["note"].str.contains("follow-up").all()
+    assert m[(m.run == "cmta") & (m.fold == 0) & (m.metric == "cindex_uno")]["value"].notna().all()
+    md = (out / "summary.md").read_text()
+    for gap in ("10 of 40 held-out patients have no prediction", "held-out event",
+                "auc_60m", "the high-risk group is empty", "empty: no fold_*/predictions.tsv"):
+        assert gap in md, gap
+    assert "gap:" in printed
+    assert (out / "km_flat.png").is_file() and (out / "km_cmta.svg").is_file()
+    summary = pd.read_csv(out / "cindex_summary.tsv", sep="\t").set_index("run")
+    assert np.isnan(summary.loc["flat", "logrank_p"]) and summary.loc["cmta", "folds"] == 3
