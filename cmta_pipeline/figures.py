@@ -135,7 +135,8 @@ def plot_comparison(table: pd.DataFrame, label: str, stem: str | Path) -> list[P
     ax.set_xticks(range(len(cohorts)), cohorts)
     low = np.nanmin(table["mean"] - table["sd"].fillna(0)) if len(table) else 0.5
     ax.set_ylim(min(0.4, low - 0.05), None)
-    ax.set(ylabel=label, title=f"{label}: mean $\\pm$ sd over folds (hatched: optimistic protocol)")
+    ax.set(ylabel=label)
+    ax.set_title(f"{label}: mean $\\pm$ sd over folds\n(hatched: optimistic protocol)", fontsize=10)
     ax.legend(fontsize=8, ncols=2, frameon=False)
     fig.tight_layout()
     return save_figure(fig, stem)

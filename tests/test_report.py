@@ -157,3 +157,28 @@ def test_bad_input_renders_what_it_can_and_states_the_gap(tmp_path, capsys):
     assert (out / "km_flat.png").is_file() and (out / "km_cmta.svg").is_file()
     summary = pd.read_csv(out / "cindex_summary.tsv", sep="\t").set_index("run")
     assert np.isnan(summary.loc["flat", "logrank_p"]) and summary.loc["cmta", "folds"] == 3
+
+
+def test_compare_builds_table1_without_mixing_protocols(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    for cohort in ("blca", "ucec"):
+        p = _with_curves(_predictions(rng, n=90, signal=1.5))
+        _write_run(tmp_path / cohort / "train", "cmta", p)
+        _write_run(tmp_path / cohort / "train", "snn", p.assign(risk=-p.risk), optimistic=cohort == "ucec")
+        assert main(["report", str(tmp_path / cohort / "train"), "-o", str(tmp_path / cohort / "report")]) == 0
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tmp_path / "blca" / "report"), f"UCEC={tmp_path / 'ucec' / 'report'}",
+                 "-o", str(out)]) == 0
+    t = pd.read_csv(out / "table1_cindex_harrell.tsv", sep="\t", index_col="model", keep_default_na=False)
+    assert list(t.columns) == ["blca", "UCEC"]
+    assert list(t.index) == ["cmta", "snn", "snn [optimistic]"]
+    assert t.loc["snn", "UCEC"] == "" and t.loc["snn [optimistic]", "blca"] == ""  # never in one cell
+    blca = pd.read_csv(tmp_path / "blca" / "report" / "metrics_summary.tsv", sep="\t")
+    ref = blca[(blca.run == "cmta") & (blca.metric == "cindex_harrell")].iloc[0]
+    assert t.loc["cmta", "blca"] == f"{ref['mean']:.3f} ± {ref['sd']:.3f}"
+    md = (out / "compare.md").read_text()
+    assert "| snn [optimistic] |  |" in md and "Uno's IPCW c-index" in md
+    assert (out / "compare_cindex_harrell.png").stat().st_size > 10_000 and (out / "compare_cindex_harrell.svg").is_file()
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "nowhere"), "-o", str(out)]) == 2
+    assert "metrics_summary.tsv" in capsys.readouterr().err
