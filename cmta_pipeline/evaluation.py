@@ -22,8 +22,8 @@ value at every time below tau unchanged (they are controls there either way) and
 scikit-survival evaluate G, which it cannot do past the last training time.
 
 Inputs: per run and fold, ``predictions.tsv`` of ``cmta train`` (case_id, fold, risk,
-survival_1..T, time, event, ...), ``summary.json`` (selection protocol, held-out count, bin
-edges) and, when present, ``train_predictions.tsv`` (the training rows: their times and
+survival_1..T, time, event, ...), ``summary.json`` (selection protocol, held-out count, the
+fold's time-bin edges) and, when present, ``train_predictions.tsv`` (the training rows: their times and
 events for the censoring distribution, their risks for the honest risk-group threshold).
 """
 
@@ -199,7 +199,7 @@ def fold_metrics(pred: pd.DataFrame, train: pd.DataFrame | None, edges=None) -> 
     if not cols:
         why["ibs"] = "no survival_1..T columns in the predictions"
     elif edges is None:
-        why["ibs"] = "no bin edges (summary.json or model.pt) for this fold"
+        why["ibs"] = "no bin_edges in summary.json (written by `cmta train` since the IBS was added)"
     else:
         try:
             out["ibs"], reason = integrated_brier(pred[cols].to_numpy(float), edges, t, e, tt, te)
@@ -267,20 +267,6 @@ class RunResult:
         return "OPTIMISTIC (epoch chosen on the reported fold)" if self.optimistic else "honest"
 
 
-def _bin_edges(fold_dir: Path, summary: dict):
-    if summary.get("bin_edges"):
-        return summary["bin_edges"]
-    ckpt = fold_dir / "model.pt"
-    if ckpt.is_file():
-        import torch
-
-        try:
-            return torch.load(ckpt, map_location="cpu", weights_only=True).get("bin_edges")
-        except Exception:  # an unreadable checkpoint only costs the IBS, which says so
-            return None
-    return None
-
-
 def evaluate_run(run: str, prediction_files: list[str | Path], threshold: str = "train_median") -> RunResult:
     """Metrics per fold of one run and its risk groups, from its folds' ``predictions.tsv``
     (and the ``summary.json`` / ``train_predictions.tsv`` beside each).
@@ -306,7 +292,7 @@ def evaluate_run(run: str, prediction_files: list[str | Path], threshold: str = 
         if tp.is_file():
             train = read_predictions(tp)
             train = train[train["risk"].notna()]
-        edges = _bin_edges(f.parent, summary)
+        edges = summary.get("bin_edges")
         for fold, part in pred[~bad].groupby("fold"):
             fold = int(fold)
             msgs = []

@@ -172,7 +172,7 @@ def draw_heatmaps(slide_path: str | os.PathLike | None, coords: np.ndarray, patc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize
-    from scipy.stats import rankdata
+    import pandas as pd
 
     coords = np.asarray(coords, float)
     extent = coords.max(0) + patch_size
@@ -190,7 +190,7 @@ def draw_heatmaps(slide_path: str | os.PathLike | None, coords: np.ndarray, patc
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows * h / w + 0.6), squeeze=False)
     cmap = plt.get_cmap("jet")
     for ax, j in zip(axes.flat, range(len(names))):
-        pct = (rankdata(values[:, j]) - 0.5) / len(values) * 100  # percentile within the panel
+        pct = (pd.Series(values[:, j]).rank().to_numpy() - 0.5) / len(values) * 100  # percentile in the panel
         grid = np.full((h, w, 4), 0.0)
         for (x, y), p in zip(coords * scale, pct):
             x0, y0 = int(x), int(y)
@@ -232,6 +232,20 @@ def read_slide_coords(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if size is None:
         raise CMTAError(f"{path}: coords have no 'patch_size_level0' attribute")
     return coords, int(size)
+
+
+def slide_paths_from_tiles(tiles_dir: str | os.PathLike) -> dict[str, str]:
+    """slide_id -> slide file, from the ``slide_path`` attribute of each ``<slide_id>.coords.h5``."""
+    paths = {}
+    for f in sorted(Path(tiles_dir).glob("*.coords.h5")):
+        try:
+            with h5py.File(f, "r") as h5:
+                p = h5.attrs.get("slide_path", h5["coords"].attrs.get("slide_path") if "coords" in h5 else None)
+        except OSError:
+            continue  # an unreadable coords file only costs that slide its thumbnail
+        if p is not None:
+            paths[f.name[: -len(".coords.h5")]] = str(p)
+    return paths
 
 
 def choose_cases(run_dir: str | os.PathLike, cases: list[str] | None, top_k: int) -> list[tuple[str, int, str]]:

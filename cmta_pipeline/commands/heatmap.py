@@ -11,7 +11,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", required=True, help="a trained run: fold_<k>/model.pt and predictions.tsv")
     p.add_argument("--cohort", required=True, help="the `cmta cohort` folder the run was trained on")
     p.add_argument("--features-dir", required=True, help="patch-feature folder (<slide_id>.features.h5 with coords)")
-    p.add_argument("--slides", help="slide sheet (slide_id, path) for the thumbnails (default: no thumbnail)")
+    p.add_argument("--slides", help="slide sheet (slide_id, path) for the thumbnails")
+    p.add_argument("--tiles-dir", help="`cmta tile` folder: the thumbnails' slide files are the "
+                                        "slide_path of each <slide_id>.coords.h5 (when --slides is not given)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--cases", help="comma-separated case ids (each drawn by the fold model that held it out)")
     which.add_argument("--top-k", type=int, default=2,
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import CMTAError
     from ..fileio import atomic_output
-    from ..heatmaps import choose_cases, heatmaps_for_case
+    from ..heatmaps import choose_cases, heatmaps_for_case, slide_paths_from_tiles
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -43,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         if missing:
             raise CMTAError(f"{args.slides}: missing column(s) {', '.join(sorted(missing))}")
         slide_paths = dict(zip(sheet["slide_id"], sheet["path"]))
+    elif args.tiles_dir:
+        slide_paths = slide_paths_from_tiles(args.tiles_dir)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else None
     if cases is None and args.top_k < 1:
         raise CMTAError("--top-k must be at least 1")
