@@ -62,6 +62,9 @@ def test_bag_attention_panels_for_cmta_and_attmil():
     assert np.allclose(values[:, :6].sum(0), 1, atol=1e-5)  # repeated tokens folded back
     with torch.no_grad():
         assert risk == pytest.approx(float(cmta(bag, omics)["risk"][0]), abs=1e-6)  # hooks change nothing
+    trans = build_model("transmil", None, path_dim=16).eval()
+    names, values, _ = bag_attention(trans, bag, None, [])
+    assert names == [PATHOLOGY_PANEL] and values.shape == (23, 1)
     att = build_model("attmil", None, path_dim=16).eval()
     names, values, _ = bag_attention(att, bag, None, [])
     assert names == ["attention"] and values.shape == (23, 1) and values.sum() == pytest.approx(1)

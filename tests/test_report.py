@@ -182,3 +182,45 @@ def test_compare_builds_table1_without_mixing_protocols(tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "nowhere"), "-o", str(out)]) == 2
     assert "metrics_summary.tsv" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_report_of_a_trained_run_equals_sksurv_on_its_files(tcga_dir, tmp_path):
+    """Real BLCA genomics, published splits: SNN trained 2 epochs on two folds, reported."""
+    from cmta_pipeline.evaluation import METRICS, brier_times, censoring_tau, survival_at
+    from sksurv.metrics import integrated_brier_score
+
+    g, c = tmp_path / "genomics", tmp_path / "cohort"
+    assert main(["genomics", str(tcga_dir / "tcga_blca_all_clean.csv.gz"), "--families",
+                 str(tcga_dir / "signatures.csv"), "-o", str(g)]) == 0
+    assert main(["cohort", str(g), "-o", str(c), "--splits", str(tcga_dir / "splits/5foldcv/tcga_blca")]) == 0
+    for k in (0, 1):
+        assert main(["train", "--cohort", str(c), "--fold", str(k), "--model", "snn", "-o",
+                     str(tmp_path / "train" / "snn" / f"fold_{k}"), "--epochs", "2", "--threads", "1"]) == 0
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "train"), "-o", str(out)]) == 0
+    m = pd.read_csv(out / "metrics.tsv", sep="\t").set_index(["fold", "metric"])["value"]
+    assert set(m.index.get_level_values("metric")) == set(METRICS)
+    for k in (0, 1):
+        d = tmp_path / "train" / "snn" / f"fold_{k}"
+        te = pd.read_csv(d / "predictions.tsv", sep="\t")
+        tr = pd.read_csv(d / "train_predictions.tsv", sep="\t")
+        summary = json.loads((d / "summary.json").read_text())
+        edges = summary["bin_edges"]
+        assert (len(tr), len(te)) == (summary["n_patients"]["train"], summary["n_patients"]["heldout"])
+        y_tr = Surv.from_arrays(tr.event.astype(bool), tr.time)
+        y_te = Surv.from_arrays(te.event.astype(bool), te.time)
+        tau = censoring_tau(tr.time, tr.event)
+        assert m[(k, "cindex_harrell")] == pytest.approx(cindex(te.risk, te.time, te.event), abs=1e-4)
+        assert m[(k, "cindex_uno")] == pytest.approx(concordance_index_ipcw(y_tr, y_te, te.risk, tau=tau)[0], abs=1e-4)
+        for months in (12, 36):
+            if te.time.max() < tr.time.max():
+                ref = cumulative_dynamic_auc(y_tr, y_te, te.risk, [months])[0][0]
+                assert m[(k, f"auc_{months}m")] == pytest.approx(ref, abs=1e-4)
+        grid = brier_times(te.time, tau)
+        surv = survival_at(te[[f"survival_{j}" for j in range(1, 5)]].to_numpy(), edges, grid)
+        if te.time.max() < tr.time.max():
+            assert m[(k, "ibs")] == pytest.approx(integrated_brier_score(y_tr, y_te, surv, grid), abs=1e-4)
+        values = m.xs(k, level="fold").dropna()
+        assert values.between(0, 1).all() and {"cindex_harrell", "cindex_uno", "ibs"} <= set(values.index)
+    assert (out / "km_snn.svg").is_file() and "number at risk" in (out / "km_snn.svg").read_text()
