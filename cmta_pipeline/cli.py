@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "predict": "predict",
     "report": "report",
+    "compare": "compare",
+    "heatmap": "heatmap",
     "demo-slides": "demo_slides",
 }
 
@@ -42,7 +44,9 @@ HELP: dict[str, str] = {
     "cohort": "join slides, genomics and survival; labels and cross-validation folds",
     "train": "train one model on one cross-validation fold",
     "predict": "risk for new patients from the fold models of a trained run",
-    "report": "c-index tables, Kaplan-Meier curves and log-rank tests of the trained runs",
+    "report": "survival metrics (Harrell, Uno, AUC(t), IBS), Kaplan-Meier figures and summaries of trained runs",
+    "compare": "Table 1 layout (models x cohorts, mean +- sd) of several reports: TSV, Markdown, figure",
+    "heatmap": "attention heatmaps (each gene family, the pathology class token) over held-out patients' slides",
     "demo-slides": "write small synthetic slides named after patients of a genomic table (demo data)",
 }
 

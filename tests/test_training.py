@@ -203,7 +203,7 @@ def test_train_command_outputs(blca_cohort, tmp_path, capsys):
                "-o", str(out), "--epochs", "2", "--threads", "1"])
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "epochs.tsv", "model.pt", "predictions.tsv", "summary.json"]  # no temp or resume file
+        "epochs.tsv", "model.pt", "predictions.tsv", "summary.json", "train_predictions.tsv"]  # no temp or resume file
     summary = json.loads((out / "summary.json").read_text())
     assert summary["optimistic"] is False and summary["selected_epoch"] == 2
     epochs = pd.read_csv(out / "epochs.tsv", sep="\t")

@@ -10,7 +10,11 @@ Outputs in ``outdir`` (each written atomically; ``summary.json`` last):
   and ``selected`` (1 on the epoch whose weights are in model.pt).
 * ``predictions.tsv``: out-of-fold predictions of the held-out patients: case_id, fold,
   risk, hazard_1..T, survival_1..T, time (months), event, censorship, label.
-* ``summary.json``: fold, model, selection, optimistic, selected_epoch, metrics, counts.
+* ``train_predictions.tsv``: the same columns for the fold's training patients, from the
+  selected weights in eval mode (in-sample): ``cmta report`` takes the censoring distribution
+  of Uno's c-index, AUC and IBS and the honest risk-group threshold (training median) from it.
+* ``summary.json``: fold, model, selection, optimistic, selected_epoch, metrics, counts,
+  bin_edges.
 * ``.resume.pt`` while training (removed at the end): a killed job resumes from it.
 """
 
@@ -30,11 +34,11 @@ import torch
 from ..errors import CMTAError
 from ..fileio import atomic_output, write_text_atomic
 from ..models import MODELS, build_model, modalities
-from .loop import Patient, TrainSettings, train_fold
+from .loop import Patient, TrainSettings, evaluate, train_fold
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("model.pt", "epochs.tsv", "predictions.tsv", "summary.json")
+OUTPUTS = ("model.pt", "epochs.tsv", "predictions.tsv", "train_predictions.tsv", "summary.json")
 
 
 def fold_patients(fold_data, features_dir: str | os.PathLike | None, needs_path: bool,
@@ -146,6 +150,14 @@ def run_fold(
     with atomic_output(outdir / "predictions.tsv") as tmp:
         preds.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
+    # the training rows at the selected weights: their risks set the report's honest risk-group
+    # threshold, their times and events its censoring distribution
+    _, train_preds = evaluate(model, train, s, next(model.parameters()).device, "train")
+    train_preds = train_preds.drop(columns="set")
+    train_preds.insert(1, "fold", int(fold))
+    with atomic_output(outdir / "train_predictions.tsv") as tmp:
+        train_preds.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
     summary = {
         "fold": int(fold),
         "model": model_name.lower(),
@@ -158,6 +170,7 @@ def run_fold(
         "n_left_out_without_slides": len(skipped),
         "omic_sizes": spec["omic_sizes"],
         "path_dim": path_dim,
+        "bin_edges": ckpt["bin_edges"],
         "seed": s.seed,
         "device": str(next(model.parameters()).device),
         "seconds": round(time.perf_counter() - t0, 1),

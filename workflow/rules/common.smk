@@ -94,6 +94,7 @@ def final_targets():
     if train_targets():
         targets.append(f"{OUT}/report/cindex_summary.tsv")  # rules/report.smk
     targets += predict_targets()  # rules/predict.smk
+    targets += heatmap_targets()  # rules/heatmaps.smk
     return targets
 
 
@@ -421,3 +422,35 @@ def predict_args(wildcards, input):
     if PREDICT["impute_missing_genes"]:
         args.append("--impute-missing-genes")
     return " ".join(args)
+
+
+# ---- attention heatmaps (rules/heatmaps.smk) -------------------------------------
+
+HEATMAPS = {
+    "runs": ["cmta"],
+    "cases": None,
+    "top_k": 2,
+    "threads": 2,
+    "mem_mb": 8000,
+    "runtime": 60,
+    **(config.get("heatmaps") or {}),
+}
+HEATMAP_MODELS = ("cmta", "attmil", "transmil", "dualtrans")
+
+
+def heatmap_runs():
+    return [r for r in HEATMAPS["runs"] if r in train_runs() and r.split("-")[0] in HEATMAP_MODELS]
+
+
+def heatmap_targets():
+    """One heatmaps.tsv per run to draw (add to final_targets in common.smk)."""
+    if not train_targets():
+        return []
+    return expand(f"{OUT}/heatmaps/{{run}}/heatmaps.tsv", run=heatmap_runs())
+
+
+def heatmap_args(wildcards):
+    if HEATMAPS["cases"]:
+        cases = ",".join(map(str, HEATMAPS["cases"]))
+        return f"--cases {shlex.quote(cases)}"
+    return f"--top-k {int(HEATMAPS['top_k'])}"

@@ -1,0 +1,40 @@
+# Attention heatmaps (cmta heatmap; docs/report.md): for each run in heatmaps.runs that has
+# patch attention (cmta, attmil, transmil, dualtrans and CMTA ablations), the slides of the
+# configured heatmaps.cases, or of the heatmaps.top_k highest- and lowest-risk held-out
+# patients, each drawn by the fold model that held the patient out.
+# Outputs: {OUT}/heatmaps/{run}/<slide_id>.attention.h5, <slide_id>.heatmap.png, heatmaps.tsv.
+# Settings and input functions: the heatmaps section of common.smk.
+
+rule heatmap:
+    input:
+        cohort=f"{OUT}/cohort/folds.json",
+        models=lambda wc: expand(f"{OUT}/train/{wc.run}/fold_{{fold}}/summary.json", fold=train_folds()),
+        features=lambda wc: feature_targets(),
+    output:
+        index=report(
+            f"{OUT}/heatmaps/{{run}}/heatmaps.tsv",
+            caption="../report/heatmaps.rst",
+            category="Heatmaps",
+        ),
+    log:
+        f"{OUT}/logs/heatmaps/{{run}}.log",
+    wildcard_constraints:
+        run=TRAIN_RUN_PATTERN,
+    params:
+        args=heatmap_args,
+        run_dir=lambda wc, input: os.path.dirname(os.path.dirname(input.models[0])),
+        cohort=lambda wc, input: os.path.dirname(input.cohort),
+        features=lambda wc: f"{OUT}/features",
+        tiles=lambda wc: f"{OUT}/tiles",
+        outdir=lambda wc, output: os.path.dirname(output.index),
+        cmta=CMTA,
+    conda:
+        env_file("torch")
+    threads: HEATMAPS["threads"]
+    resources:
+        mem_mb=HEATMAPS["mem_mb"],
+        runtime=HEATMAPS["runtime"],
+    shell:
+        "{params.cmta} heatmap --run-dir {params.run_dir:q} --cohort {params.cohort:q}"
+        " --features-dir {params.features:q} --tiles-dir {params.tiles:q} {params.args}"
+        " --threads {threads} -o {params.outdir:q} > {log:q} 2>&1"
