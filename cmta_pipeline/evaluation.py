@@ -280,7 +280,11 @@ def evaluate_run(run: str, prediction_files: list[str | Path], threshold: str = 
     frames, rows, notes, fold_notes, reasons = [], [], [], {}, {}
     optimistic, selections, cuts = False, set(), {}
     for f in sorted(map(Path, prediction_files)):
-        pred = read_predictions(f)
+        try:
+            pred = read_predictions(f)
+        except CMTAError as exc:  # one bad fold must not hide the others: state it
+            notes.append(f"{exc}; fold left out of every metric")
+            continue
         summary = {}
         if f.with_name("summary.json").is_file():
             summary = json.loads(f.with_name("summary.json").read_text())
@@ -312,7 +316,7 @@ def evaluate_run(run: str, prediction_files: list[str | Path], threshold: str = 
                 fold_notes[fold] = msgs
         frames.append(pred[~bad])
     if not frames:
-        raise CMTAError(f"run {run}: no prediction files")
+        raise CMTAError(f"run {run}: no usable prediction files ({'; '.join(notes) or 'none given'})")
     pred = pd.concat(frames, ignore_index=True)
     per_fold = pd.DataFrame(rows).sort_values("fold").reset_index(drop=True)
     if threshold == "pooled_median":

@@ -285,6 +285,7 @@ def heatmaps_for_case(run_dir, cohort_dir, case: str, fold: int, features_dir, o
     bag; one ``<slide_id>.attention.h5`` and ``<slide_id>.heatmap.png`` per slide."""
     from .cohort import load_fold
     from .feature_files import find_feature_file, load_features
+    from .models import modalities
     from .training.fold import load_checkpoint
 
     model_path = Path(run_dir) / f"fold_{fold}" / "model.pt"
@@ -307,7 +308,7 @@ def heatmaps_for_case(run_dir, cohort_dir, case: str, fold: int, features_dir, o
         coords.append(c)
         sizes.append(size)
     omics = None
-    if ckpt["model"]["name"] in ("cmta", "dualtrans"):
+    if "omics" in modalities(ckpt["model"]["name"]):
         omics = [torch.from_numpy(np.asarray(a, np.float32)) for a in fd.omics[case]]
     bag = torch.from_numpy(np.concatenate(feats))
     names, values, risk = bag_attention(model, bag, omics, list(ckpt.get("family_names") or fd.family_names))

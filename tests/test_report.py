@@ -111,7 +111,7 @@ def test_report_command(tmp_path, capsys):
         assert "<svg" in (out / f"{stem}.svg").read_text()
     assert "number at risk" in (out / "km_cmta.svg").read_text()
     md = (out / "summary.md").read_text()
-    assert "| cmta | honest | 3 |" in md and "| snn | optimistic | 3 |" in md
+    assert "| cmta | honest | 3 of 3 |" in md and "| snn | optimistic | 3 of 3 |" in md
     assert "OPTIMISTIC" in (out / "report.html").read_text()
     assert main(["report", str(tmp_path / "nothing"), "-o", str(out)]) == 2
 
@@ -140,6 +140,9 @@ def test_bad_input_renders_what_it_can_and_states_the_gap(tmp_path, capsys):
     # a run whose risk groups collapse: every held-out risk below every training risk
     _write_run(tmp_path / "train", "flat", p, train=pd.concat([p.assign(fold=k, risk=p.risk + 99) for k in range(3)]))
     (tmp_path / "train" / "empty" / "fold_0").mkdir(parents=True)  # a run that never finished
+    broken = tmp_path / "train" / "flat" / "fold_9"
+    broken.mkdir()
+    (broken / "predictions.tsv").write_text("case_id\tfold\n")  # a fold that wrote no rows
     out = tmp_path / "report"
     assert main(["report", str(tmp_path / "train"), "-o", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -150,8 +153,10 @@ def test_bad_input_renders_what_it_can_and_states_the_gap(tmp_path, capsys):
     assert auc60["value"].isna().all() and auc60["note"].str.contains("follow-up").all()
     assert m[(m.run == "cmta") & (m.fold == 0) & (m.metric == "cindex_uno")]["value"].notna().all()
     md = (out / "summary.md").read_text()
+    assert "| cmta | honest | 2 of 3 |" in md  # fold 2 has too few events
     for gap in ("10 of 40 held-out patients have no prediction", "held-out event",
-                "auc_60m", "the high-risk group is empty", "empty: no fold_*/predictions.tsv"):
+                "auc_60m", "the high-risk group is empty", "empty: no fold_*/predictions.tsv",
+                "fold_9/predictions.tsv: missing column(s) risk, time, event; fold left out"):
         assert gap in md, gap
     assert "gap:" in printed
     assert (out / "km_flat.png").is_file() and (out / "km_cmta.svg").is_file()

@@ -32,11 +32,12 @@ def summary_markdown(results, table, km_threshold: str, run_notes: list[str]) ->
     from ..evaluation import METRICS
 
     lines = ["# Survival models: out-of-fold results", ""]
-    head = ["run", "protocol", "folds"] + list(METRICS) + ["log-rank p"]
+    head = ["run", "protocol", "folds with a c-index"] + list(METRICS) + ["log-rank p"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for res in results:
         row = table[table["run"] == res.run].iloc[0]
-        cells = [res.run, "optimistic" if res.optimistic else "honest", str(len(res.per_fold))]
+        cells = [res.run, "optimistic" if res.optimistic else "honest",
+                 f"{int(res.per_fold['cindex_harrell'].notna().sum())} of {len(res.per_fold)}"]
         cells += [_fmt(res.mean(m), res.sd(m)) for m in METRICS]
         cells.append("n/a" if math.isnan(row["logrank_p"]) else f"{row['logrank_p']:.3g}")
         lines.append("| " + " | ".join(cells) + " |")
