@@ -399,7 +399,9 @@ def predict_input(wildcards):
         "folds": f"{OUT}/cohort/folds",
         "models": expand(f"{run}/fold_{{fold}}/summary.json", fold=train_folds()),
         "weights": expand(f"{run}/fold_{{fold}}/model.pt", fold=train_folds()),
-        "predictions": expand(f"{run}/fold_{{fold}}/predictions.tsv", fold=train_folds()),
+        "predictions": expand(
+            f"{run}/fold_{{fold}}/predictions.tsv", fold=train_folds()
+        ),
     }
     if wildcards.run.split("-")[0] in PATH_MODELS:
         files["slides"] = PREDICT["slides"]
@@ -439,7 +441,11 @@ HEATMAP_MODELS = ("cmta", "attmil", "transmil", "dualtrans")
 
 
 def heatmap_runs():
-    return [r for r in HEATMAPS["runs"] if r in train_runs() and r.split("-")[0] in HEATMAP_MODELS]
+    return [
+        r
+        for r in HEATMAPS["runs"]
+        if r in train_runs() and r.split("-")[0] in HEATMAP_MODELS
+    ]
 
 
 def heatmap_targets():

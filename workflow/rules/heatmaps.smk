@@ -5,10 +5,13 @@
 # Outputs: {OUT}/heatmaps/{run}/<slide_id>.attention.h5, <slide_id>.heatmap.png, heatmaps.tsv.
 # Settings and input functions: the heatmaps section of common.smk.
 
+
 rule heatmap:
     input:
         cohort=f"{OUT}/cohort/folds.json",
-        models=lambda wc: expand(f"{OUT}/train/{wc.run}/fold_{{fold}}/summary.json", fold=train_folds()),
+        models=lambda wc: expand(
+            f"{OUT}/train/{wc.run}/fold_{{fold}}/summary.json", fold=train_folds()
+        ),
         features=lambda wc: feature_targets(),
     output:
         index=report(
@@ -20,6 +23,12 @@ rule heatmap:
         f"{OUT}/logs/heatmaps/{{run}}.log",
     wildcard_constraints:
         run=TRAIN_RUN_PATTERN,
+    conda:
+        env_file("torch")
+    threads: HEATMAPS["threads"]
+    resources:
+        mem_mb=HEATMAPS["mem_mb"],
+        runtime=HEATMAPS["runtime"],
     params:
         args=heatmap_args,
         run_dir=lambda wc, input: os.path.dirname(os.path.dirname(input.models[0])),
@@ -28,12 +37,6 @@ rule heatmap:
         tiles=lambda wc: f"{OUT}/tiles",
         outdir=lambda wc, output: os.path.dirname(output.index),
         cmta=CMTA,
-    conda:
-        env_file("torch")
-    threads: HEATMAPS["threads"]
-    resources:
-        mem_mb=HEATMAPS["mem_mb"],
-        runtime=HEATMAPS["runtime"],
     shell:
         "{params.cmta} heatmap --run-dir {params.run_dir:q} --cohort {params.cohort:q}"
         " --features-dir {params.features:q} --tiles-dir {params.tiles:q} {params.args}"

@@ -6,6 +6,8 @@ rule report:
     input:
         summaries=train_targets("summary.json"),
         predictions=train_targets("predictions.tsv"),
+        # the training rows: censoring distribution of Uno's c-index, AUC(t) and Brier
+        train_predictions=train_targets("train_predictions.tsv"),
     output:
         summary=report(
             f"{OUT}/report/cindex_summary.tsv",
@@ -31,6 +33,36 @@ rule report:
             )
             for run in train_runs()
         ],
+        metrics=report(
+            f"{OUT}/report/metrics.tsv",
+            caption="../report/metrics.rst",
+            category="Results",
+            subcategory="Metrics",
+            labels={"table": "metrics per fold (long form)"},
+        ),
+        metrics_summary=report(
+            f"{OUT}/report/metrics_summary.tsv",
+            caption="../report/metrics.rst",
+            category="Results",
+            subcategory="Metrics",
+            labels={"table": "metrics, mean +- sd"},
+        ),
+        km_svg=[f"{OUT}/report/km_{run}.svg" for run in train_runs()],
+        cindex_per_fold=report(
+            f"{OUT}/report/cindex_per_fold.png",
+            caption="../report/cindex_per_fold.rst",
+            category="Results",
+            subcategory="C-index",
+            labels={"figure": "c-index per fold"},
+        ),
+        cindex_per_fold_svg=f"{OUT}/report/cindex_per_fold.svg",
+        summary_md=report(
+            f"{OUT}/report/summary.md",
+            caption="../report/summary.rst",
+            category="Results",
+            subcategory="Summary",
+            labels={"file": "summary.md"},
+        ),
         html=f"{OUT}/report/report.html",
     log:
         f"{OUT}/logs/report.log",

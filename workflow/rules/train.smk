@@ -2,7 +2,7 @@
 # (cmta_pipeline.models.MODELS: cmta, snn, snntrans, meanmil, maxmil, attmil, transmil,
 # dualtrans, ...) or a CMTA ablation "cmta-<ablation>" (no_cross_attention, no_alignment,
 # no_detach, no_ppeg). Outputs per run and fold: {OUT}/train/{run}/fold_{k}/ model.pt,
-# epochs.tsv, predictions.tsv, summary.json. See docs/model.md.
+# epochs.tsv, predictions.tsv, train_predictions.tsv, summary.json. See docs/model.md.
 # On a cluster the runs of models that read slides ask for one GPU (config gpu,
 # training.device); genomics-only models run on CPUs.
 rule train:
@@ -13,6 +13,7 @@ rule train:
         model=f"{OUT}/train/{{run}}/fold_{{fold}}/model.pt",
         epochs=f"{OUT}/train/{{run}}/fold_{{fold}}/epochs.tsv",
         predictions=f"{OUT}/train/{{run}}/fold_{{fold}}/predictions.tsv",
+        train_predictions=f"{OUT}/train/{{run}}/fold_{{fold}}/train_predictions.tsv",
     log:
         f"{OUT}/logs/train/{{run}}/fold_{{fold}}.log",
     benchmark:
