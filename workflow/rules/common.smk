@@ -200,7 +200,15 @@ def families_file():
 
 def genomics_input(wildcards):
     files = {"families": families_file()}
-    for key in ("table", "rnaseq", "cnv", "maf", "clinical"):
+    for key in (
+        "table",
+        "rnaseq",
+        "cnv",
+        "maf",
+        "clinical",
+        "gdc_sample_sheet",
+        "gene_aliases",
+    ):
         if GENOMICS[key]:
             files[key] = GENOMICS[key]
     return files
@@ -223,7 +231,15 @@ def genomics_args(wildcards, input):
         args.append(
             f"--variant-classes {shlex.quote(','.join(GENOMICS['variant_classes']))}"
         )
+    if GENOMICS["table"] and GENOMICS["drop_last_column"]:
+        args.append("--drop-last-column")
+    if not GENOMICS["table"]:
+        for key in ("gdc_sample_sheet", "gene_aliases"):
+            if GENOMICS[key]:
+                args.append(f"--{key.replace('_', '-')} {shlex.quote(input[key])}")
+        args.append(f"--rnaseq-unit {GENOMICS['rnaseq_unit']}")
     args.append(f"--missing-survival {GENOMICS['missing_survival']}")
+    args.append(f"--nonpositive-followup {GENOMICS['nonpositive_followup']}")
     return " ".join(args)
 
 
