@@ -44,7 +44,15 @@ if cmta_pipeline.__version__ != VERSION or (
     )
 
 from cmta_pipeline.models import MODELS, modalities
+from cmta_pipeline.protocol import resolve_protocol
 from cmta_pipeline.slides import load_slide_table
+
+# protocol: paper sets the authors' evaluation (cohort.labels_from, training.selection,
+# training.alpha); every setting it changes is printed, marked OPTIMISTIC.
+_resolved, _protocol_notes = resolve_protocol(config)
+config.update(_resolved)
+if _protocol_notes:
+    print("\n".join(_protocol_notes), file=sys.stderr)
 
 # Rules call the `cmta` command line. With --use-conda each env of envs/ installs this
 # workflow's source (editable, by its post-deploy script, which reads CMTA_WORKFLOW_SOURCE);
