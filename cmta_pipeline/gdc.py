@@ -93,7 +93,7 @@ def _read_one(path: Path, modality: str, unit: str) -> pd.DataFrame:
         units = ", ".join(c for c in RNASEQ_UNITS if c in header) or "none present"
         hint = f"; choose another unit with --rnaseq-unit ({units})" if modality == "rnaseq" and col in miss else ""
         raise CMTAError(f"{path}: missing column(s) {', '.join(miss)} (columns: {', '.join(header[:10])}){hint}")
-    df = _read_table(path, modality, dtype=str, usecols=["gene_id", "gene_name", col],
+    df = _read_table(path, modality, dtype={"gene_id": str, "gene_name": str}, usecols=["gene_id", "gene_name", col],
                      na_values=NA_VALUES, keep_default_na=False)
     gid = df["gene_id"].fillna("").astype(str)
     df = df[~gid.str.startswith("N_") & ~gid.str.endswith("_PAR_Y") & df["gene_name"].notna()]
