@@ -29,6 +29,10 @@ import numpy as np
 import pandas as pd
 
 from .errors import CMTAError
+from .genomics import (
+    NA_VALUES, _examples, _header, _numeric_block, _read_table, apply_aliases, leading_comment_lines,
+    patient_of_sample,
+)
 
 SHEET_COLUMNS = ("File Name", "Sample ID")
 RNASEQ_UNITS = ("tpm_unstranded", "fpkm_unstranded", "fpkm_uq_unstranded", "unstranded",
@@ -56,8 +60,6 @@ def copy_number_to_level(cn: np.ndarray) -> np.ndarray:
 def read_sample_sheet(path: str | os.PathLike) -> pd.DataFrame:
     """The GDC sample sheet: columns file_name, sample_id (the tumour sample of each file;
     a paired file lists "tumour, normal"), and the sheet's other columns."""
-    from .genomics import _read_table, patient_of_sample
-
     path = Path(path)
     df = _read_table(path, "GDC sample sheet", dtype=str)
     miss = [c for c in SHEET_COLUMNS if c not in df.columns]
@@ -85,8 +87,6 @@ def read_sample_sheet(path: str | os.PathLike) -> pd.DataFrame:
 def _read_one(path: Path, modality: str, unit: str) -> tuple[pd.DataFrame, int]:
     """One per-sample file as read: columns gene_id, gene_name (text), value (float);
     and the file line of data row 0."""
-    from .genomics import NA_VALUES, _header, _numeric_block, _read_table, leading_comment_lines
-
     col = unit if modality == "rnaseq" else "copy_number"
     header = _header(path)
     miss = [c for c in ("gene_id", "gene_name", col) if c not in header]
@@ -129,8 +129,6 @@ def read_gdc_folder(
     otherwise left out and counted in the audit. RNA-seq: ``rnaseq_unit`` column,
     log1p applied. Copy number: :func:`copy_number_to_level`.
     """
-    from .genomics import _examples, apply_aliases
-
     folder = Path(folder)
     if modality not in _KINDS:
         raise CMTAError(f"a folder of GDC per-sample files is read for rnaseq or cnv, not {modality}")
