@@ -29,6 +29,10 @@ import numpy as np
 import pandas as pd
 
 from .errors import CMTAError
+from .genomics import (
+    NA_VALUES, _examples, _header, _numeric_block, _read_table, apply_aliases, leading_comment_lines,
+    patient_of_sample,
+)
 
 SHEET_COLUMNS = ("File Name", "Sample ID")
 RNASEQ_UNITS = ("tpm_unstranded", "fpkm_unstranded", "fpkm_uq_unstranded", "unstranded",
@@ -56,8 +60,6 @@ def copy_number_to_level(cn: np.ndarray) -> np.ndarray:
 def read_sample_sheet(path: str | os.PathLike) -> pd.DataFrame:
     """The GDC sample sheet: columns file_name, sample_id (the tumour sample of each file;
     a paired file lists "tumour, normal"), and the sheet's other columns."""
-    from .genomics import _read_table, patient_of_sample
-
     path = Path(path)
     df = _read_table(path, "GDC sample sheet", dtype=str)
     miss = [c for c in SHEET_COLUMNS if c not in df.columns]
@@ -82,10 +84,9 @@ def read_sample_sheet(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def _read_one(path: Path, modality: str, unit: str) -> pd.DataFrame:
-    """One per-sample file: columns gene_id, gene_name, value (floats)."""
-    from .genomics import NA_VALUES, _header, _numeric_block, _read_table, leading_comment_lines
-
+def _read_one(path: Path, modality: str, unit: str) -> tuple[pd.DataFrame, int]:
+    """One per-sample file as read: columns gene_id, gene_name (text), value (float);
+    and the file line of data row 0."""
     col = unit if modality == "rnaseq" else "copy_number"
     header = _header(path)
     miss = [c for c in ("gene_id", "gene_name", col) if c not in header]
@@ -93,29 +94,25 @@ def _read_one(path: Path, modality: str, unit: str) -> pd.DataFrame:
         units = ", ".join(c for c in RNASEQ_UNITS if c in header) or "none present"
         hint = f"; choose another unit with --rnaseq-unit ({units})" if modality == "rnaseq" and col in miss else ""
         raise CMTAError(f"{path}: missing column(s) {', '.join(miss)} (columns: {', '.join(header[:10])}){hint}")
-    df = _read_table(path, modality, dtype=str, usecols=["gene_id", "gene_name", col],
-                     na_values=NA_VALUES, keep_default_na=False)
-    gid = df["gene_id"].fillna("").astype(str)
-    df = df[~gid.str.startswith("N_") & ~gid.str.endswith("_PAR_Y") & df["gene_name"].notna()]
-    first = leading_comment_lines(path) + 2  # file line of data row 0
-    lines = [f"line {first + i}" for i in df.index]
-    vals = _numeric_block(df[[col]], str(path), lines)[col]
-    if modality == "cnv":
-        badv = vals.notna() & ((vals < 0) | (vals != np.round(vals)))
-        if badv.any():
-            i = int(np.flatnonzero(badv.to_numpy())[0])
-            raise CMTAError(
-                f"{path}: {lines[i]} (gene {df['gene_name'].iloc[i]}): copy_number {vals.iloc[i]:g} "
-                "is not a whole number of copies >= 0"
-            )
-    elif (vals < 0).any():
-        i = int(np.flatnonzero((vals < 0).to_numpy())[0])
-        raise CMTAError(f"{path}: {lines[i]} (gene {df['gene_name'].iloc[i]}): {col} {vals.iloc[i]:g} is negative")
-    return pd.DataFrame({
-        "gene_id": df["gene_id"].str.split(".").str[0].to_numpy(),
-        "gene_name": df["gene_name"].astype(str).str.strip().to_numpy(),
-        "value": vals.to_numpy(),
-    })
+    df = _read_table(path, modality, dtype={"gene_id": str, "gene_name": str},
+                     usecols=["gene_id", "gene_name", col], na_values=NA_VALUES, keep_default_na=False)
+    first = leading_comment_lines(path) + 2
+    vals = _numeric_block(df[[col]], str(path), [f"line {first + i}" for i in range(len(df))])[col]
+    return pd.DataFrame({"gene_id": df["gene_id"], "gene_name": df["gene_name"], "value": vals}), first
+
+
+def _check_values(path: Path, modality: str, unit: str, one: pd.DataFrame, first: int) -> None:
+    """Copy numbers are whole numbers >= 0; expression values are >= 0."""
+    vals = one["value"]
+    bad = vals.notna() & ((vals < 0) | (vals != np.round(vals))) if modality == "cnv" else vals < 0
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        what = "is not a whole number of copies >= 0" if modality == "cnv" else "is negative"
+        col = "copy_number" if modality == "cnv" else unit
+        raise CMTAError(
+            f"{path}: line {first + int(one.index[i])} (gene {one['gene_name'].iloc[i]}): "
+            f"{col} {vals.iloc[i]:g} {what}"
+        )
 
 
 def read_gdc_folder(
@@ -132,8 +129,6 @@ def read_gdc_folder(
     otherwise left out and counted in the audit. RNA-seq: ``rnaseq_unit`` column,
     log1p applied. Copy number: :func:`copy_number_to_level`.
     """
-    from .genomics import _examples, apply_aliases
-
     folder = Path(folder)
     if modality not in _KINDS:
         raise CMTAError(f"a folder of GDC per-sample files is read for rnaseq or cnv, not {modality}")
@@ -170,26 +165,38 @@ def read_gdc_folder(
         )
     columns = {}
     collisions: set[str] = set()
-    for k, (name, sample) in enumerate(zip(sheet["file_name"], sheet["sample_id"])):
-        one = _read_one(on_disk[name], modality, rnaseq_unit)
-        # aliases reported once: every file of a kind has the same gene list
-        report = audit if k == 0 else None
-        one["gene_name"] = apply_aliases(one["gene_name"], aliases or {}, str(on_disk[name]), report)
-        many = one.groupby("gene_name")["gene_id"].nunique()
-        clash = many.index[many > 1]
-        hit = sorted(set(clash) & (wanted or set()))
-        if hit:
-            ids = one.loc[one["gene_name"] == hit[0], "gene_id"].tolist()
-            raise CMTAError(
-                f"{on_disk[name]}: gene name {hit[0]!r} is carried by several gene ids "
-                f"({', '.join(ids)}): gene-symbol collision for a family gene; keep the row of "
-                "the gene the family means in the files, or take the gene out of the family file"
-            )
-        collisions |= set(clash)
-        one = one[~one["gene_name"].isin(set(clash))].set_index("gene_name")["value"]
-        columns[sample] = one
+    layout = None  # the gene rows of the previous file, processed once: files share them
+    for name, sample in zip(sheet["file_name"], sheet["sample_id"]):
+        path = on_disk[name]
+        raw, first = _read_one(path, modality, rnaseq_unit)
+        if layout is None or not (raw["gene_id"].equals(layout[0]) and raw["gene_name"].equals(layout[1])):
+            gid = raw["gene_id"].fillna("")
+            keep = ~gid.str.startswith("N_") & ~gid.str.endswith("_PAR_Y") & raw["gene_name"].notna()
+            genes = pd.DataFrame({
+                "gene_id": gid[keep].str.split(".").str[0],
+                "gene_name": apply_aliases(raw["gene_name"][keep].str.strip(), aliases or {}, str(path),
+                                           audit if layout is None else None),  # reported once
+            })
+            many = genes.groupby("gene_name")["gene_id"].nunique()
+            clash = set(many.index[many > 1])
+            hit = sorted(clash & (wanted or set()))
+            if hit:
+                ids = genes.loc[genes["gene_name"] == hit[0], "gene_id"].tolist()
+                raise CMTAError(
+                    f"{path}: gene name {hit[0]!r} is carried by several gene ids "
+                    f"({', '.join(ids)}): gene-symbol collision for a family gene; keep the row of "
+                    "the gene the family means in the files, or take the gene out of the family file"
+                )
+            clashing = genes["gene_name"].isin(clash)  # indexed like raw's kept rows
+            use = keep.copy()
+            use[genes.index[clashing]] = False
+            layout = (raw["gene_id"], raw["gene_name"], keep, use, pd.Index(genes["gene_name"][~clashing]))
+            collisions |= clash
+        _, _, keep, use, index = layout
+        _check_values(path, modality, rnaseq_unit, raw[keep], first)
+        columns[sample] = pd.Series(raw["value"][use].to_numpy(), index=index)
     values = pd.DataFrame(columns)
-    values = values.loc[[g for g in values.index if g not in collisions]]
+    values = values.loc[[g for g in values.index if g not in collisions]]  # clashes of any file
     values = np.log1p(values) if modality == "rnaseq" else pd.DataFrame(
         copy_number_to_level(values.to_numpy()), index=values.index, columns=values.columns
     )

@@ -459,20 +459,27 @@ def _dropped_audit(source: str, dropped: pd.DataFrame) -> list[tuple[str, str, i
 # --------------------------------------------------------------------------- per modality
 
 
-def patient_of_sample(barcode: str) -> tuple[str, int]:
+#: sample id -> (patient id, sample-type code), from a cBioPortal sample table.
+SampleMap = dict[str, tuple[str, int]]
+
+
+def patient_of_sample(barcode: str, sample_map: SampleMap | None = None) -> tuple[str, int]:
     """(patient id, sample-type code) of a sample barcode.
 
-    TCGA barcodes give ``TCGA-XX-XXXX`` and the two-digit sample type (01 primary
-    tumour ... 09; 10-19 normal; 20+ control); 1 is assumed when absent. Other ids are
-    taken as patient ids (type 1).
+    A sample listed in ``sample_map`` (:func:`read_sample_table`) takes its patient from
+    there. Otherwise TCGA barcodes give ``TCGA-XX-XXXX`` and the two-digit sample type (01
+    primary tumour ... 09; 10-19 normal; 20+ control); 1 is assumed when absent. Other ids
+    are taken as patient ids (type 1).
     """
+    if sample_map and str(barcode).strip() in sample_map:
+        return sample_map[str(barcode).strip()]
     m = _TCGA_SAMPLE.match(str(barcode).strip())
     if not m:
         return str(barcode).strip(), 1
     return m.group(1).upper(), int(m.group(2)) if m.group(2) else 1
 
 
-def choose_samples(barcodes) -> tuple[dict[str, str], dict[str, str]]:
+def choose_samples(barcodes, sample_map: SampleMap | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """One sample per patient: (patient -> chosen barcode, patient -> drop reason).
 
     Tumour samples (type < 10) only; among several, the lowest sample type wins
@@ -482,7 +489,7 @@ def choose_samples(barcodes) -> tuple[dict[str, str], dict[str, str]]:
     best: dict[str, tuple[int, str]] = {}
     normal_only: set[str] = set()
     for bc in barcodes:
-        patient, stype = patient_of_sample(bc)
+        patient, stype = patient_of_sample(bc, sample_map)
         if stype >= 10:
             normal_only.add(patient)
             continue
@@ -494,16 +501,50 @@ def choose_samples(barcodes) -> tuple[dict[str, str], dict[str, str]]:
     return chosen, reasons
 
 
-def _sample_audit(source: str, barcodes, chosen: dict[str, str]) -> list[tuple[str, str, int, str]]:
+def read_sample_table(path: str | os.PathLike | None, audit: list | None = None) -> SampleMap:
+    """Sample id -> (patient id, sample-type code) from a cBioPortal sample table
+    (``data_clinical_sample.txt``: PATIENT_ID, SAMPLE_ID, optionally SAMPLE_TYPE).
+
+    For studies whose sample ids do not contain the patient id (TCGA's do). The type is
+    the barcode's for TCGA ids, else from SAMPLE_TYPE: normal 11, metastasis 6,
+    recurrence 2, anything else (primary) 1.
+    """
+    if path is None:
+        return {}
+    path = Path(path)
+    df = _read_table(path, "sample", dtype=str, na_values=NA_VALUES, keep_default_na=False)
+    miss = [c for c in ("PATIENT_ID", "SAMPLE_ID") if c not in df.columns]
+    if miss:
+        raise CMTAError(f"{path}: missing column(s) {', '.join(miss)} (a cBioPortal sample table)")
+    out: SampleMap = {}
+    for i, (patient, sample) in enumerate(zip(df["PATIENT_ID"], df["SAMPLE_ID"])):
+        if pd.isna(patient) or pd.isna(sample):
+            raise CMTAError(f"{path}: row {i + 1} after the header: PATIENT_ID or SAMPLE_ID is empty")
+        patient, sample = patient.strip(), sample.strip()
+        kind = str(df["SAMPLE_TYPE"].iloc[i]).lower() if "SAMPLE_TYPE" in df.columns else ""
+        m = _TCGA_SAMPLE.match(sample)
+        if m and m.group(2):
+            stype = int(m.group(2))
+        else:
+            stype = 11 if "normal" in kind else 6 if "metasta" in kind else 2 if "recurr" in kind else 1
+        if sample in out and out[sample][0] != patient:
+            raise CMTAError(f"{path}: sample {sample} belongs to two patients ({out[sample][0]}, {patient})")
+        out[sample] = (patient, stype)
+    if audit is not None:
+        audit.append((str(path), "samples mapped to patients", len(out), f"{len({p for p, _ in out.values()})} patients"))
+    return out
+
+
+def _sample_audit(
+    source: str, barcodes, chosen: dict[str, str], sample_map: SampleMap | None = None
+) -> list[tuple[str, str, int, str]]:
     """Audit rows of the sample -> patient step: samples found, patients, and every
     sample not used with why (normal tissue; another sample of the patient chosen)."""
     barcodes = list(dict.fromkeys(map(str, barcodes)))
     used = set(chosen.values())
-    normal = [b for b in barcodes if patient_of_sample(b)[1] >= 10]
-    others = [
-        f"{b} (chose {chosen[patient_of_sample(b)[0]]})"
-        for b in barcodes if b not in used and patient_of_sample(b)[1] < 10
-    ]
+    of = {b: patient_of_sample(b, sample_map) for b in barcodes}
+    normal = [b for b in barcodes if of[b][1] >= 10]
+    others = [f"{b} (chose {chosen[of[b][0]]})" for b in barcodes if b not in used and of[b][1] < 10]
     rows = [
         (source, "samples found", len(barcodes), ""),
         (source, "patients with a tumour sample", len(chosen), ""),
@@ -611,7 +652,9 @@ def read_gene_table(
     long_layout = sample_col is not None and "Value" in header
     if not long_layout:
         _check_unique_header(path, header, "sample")
-    df = _read_table(path, modality, dtype=str, na_values=NA_VALUES, keep_default_na=False)
+    # only the id columns as text: the values parse as floats in the C reader (fast)
+    text = {c: str for c in header if c in (gene_col, sample_col) or c in _ANNOTATION_COLUMNS}
+    df = _read_table(path, modality, dtype=text, na_values=NA_VALUES, keep_default_na=False)
     df = df[df[gene_col].notna()]
     first_line = leading_comment_lines(path) + 2  # file line of the first data row
     if long_layout:
@@ -666,13 +709,14 @@ def read_gene_table(
 
 
 def samples_to_patients(
-    values: pd.DataFrame, modality: str, source: str, audit: list | None = None
+    values: pd.DataFrame, modality: str, source: str, audit: list | None = None,
+    sample_map: SampleMap | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Gene x sample ``values`` as patient x ``GENE_<modality>``, one sample per patient
     (:func:`choose_samples`). Returns (matrix, patient -> drop reason)."""
-    chosen, reasons = choose_samples(values.columns)
+    chosen, reasons = choose_samples(values.columns, sample_map)
     if audit is not None:
-        audit.extend(_sample_audit(source, values.columns, chosen))
+        audit.extend(_sample_audit(source, values.columns, chosen, sample_map))
     mat = values[list(chosen.values())].T
     mat.index = list(chosen.keys())
     mat.columns = [f"{g}_{modality}" for g in mat.columns]
@@ -682,13 +726,13 @@ def samples_to_patients(
 
 def read_gene_matrix(
     path: str | os.PathLike, modality: str, aliases: dict[str, str] | None = None,
-    audit: list | None = None,
+    audit: list | None = None, sample_map: SampleMap | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """A gene x sample file (:func:`read_gene_table`) as patient x ``GENE_<modality>``.
 
     Returns (matrix, patient -> drop reason)."""
     values = read_gene_table(path, modality, aliases, audit)
-    return samples_to_patients(values, modality, str(path), audit)
+    return samples_to_patients(values, modality, str(path), audit, sample_map)
 
 
 def maf_files(path: str | os.PathLike) -> list[Path]:
@@ -708,6 +752,7 @@ def maf_files(path: str | os.PathLike) -> list[Path]:
 def read_maf(
     path: str | os.PathLike, variant_classes=DEFAULT_VARIANT_CLASSES,
     aliases: dict[str, str] | None = None, audit: list | None = None,
+    sample_map: SampleMap | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """MAF(s) as a patient x ``GENE_mut`` 0/1 matrix.
 
@@ -730,11 +775,11 @@ def read_maf(
     source = str(path)
     df["Hugo_Symbol"] = apply_aliases(df["Hugo_Symbol"].fillna(""), aliases or {}, source, audit)
     barcodes = df["Tumor_Sample_Barcode"].dropna().astype(str).str.strip().unique()
-    chosen, reasons = choose_samples(barcodes)
+    chosen, reasons = choose_samples(barcodes, sample_map)
     if audit is not None:
         audit.append((source, "MAF files read", len(parts), ""))
         audit.append((source, "variants read", len(df), ""))
-        audit.extend(_sample_audit(source, barcodes, chosen))
+        audit.extend(_sample_audit(source, barcodes, chosen, sample_map))
     keep = df["Tumor_Sample_Barcode"].isin(set(chosen.values()))
     counted = df[keep & df["Variant_Classification"].isin(set(variant_classes)) & (df["Hugo_Symbol"] != "")]
     sample_to_patient = {bc: p for p, bc in chosen.items()}
@@ -854,6 +899,7 @@ def load_per_modality(
     rnaseq_unit: str = "tpm_unstranded",
     gene_aliases: str | os.PathLike | None = None,
     families: dict[str, list[str]] | None = None,
+    sample_table: str | os.PathLike | None = None,
 ) -> GenomicData:
     """Join per-modality files on patient id; patients need every modality given.
 
@@ -861,8 +907,10 @@ def load_per_modality(
     per-sample files (STAR gene counts; gene-level copy number), joined through the GDC
     ``sample_sheet`` (``gdc.py``; ``rnaseq_unit`` picks the STAR column). ``maf``: a MAF
     or a folder of MAFs. ``gene_aliases``: see :func:`read_aliases`. ``families``: the
-    family genes, for which a GDC gene-symbol collision is an error. Patients missing a
-    modality or survival are returned in ``dropped`` with the reason.
+    family genes, for which a GDC gene-symbol collision is an error. ``sample_table``: a
+    cBioPortal ``data_clinical_sample.txt`` mapping sample ids to patients
+    (:func:`read_sample_table`). Patients missing a modality or survival are returned in
+    ``dropped`` with the reason.
     """
     from . import gdc
 
@@ -870,6 +918,7 @@ def load_per_modality(
         raise CMTAError("per-modality input needs a clinical table (--clinical) for survival")
     aliases = read_aliases(gene_aliases)
     audit: list[tuple[str, str, int, str]] = []
+    sample_map = read_sample_table(sample_table, audit)
     parts: list[tuple[str, pd.DataFrame]] = []
     reasons: dict[str, str] = {}
     for modality, path in (("rnaseq", rnaseq), ("cnv", cnv)):
@@ -880,10 +929,10 @@ def load_per_modality(
             values = gdc.read_gdc_folder(path, modality, sample_sheet, rnaseq_unit, aliases, audit, wanted)
         else:
             values = read_gene_table(path, modality, aliases, audit)
-        m, r = samples_to_patients(values, modality, str(path), audit)
+        m, r = samples_to_patients(values, modality, str(path), audit, sample_map)
         parts.append((modality, m)); reasons.update(r)
     if maf:
-        m, r = read_maf(maf, variant_classes, aliases, audit)
+        m, r = read_maf(maf, variant_classes, aliases, audit, sample_map)
         parts.append(("mut", m)); reasons.update(r)
     if not parts:
         raise CMTAError("no genomic input: give a wide table or at least one of --rnaseq, --cnv, --maf")

@@ -325,6 +325,24 @@ def test_cbioportal_wide_and_long_cna_and_zscores_agree():
     assert list(rsem.columns) == ["ERCC5_rnaseq", "MMP2_rnaseq"]  # the row without a symbol is skipped
 
 
+def test_cbioportal_sample_table_maps_non_tcga_ids(tmp_path):
+    # an MSK-style study: sample ids do not contain the patient id as TCGA's do
+    samples = _write(tmp_path / "data_clinical_sample.txt",
+        "#Patient Identifier\tSample Identifier\tSample Type\n#STRING\tSTRING\tSTRING\n#1\t1\t1\n"
+        "PATIENT_ID\tSAMPLE_ID\tSAMPLE_TYPE\n"
+        "P-0000001\tP-0000001-T02-IM5\tMetastasis\nP-0000001\tP-0000001-T01-IM3\tPrimary\n"
+        "P-0000002\tP-0000002-T01-IM3\tPrimary\n")
+    cna = _write(tmp_path / "data_cna.txt",
+        "Hugo_Symbol\tP-0000001-T02-IM5\tP-0000001-T01-IM3\tP-0000002-T01-IM3\nTP53\t2\t-1\t0\n")
+    clin = _write(tmp_path / "data_clinical_patient.txt",
+        "PATIENT_ID\tOS_MONTHS\tOS_STATUS\nP-0000001\t5\t1:DECEASED\nP-0000002\t7\t0:LIVING\n")
+    data = g.load_per_modality(cnv=cna, clinical=clin, sample_table=samples)
+    assert data.matrix["TP53_cnv"].to_dict() == {"P-0000001": -1, "P-0000002": 0}  # the primary
+    assert any("P-0000001-T02-IM5 (chose P-0000001-T01-IM3)" in r[3] for r in data.audit)
+    # without the table the sample ids are taken as patients and match no clinical row
+    assert g.load_per_modality(cnv=cna, clinical=clin, missing_survival="drop").matrix.empty
+
+
 # ---------------------------------------------------------------- the GDC as distributed
 
 STAR_HEADER = ("gene_id\tgene_name\tgene_type\tunstranded\tstranded_first\tstranded_second\t"

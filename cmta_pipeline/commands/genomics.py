@@ -45,6 +45,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--maf", help="mutations: a MAF (.gz ok) or a folder of MAFs (GDC masked somatic, one per sample)")
     p.add_argument("--clinical", help="cBioPortal data_clinical_patient(s).txt or GDC clinical.tsv")
+    p.add_argument(
+        "--clinical-samples",
+        help="cBioPortal data_clinical_sample.txt (PATIENT_ID, SAMPLE_ID[, SAMPLE_TYPE]): each sample's "
+        "patient, for studies whose sample ids do not start with the patient id",
+    )
     p.add_argument("--gdc-sample-sheet", help="GDC sample sheet: which sample each per-sample file belongs to")
     p.add_argument(
         "--rnaseq-unit", default="tpm_unstranded",
@@ -74,8 +79,10 @@ def run(args: argparse.Namespace) -> int:
 
     families = g.read_families(args.families)
     per_modality = any([args.rnaseq, args.cnv, args.maf, args.clinical])
-    if args.table and (args.gdc_sample_sheet or args.gene_aliases):
-        raise CMTAError("--gdc-sample-sheet and --gene-aliases are for per-modality files, not a wide table")
+    if args.table and (args.gdc_sample_sheet or args.gene_aliases or args.clinical_samples):
+        raise CMTAError(
+            "--gdc-sample-sheet, --gene-aliases and --clinical-samples are for per-modality files, not a wide table"
+        )
     if args.table and per_modality:
         raise CMTAError("give either a wide table or per-modality files (--rnaseq/--cnv/--maf/--clinical), not both")
     if args.table:
@@ -94,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         data = g.load_per_modality(
             args.rnaseq, args.cnv, args.maf, args.clinical, classes, args.missing_survival,
             args.nonpositive_followup, args.gdc_sample_sheet, args.rnaseq_unit,
-            args.gene_aliases, families,
+            args.gene_aliases, families, args.clinical_samples,
         )
     else:
         raise CMTAError("no genomic input: give a wide TABLE or per-modality files")

@@ -190,6 +190,7 @@ GENOMICS_OUTPUTS = [
     "patients.tsv",
     "dropped.tsv",
     "matrix.tsv.gz",
+    "audit.tsv",
 ]
 
 
@@ -242,7 +243,7 @@ def genomics_args(wildcards, input):
     if GENOMICS["table"] and GENOMICS["drop_last_column"]:
         args.append("--drop-last-column")
     if not GENOMICS["table"]:
-        for key in ("gdc_sample_sheet", "gene_aliases"):
+        for key in ("clinical_samples", "gdc_sample_sheet", "gene_aliases"):
             if GENOMICS[key]:
                 args.append(f"--{key.replace('_', '-')} {shlex.quote(input[key])}")
         args.append(f"--rnaseq-unit {GENOMICS['rnaseq_unit']}")
@@ -411,6 +412,8 @@ def predict_genomics_args(wildcards, input):
         args.append(f"--unsuffixed {GENOMICS['unsuffixed']}")
     if GENOMICS["meta_columns"]:
         args.append(f"--meta-columns {shlex.quote(','.join(GENOMICS['meta_columns']))}")
+    if GENOMICS["drop_last_column"]:
+        args.append("--drop-last-column")
     args.append("--missing-survival keep")
     return " ".join(args)
 
