@@ -27,6 +27,7 @@ def test_paper_sets_bins_selection_and_the_run_script_alpha(study, alpha):
     cfg = _config(protocol="paper", study=study)
     out, notes = resolve_protocol(cfg)
     assert out["cohort"]["labels_from"] == "all"
+    assert out["genomics"]["drop_last_column"] is True
     assert out["training"]["selection"] == "best_heldout"
     assert out["training"]["alpha"] == alpha
     assert out["training"]["epochs"] == 30  # the rest is left alone
