@@ -348,3 +348,101 @@ def test_resume_keeps_the_grad_scaler(tmp_path, monkeypatch):
     torch.save(st, state)
     lost = run(state)
     assert any(not torch.equal(lost.state_dict[k], v) for k, v in straight.state_dict.items())
+
+
+# ---------------------------------------------------------------- the GPU check's comparisons
+
+
+def _features(n=24, d=64, seed=0):
+    """Rows as different as real tissue features under calibrated weights."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.relu(torch.randn(n, d, generator=g) + 0.5)
+
+
+def test_gpu_check_feature_comparison_fails_on_wrong_features():
+    import gpu_check
+
+    ref = _features()
+    g = torch.Generator().manual_seed(1)
+    same = ref + 1e-7 * torch.randn(ref.shape, generator=g)
+    assert gpu_check.compare_with_teeth(same, ref, 0.99999, 1e-3)["ok"]
+    # every patch given another patch's features
+    r = gpu_check.compare_with_teeth(gpu_check.shuffled(ref), ref, 0.999)
+    assert not r["ok"] and r["min_cosine"] < 0.99
+    # features perturbed by 5%: fail the fp32 bar and the 0.999 bar
+    noisy = ref * (1 + 0.05 * torch.randn(ref.shape, generator=g))
+    assert not gpu_check.compare_features(noisy, ref, 0.99999, 1e-3)["ok"]
+    assert not gpu_check.compare_features(noisy, ref, 0.999)["ok"]
+    # one patch wrong is enough; NaN features fail
+    one_bad = ref.clone()
+    one_bad[5] = ref[6]
+    assert not gpu_check.compare_features(one_bad, ref, 0.999)["ok"]
+    with_nan = ref.clone()
+    with_nan[3, 0] = math.nan
+    assert not gpu_check.compare_features(with_nan, ref, 0.999)["ok"]
+    assert not gpu_check.compare_features(ref[:-1], ref, 0.999)["ok"]  # rows missing
+
+
+def test_gpu_check_refuses_a_comparison_without_teeth():
+    """Uncalibrated random weights map every patch to nearly the same vector: then shuffled
+    features pass too, and the check must report itself as failed, not as passed."""
+    import gpu_check
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(64, generator=g) + 1
+    near_parallel = base + 1e-3 * torch.randn(16, 64, generator=g)
+    r = gpu_check.compare_with_teeth(near_parallel, near_parallel.clone(), 0.999)
+    assert r["shuffled_fails"] is False and r["ok"] is False
+
+
+def test_gpu_check_loss_comparison():
+    import gpu_check
+
+    assert gpu_check.compare_losses(2.0000001, 2.0, 1e-4)["ok"]
+    assert not gpu_check.compare_losses(2.001, 2.0, 1e-4)["ok"]
+    assert not gpu_check.compare_losses(math.nan, 2.0, 1e-4)["ok"]
+    assert not gpu_check.compare_losses(math.inf, 2.0, 1e-4)["ok"]
+
+
+@pytest.mark.slow
+def test_gpu_check_cmta_step_agrees_with_itself_and_not_with_other_inputs():
+    """The step the check runs on two devices, run twice on CPU from the same weights: the
+    same loss and update (so a CPU/CUDA difference would be the device's); from another
+    model, another loss."""
+    import gpu_check
+    from cmta_pipeline.models import build_model
+
+    monkey_sizes = [6, 5, 4, 7, 3, 5]
+    old = gpu_check.OMIC_SIZES
+    gpu_check.OMIC_SIZES = monkey_sizes
+    try:
+        torch.manual_seed(0)
+        model = build_model("cmta", monkey_sizes)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        a = gpu_check.cmta_step(torch.device("cpu"), 40, model=model)
+        model.load_state_dict(state)
+        b = gpu_check.cmta_step(torch.device("cpu"), 40, model=model)
+        torch.manual_seed(1)
+        c = gpu_check.cmta_step(torch.device("cpu"), 40, model=build_model("cmta", monkey_sizes))
+    finally:
+        gpu_check.OMIC_SIZES = old
+    assert gpu_check.compare_losses(a["loss_before"], b["loss_before"], 1e-6)["ok"]
+    assert gpu_check.compare_losses(a["loss_after"], b["loss_after"], 1e-6)["ok"]
+    assert a["loss_after"] != a["loss_before"] and float(a["update"].norm()) > 0
+    assert torch.equal(a["update"], b["update"])
+    assert not gpu_check.compare_losses(c["loss_before"], a["loss_before"], 1e-4)["ok"]
+
+
+def test_gpu_check_lists_missing_modules_first(tmp_path, monkeypatch):
+    import json
+
+    import gpu_check
+
+    monkeypatch.setattr(gpu_check, "REQUIRED", {"json": "present", "no_such_module_xyz":
+                                                "a test of the list", "other_missing_abc": "another"})
+    monkeypatch.setattr(gpu_check, "OPTIONAL", {})
+    out = tmp_path / "r.json"
+    assert gpu_check.main(["--device", "cpu", "--json", str(out)]) == 2
+    r = json.loads(out.read_text())
+    assert set(r["imports"]["missing"]) == {"no_such_module_xyz", "other_missing_abc"}
+    assert "machine" not in r  # nothing ran after the import check
