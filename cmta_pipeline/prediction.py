@@ -168,7 +168,7 @@ def predict_run(
     if not marker.is_file():
         raise CMTAError(f"{marker}: missing; give the `cmta cohort` folder the run was trained on")
     summary = json.loads(marker.read_text())
-    dev = resolve_device(device)
+    dev = resolve_device(device, "--device")
     models = [load_fold_model(run_dir, k, d, cohort_dir, summary, dev) for k, d in folds.items()]
     name = models[0].checkpoint["model"]["name"]
     mods = modalities(name)

@@ -114,10 +114,10 @@ class FoldResult:
 # --------------------------------------------------------------------------- helpers
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "training.device") -> torch.device:
     """The training / prediction device, checked and made current (see
-    :func:`cmta_pipeline.compute.resolve_device`)."""
-    return compute.resolve_device(name, "training.device")
+    :func:`cmta_pipeline.compute.resolve_device`); ``option`` names it in errors."""
+    return compute.resolve_device(name, option)
 
 
 def cuda_bf16_native() -> bool:
