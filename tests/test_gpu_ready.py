@@ -446,3 +446,13 @@ def test_gpu_check_lists_missing_modules_first(tmp_path, monkeypatch):
     r = json.loads(out.read_text())
     assert set(r["imports"]["missing"]) == {"no_such_module_xyz", "other_missing_abc"}
     assert "machine" not in r  # nothing ran after the import check
+
+
+def test_cuda_backend_times_cudnn_plans_as_the_cli_does(monkeypatch):
+    """The extraction loop and the GPU check's model timing share one setup: cuDNN plan
+    timing on (the old check timed with it off, i.e. other plans than the CLI's)."""
+    from cmta_pipeline.features.extract import prepare_backend
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    prepare_backend(torch.device("cuda"), None)
+    assert torch.backends.cudnn.benchmark is True

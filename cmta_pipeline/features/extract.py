@@ -203,6 +203,20 @@ def _cudnn_ieee_fp32():
             torch.backends.cudnn.allow_tf32 = old
 
 
+def prepare_backend(device: torch.device, threads: int | None) -> None:
+    """Torch settings of the extraction loop (benchmarks call this too, to time the same
+    plans): CPU threads (default: the job's CPUs); on CUDA, cuDNN plan timing."""
+    if device.type == "cpu":
+        torch.set_num_threads(int(threads or available_cpus()))
+        return
+    # cuDNN picks its fastest plans by timing them once per input shape and process: every
+    # batch is padded to one shape (EncoderRunner), and the short fp32 precision check runs
+    # untimed (heuristic plans), so a slide pays for one tuning
+    torch.backends.cudnn.benchmark = True
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
 def _cosine_min(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=1).min())
 
@@ -241,15 +255,7 @@ def extract_features(
     device = resolve_device(opts.device)
     precision = resolve_precision(opts.precision, device)
     batch_size, workers = default_batching(device, opts.batch_size, opts.workers, input_px)
-    if device.type == "cpu":
-        torch.set_num_threads(int(opts.threads or available_cpus()))
-    else:
-        # cuDNN picks its fastest plans by timing them once per input shape and process:
-        # every batch is padded to one shape (EncoderRunner), and the short fp32
-        # precision check runs untimed (heuristic plans), so a slide pays for one tuning.
-        torch.backends.cudnn.benchmark = True
-        if opts.threads:
-            torch.set_num_threads(int(opts.threads))
+    prepare_backend(device, opts.threads)
     if model is None:
         model, info = build_encoder(opts.weights)
     runner = EncoderRunner(model, device, precision, pad_to=batch_size)

@@ -459,9 +459,11 @@ def stage_model(ctx) -> dict:
     import torch
 
     from cmta_pipeline.features import build_encoder
-    from cmta_pipeline.features.extract import EncoderRunner, default_batching, resolve_precision
+    from cmta_pipeline.features.extract import (EncoderRunner, default_batching,
+                                                prepare_backend, resolve_precision)
 
     dev = ctx.device
+    prepare_backend(dev, None)  # as `cmta extract` does: cuDNN timing its plans on CUDA
     model, _ = build_encoder("random")
     bs, _ = default_batching(dev, None, None)
     nb = 2 if ctx.quick else 40
