@@ -454,5 +454,14 @@ def test_cuda_backend_times_cudnn_plans_as_the_cli_does(monkeypatch):
     from cmta_pipeline.features.extract import prepare_backend
 
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(compute, "available_cpus", lambda *a, **k: 16)
+    from cmta_pipeline.features import extract
+
+    monkeypatch.setattr(extract, "available_cpus", lambda *a, **k: 16)
     prepare_backend(torch.device("cuda"), None)
     assert torch.backends.cudnn.benchmark is True
+    assert torch.get_num_threads() == 2  # the readers have the other CPUs
+    prepare_backend(torch.device("cpu"), None)
+    assert torch.get_num_threads() == 16
+    prepare_backend(torch.device("cpu"), 3)
+    assert torch.get_num_threads() == 3

@@ -205,16 +205,17 @@ def _cudnn_ieee_fp32():
 
 def prepare_backend(device: torch.device, threads: int | None) -> None:
     """Torch settings of the extraction loop (benchmarks call this too, to time the same
-    plans): CPU threads (default: the job's CPUs); on CUDA, cuDNN plan timing."""
-    if device.type == "cpu":
-        torch.set_num_threads(int(threads or available_cpus()))
-        return
-    # cuDNN picks its fastest plans by timing them once per input shape and process: every
-    # batch is padded to one shape (EncoderRunner), and the short fp32 precision check runs
-    # untimed (heuristic plans), so a slide pays for one tuning
-    torch.backends.cudnn.benchmark = True
-    if threads:
-        torch.set_num_threads(int(threads))
+    plans): torch threads (default: :func:`cmta_pipeline.compute.plan_readers`'s, i.e. the
+    job's CPUs on CPU, 2 on CUDA where readers use the rest); on CUDA, cuDNN plan timing."""
+    cuda = device.type == "cuda"
+    if threads is None:
+        threads = compute.plan_readers(cuda, batch_size=1, workers=0, cpus=available_cpus()).threads
+    torch.set_num_threads(int(threads))
+    if cuda:
+        # cuDNN picks its fastest plans by timing them once per input shape and process:
+        # every batch is padded to one shape (EncoderRunner), and the short fp32 precision
+        # check runs untimed (heuristic plans), so a slide pays for one tuning
+        torch.backends.cudnn.benchmark = True
 
 
 def _cosine_min(a: torch.Tensor, b: torch.Tensor) -> float:

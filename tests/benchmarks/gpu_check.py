@@ -323,8 +323,11 @@ def stage_cmta_step(ctx) -> dict:
     from cmta_pipeline.models import build_model
     from cmta_pipeline.training.loop import amp_dtype
 
+    from cmta_pipeline.compute import available_cpus
+
     dev = ctx.device
     patches = 512 if ctx.quick else 4096
+    torch.set_num_threads(available_cpus())  # the CPU side; extraction left 2 threads
     torch.manual_seed(0)
     model = build_model("cmta", OMIC_SIZES)
     state = {k: v.clone() for k, v in model.state_dict().items()}
