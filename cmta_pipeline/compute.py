@@ -37,8 +37,8 @@ def affinity_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _cgroup_paths(proc_cgroup: Path) -> tuple[str | None, str | None]:
-    """This process's cgroup v2 path and cgroup v1 ``cpu`` controller path."""
+def _cgroup_paths(proc_cgroup: Path, controller: str = "cpu") -> tuple[str | None, str | None]:
+    """This process's cgroup v2 path and its cgroup v1 path for ``controller``."""
     v2 = v1 = None
     try:
         lines = proc_cgroup.read_text().splitlines()
@@ -51,7 +51,7 @@ def _cgroup_paths(proc_cgroup: Path) -> tuple[str | None, str | None]:
         _, controllers, path = parts
         if controllers == "":
             v2 = path
-        elif "cpu" in controllers.split(","):
+        elif controller in controllers.split(","):
             v1 = path
     return v2, v1
 
@@ -95,6 +95,30 @@ def _ancestors(base: Path, cg_path: str) -> list[Path]:
     rel = Path(cg_path.lstrip("/"))
     out = [base / rel, *[base / p for p in rel.parents]]
     return [d for d in out if d.is_dir()]
+
+
+def memory_available_bytes(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP,
+                           meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """Bytes this process can still take: ``MemAvailable``, capped by the cgroup's memory
+    limit minus its usage (v2 ``memory.max`` / ``memory.current``, v1
+    ``memory.limit_in_bytes`` / ``memory.usage_in_bytes``; SLURM enforces ``--mem`` so)."""
+    avail: list[int] = []
+    text = _read(meminfo)
+    for line in (text or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            avail.append(int(line.split()[1]) * 1024)
+    v2, v1 = _cgroup_paths(proc_cgroup, "memory")
+    limits = []
+    if v2 is not None:
+        limits += [(d / "memory.max", d / "memory.current") for d in _ancestors(root, v2)]
+    if (root / "memory").is_dir():
+        limits += [(d / "memory.limit_in_bytes", d / "memory.usage_in_bytes")
+                   for d in _ancestors(root / "memory", v1 or "/")]
+    for lim_file, use_file in limits:
+        lim, use = _read(lim_file), _read(use_file)
+        if lim and lim.isdigit() and int(lim) < 2**60 and use and use.isdigit():
+            avail.append(max(0, int(lim) - int(use)))
+    return min(avail) if avail else None
 
 
 def slurm_cpus(env: dict | None = None) -> int | None:

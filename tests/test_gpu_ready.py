@@ -465,3 +465,61 @@ def test_cuda_backend_times_cudnn_plans_as_the_cli_does(monkeypatch):
     assert torch.get_num_threads() == 16
     prepare_backend(torch.device("cpu"), 3)
     assert torch.get_num_threads() == 3
+
+
+# ---------------------------------------------------------------- bags read once when they fit
+
+
+def test_bags_from_disk_are_read_once_when_they_fit(tmp_path, monkeypatch):
+    """Bags on disk (callables) are kept in memory while they fit in half the memory
+    available, so 3 epochs and their evaluations read each bag once; with no room they are
+    read at every use. Either way the trained model is the same."""
+    from cmta_pipeline.models import build_model
+    from cmta_pipeline.training import Patient, TrainSettings, train_fold
+    from cmta_pipeline.training.synthetic import synthetic_cohort
+
+    sizes = (4, 6, 5, 3, 7, 4)
+    pats = synthetic_cohort(30, sizes, 8, bag_size=(3, 6), seed=2)
+    reads: dict[str, int] = {}
+
+    def on_disk(p):
+        bag = p.bag.clone()
+
+        def read():
+            reads[p.case_id] = reads.get(p.case_id, 0) + 1
+            return bag.clone()
+
+        return Patient(p.case_id, read, p.omics, p.label, p.time, p.censorship)
+
+    lazy = [on_disk(p) for p in pats]
+
+    def run(available):
+        reads.clear()
+        monkeypatch.setattr(compute, "memory_available_bytes", lambda *a, **k: available)
+        torch.manual_seed(0)
+        res = train_fold(build_model("dualtrans", list(sizes), path_dim=8), lazy[:20],
+                         {"heldout": lazy[20:]}, TrainSettings(epochs=3, weighted_sampler=False))
+        return res, dict(reads)
+
+    cached, reads_cached = run(10 * MB)
+    assert set(reads_cached.values()) == {1} and len(reads_cached) == 30
+    uncached, reads_uncached = run(0)
+    assert sum(reads_uncached.values()) == 3 * (20 + 10)  # every step and evaluation
+    for k, v in cached.state_dict.items():
+        assert torch.equal(v, uncached.state_dict[k]), k
+    pd.testing.assert_frame_equal(cached.predictions, uncached.predictions)
+
+
+def test_memory_available_takes_the_cgroup_limit(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 100000000 kB\nMemAvailable: 50000000 kB\n")
+    root, pc = _cgroup(tmp_path, "0::/job\n", {"job/memory.max": str(8 * 1024 * MB),
+                                                "job/memory.current": str(3 * 1024 * MB)})
+    assert compute.memory_available_bytes(root, pc, meminfo) == 5 * 1024 * MB
+    root1, pc1 = _cgroup(tmp_path / "v1", "4:memory:/slurm/job_3\n0::/\n", {
+        "memory/slurm/job_3/memory.limit_in_bytes": str(4 * 1024 * MB),
+        "memory/slurm/job_3/memory.usage_in_bytes": str(1024 * MB),
+        "memory/memory.limit_in_bytes": "9223372036854771712"})
+    assert compute.memory_available_bytes(root1, pc1, meminfo) == 3 * 1024 * MB
+    none_root, none_pc = _cgroup(tmp_path / "n", "0::/\n", {"memory.max": "max\n"})
+    assert compute.memory_available_bytes(none_root, none_pc, meminfo) == 50000000 * 1024

@@ -166,10 +166,43 @@ def subsample(bag: torch.Tensor, cap: int, rng: np.random.Generator) -> torch.Te
     return bag
 
 
-def _host_bag(p: Patient, pin: bool, cap: int = 0, rng=None) -> torch.Tensor | None:
-    """The patient's bag in host memory, subsampled to ``cap`` rows when ``rng`` is given,
-    float32, and pinned when ``pin`` (so the copy to the GPU is asynchronous)."""
-    bag = p.get_bag()
+#: Share of the memory available at the start of training that bags read from disk may
+#: keep (each is then read once per run instead of once per epoch and evaluation).
+BAG_CACHE_SHARE = 0.5
+
+
+class BagCache:
+    """Bags read from disk (``Patient.bag`` callables), kept in memory while they fit in
+    ``budget`` bytes; bags already in memory are not counted. Used by one thread at a time."""
+
+    def __init__(self, budget: int):
+        self.budget, self.used = int(budget), 0
+        self.bags: dict[int, torch.Tensor] = {}
+
+    @classmethod
+    def for_this_job(cls) -> "BagCache":
+        avail = compute.memory_available_bytes()
+        return cls(0 if avail is None else int(avail * BAG_CACHE_SHARE))
+
+    def get(self, p: Patient) -> torch.Tensor | None:
+        if not callable(p.bag):
+            return p.get_bag()
+        key = id(p)
+        if key in self.bags:
+            return self.bags[key]
+        bag = p.get_bag()
+        if bag is not None and self.used + bag.nbytes <= self.budget:
+            self.bags[key] = bag
+            self.used += bag.nbytes
+        return bag
+
+
+def _host_bag(p: Patient, pin: bool, cap: int = 0, rng=None,
+              cache: BagCache | None = None) -> torch.Tensor | None:
+    """The patient's bag in host memory (from ``cache`` when given), subsampled to ``cap``
+    rows when ``rng`` is given, float32, and pinned when ``pin`` (so the copy to the GPU is
+    asynchronous)."""
+    bag = p.get_bag() if cache is None else cache.get(p)
     if bag is None:
         return None
     if rng is not None:
@@ -185,18 +218,20 @@ def _inputs(p: Patient, device, bag: torch.Tensor | None):
     return bag, omics
 
 
-def _bags(patients: Sequence[Patient], device: torch.device, cap: int = 0, rng=None):
+def _bags(patients: Sequence[Patient], device: torch.device, cap: int = 0, rng=None,
+          cache: BagCache | None = None):
     """Yields ``(patient, host bag)`` in order, reading (and pinning, on CUDA) the next
     patient's bag in a background thread while the current one is used, so the GPU does
-    not wait for the disk. The thread is the only user of ``rng`` while this runs, in
-    order, so subsampling is the same as reading in the main thread."""
+    not wait for the disk. The thread is the only user of ``rng`` and ``cache`` while this
+    runs, in order, so subsampling is the same as reading in the main thread."""
     pin = device.type == "cuda"
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmta-bags") as pool:
-        nxt = pool.submit(_host_bag, patients[0], pin, cap, rng) if len(patients) else None
+        nxt = (pool.submit(_host_bag, patients[0], pin, cap, rng, cache)
+               if len(patients) else None)
         for k, p in enumerate(patients):
             bag = nxt.result()
             if k + 1 < len(patients):
-                nxt = pool.submit(_host_bag, patients[k + 1], pin, cap, rng)
+                nxt = pool.submit(_host_bag, patients[k + 1], pin, cap, rng, cache)
             yield p, bag
 
 
@@ -223,15 +258,16 @@ def fp32_forward(model, bag: torch.Tensor | None, omics: list[torch.Tensor] | No
 
 @torch.no_grad()
 def evaluate(model, patients: Sequence[Patient], settings: TrainSettings | None = None,
-             device: torch.device | str = "cpu", set_name: str = "") -> tuple[dict, pd.DataFrame]:
+             device: torch.device | str = "cpu", set_name: str = "",
+             cache: BagCache | None = None) -> tuple[dict, pd.DataFrame]:
     """Loss and c-index of ``model`` on ``patients`` (whole bags, fp32), and one row per
-    patient."""
+    patient. ``cache``: bags kept between calls (see :class:`BagCache`)."""
     s = settings or TrainSettings()
     device = torch.device(device)
     model.eval()
     rows, losses = [], []
     opts = _loss_options(model, s)
-    for p, host_bag in _bags(patients, device):
+    for p, host_bag in _bags(patients, device, cache=cache):
         bag, omics = _inputs(p, device, host_bag)
         y, c = _targets(p, device)
         out = fp32_forward(model, bag, omics)
@@ -312,6 +348,7 @@ def train_fold(
     scaler = _grad_scaler(device, dtype)
     opts = _loss_options(model, s)
     weights = class_weights(train_patients) if s.weighted_sampler else None
+    cache = BagCache.for_this_job()
 
     history: list[dict] = []
     best = {"epoch": 0, "score": -math.inf, "state": None, "stale": 0}
@@ -349,7 +386,7 @@ def train_fold(
         train_risk: dict[int, float] = {}
         patients = [train_patients[i] for i in order]
         for step, (i, (p, host_bag)) in enumerate(
-                zip(order, _bags(patients, device, s.max_train_patches, rng)), start=1):
+                zip(order, _bags(patients, device, s.max_train_patches, rng, cache)), start=1):
             bag, omics = _inputs(p, device, host_bag)
             y, c = _targets(p, device)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -385,7 +422,7 @@ def train_fold(
         last_eval = {}  # this epoch's evaluation, reused below if these weights are selected
         for name, pats in eval_sets.items():
             if pats:
-                m, df = evaluate(model, pats, s, device, name)
+                m, df = evaluate(model, pats, s, device, name, cache)
                 last_eval[name] = (m, df)
                 row[f"{name}_loss"], row[f"{name}_cindex"] = m["loss"], m["cindex"]
         row["seconds"] = time.perf_counter() - t0
@@ -425,7 +462,8 @@ def train_fold(
     frames, metrics = [], {}
     for name, pats in eval_sets.items():
         if pats:
-            m, df = last_eval[name] if name in last_eval else evaluate(model, pats, s, device, name)
+            m, df = (last_eval[name] if name in last_eval
+                     else evaluate(model, pats, s, device, name, cache))
             metrics[f"{name}_cindex"], metrics[f"{name}_loss"] = m["cindex"], m["loss"]
             frames.append(df)
     preds = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
