@@ -160,7 +160,7 @@ def predict_run(
 ) -> pd.DataFrame:
     """Risk of every new patient under every fold model of ``run_dir`` (see module doc)."""
     from .feature_files import load_bag
-    from .training.loop import resolve_device
+    from .training.loop import fp32_forward, resolve_device
 
     run_dir, cohort_dir = Path(run_dir), Path(cohort_dir)
     folds = fold_dirs(run_dir)
@@ -168,7 +168,7 @@ def predict_run(
     if not marker.is_file():
         raise CMTAError(f"{marker}: missing; give the `cmta cohort` folder the run was trained on")
     summary = json.loads(marker.read_text())
-    dev = resolve_device(device)
+    dev = resolve_device(device, "--device")
     models = [load_fold_model(run_dir, k, d, cohort_dir, summary, dev) for k, d in folds.items()]
     name = models[0].checkpoint["model"]["name"]
     mods = modalities(name)
@@ -239,7 +239,7 @@ def predict_run(
             for fm in models:
                 omics = fold_omics[fm.fold]
                 om = None if omics is None else [torch.from_numpy(b[i]).to(dev) for b in omics]
-                out = fm.model(bag, om)
+                out = fp32_forward(fm.model, bag, om)  # as training's evaluation: equal risks
                 risk_of[fm.fold].append(float(out["risk"].float()[0]))
                 surv_of[fm.fold].append(out["survival"].float().cpu().numpy()[0])
     risks, percentiles, survival = {}, {}, []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import os
 import sys
 import time
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__
+from .. import __version__, compute
+from ..compute import available_cpus
 from ..errors import CMTAError
 from ..fileio import atomic_output
 from .encoder import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, EncoderInfo, build_encoder
@@ -61,39 +63,22 @@ class ExtractResult:
     stats: dict = field(default_factory=dict)
 
 
-def available_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise CMTAError(f"--device {device}: not a device (auto, cpu, cuda, cuda:N)") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CMTAError(f"--device {device}: no CUDA GPU visible; use --device auto or cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise CMTAError(f"--device {device}: only cpu and cuda are supported")
-    return dev
+    return compute.resolve_device(device, "--device")
 
 
 def default_batching(device: torch.device, batch_size: int | None,
-                     workers: int | None) -> tuple[int, int]:
-    """Batch size and reader processes: the given ones, else 32 / 1 on CPU (the model is
-    the bottleneck there) and 256 / (cores - 2) on CUDA (reading is)."""
+                     workers: int | None, input_px: int = 224) -> tuple[int, int]:
+    """Batch size and reader processes: the given ones, else sized by
+    :func:`cmta_pipeline.compute.plan_readers` from the job's CPUs, ``/dev/shm`` and GPU."""
     cuda = device.type == "cuda"
-    if batch_size is None:
-        batch_size = 256 if cuda else 32
-    if workers is None:
-        workers = max(1, available_cpus() - 2) if cuda else 1
-    if batch_size < 1 or workers < 0:
-        raise CMTAError("--batch-size must be >= 1 and --workers >= 0")
-    return int(batch_size), int(workers)
+    gpu_memory = (torch.cuda.get_device_properties(device).total_memory
+                  if cuda and torch.cuda.is_available() else None)
+    plan = compute.plan_readers(cuda, batch_size, workers, threads=1, input_px=input_px,
+                                cpus=available_cpus(), gpu_memory=gpu_memory)
+    if batch_size is None or workers is None:
+        log.info("extraction sizing: %s", plan.why)
+    return plan.batch_size, plan.workers
 
 
 def cpu_bf16_supported() -> bool:
@@ -155,8 +140,13 @@ class EncoderRunner:
     normalisation happens on the device in fp32, then the input is cast.
     """
 
-    def __init__(self, model: nn.Module, device: torch.device, precision: str):
+    def __init__(self, model: nn.Module, device: torch.device, precision: str,
+                 pad_to: int | None = None, tune: bool = True):
         self.device = device
+        self.tune = tune  # False: cuDNN's heuristic plans (no timing; for a few batches)
+        # CUDA: a shorter batch (the slide's last) is padded to ``pad_to`` rows, so that
+        # cuDNN tunes one shape per process instead of two
+        self.pad_to = pad_to if device.type == "cuda" else None
         self.precision = precision
         self.dtype = DTYPES[precision]
         m = fold_batchnorm(model).to(device=device, memory_format=torch.channels_last)
@@ -169,13 +159,28 @@ class EncoderRunner:
 
     @torch.inference_mode()
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        n = pixels.shape[0]
         x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # NCHW, channels_last
+        if self.pad_to is not None and n < self.pad_to:
+            x = torch.cat([x, x.new_zeros((self.pad_to - n, *x.shape[1:]))])
         x = torch.addcmul(self.shift, x.float(), self.scale).to(self.dtype)
         x = x.contiguous(memory_format=torch.channels_last)
-        if self.device.type == "cuda" and self.precision == "fp32":
-            with _cudnn_ieee_fp32():  # fp32 means fp32 (the reference of the cosine check)
-                return self.model(x).float()
-        return self.model(x).float()
+        with contextlib.ExitStack() as stack:
+            if self.device.type == "cuda" and self.precision == "fp32":
+                stack.enter_context(_cudnn_ieee_fp32())  # fp32 means fp32 (the check's reference)
+            if self.device.type == "cuda" and not self.tune:
+                stack.enter_context(_cudnn_benchmark(False))
+            return self.model(x).float()[:n]
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(on: bool):
+    old = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = old
 
 
 @contextlib.contextmanager
@@ -198,8 +203,30 @@ def _cudnn_ieee_fp32():
             torch.backends.cudnn.allow_tf32 = old
 
 
+def prepare_backend(device: torch.device, threads: int | None) -> None:
+    """Torch settings of the extraction loop (benchmarks call this too, to time the same
+    plans): torch threads (default: :func:`cmta_pipeline.compute.plan_readers`'s, i.e. the
+    job's CPUs on CPU, 2 on CUDA where readers use the rest); on CUDA, cuDNN plan timing."""
+    cuda = device.type == "cuda"
+    if threads is None:
+        threads = compute.plan_readers(cuda, batch_size=1, workers=0, cpus=available_cpus()).threads
+    torch.set_num_threads(int(threads))
+    if cuda:
+        # cuDNN picks its fastest plans by timing them once per input shape and process:
+        # every batch is padded to one shape (EncoderRunner), and the short fp32 precision
+        # check runs untimed (heuristic plans), so a slide pays for one tuning
+        torch.backends.cudnn.benchmark = True
+
+
 def _cosine_min(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=1).min())
+
+
+def _lowest(a: float | None, b: float) -> float:
+    """The lower of two cosines, NaN if either is NaN (``min`` keeps whichever NaN is second)."""
+    if a is None:
+        return b
+    return math.nan if math.isnan(a) or math.isnan(b) else min(a, b)
 
 
 def extract_features(
@@ -228,14 +255,11 @@ def extract_features(
 
     device = resolve_device(opts.device)
     precision = resolve_precision(opts.precision, device)
-    batch_size, workers = default_batching(device, opts.batch_size, opts.workers)
-    if device.type == "cpu":
-        torch.set_num_threads(int(opts.threads or available_cpus()))
-    else:
-        torch.backends.cudnn.benchmark = True
+    batch_size, workers = default_batching(device, opts.batch_size, opts.workers, input_px)
+    prepare_backend(device, opts.threads)
     if model is None:
         model, info = build_encoder(opts.weights)
-    runner = EncoderRunner(model, device, precision)
+    runner = EncoderRunner(model, device, precision, pad_to=batch_size)
     reference = None  # fp32 runner for the precision check
 
     dataset = PatchBatches(slide_path, grid, input_px, opts.read_at)
@@ -284,15 +308,15 @@ def extract_features(
         feats = runner(batch["pixels"])
         if precision != "fp32" and checked < opts.check_patches:
             if reference is None:
-                reference = EncoderRunner(model, device, "fp32")
+                reference = EncoderRunner(model, device, "fp32", tune=False)
             take = min(len(idx), opts.check_patches - checked)
             sel = torch.from_numpy(ok[:take])
             ref = reference(batch["pixels"][:take])
             if sel.any():
                 c = _cosine_min(feats[:take][sel.to(feats.device)], ref[sel.to(ref.device)])
-                min_cos = c if min_cos is None else min(min_cos, c)
+                min_cos = _lowest(min_cos, c)
             checked += take
-            if min_cos is not None and min_cos < MIN_COSINE:
+            if min_cos is not None and not min_cos >= MIN_COSINE:  # NaN fails too
                 log.warning("%s: %s features differ from fp32 (min cosine %.5f < %.3f); "
                             "encoding this slide in fp32", slide_path.name, precision,
                             min_cos, MIN_COSINE)

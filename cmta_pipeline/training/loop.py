@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import compute
 from ..errors import CMTAError
 from ..losses import SIMILARITIES, cmta_loss
 from .metrics import cindex
@@ -76,7 +78,7 @@ class TrainSettings:
     heldout_set: str = "heldout"
     seed: int = 1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16)
+    amp: bool = True  # mixed precision on CUDA (bf16 where native, else fp16 + GradScaler)
 
     def validate(self) -> "TrainSettings":
         checks = [
@@ -112,13 +114,32 @@ class FoldResult:
 # --------------------------------------------------------------------------- helpers
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CMTAError(f"training.device: {name!r} requested but CUDA is not available")
-    return dev
+def resolve_device(name: str, option: str = "training.device") -> torch.device:
+    """The training / prediction device, checked and made current (see
+    :func:`cmta_pipeline.compute.resolve_device`); ``option`` names it in errors."""
+    return compute.resolve_device(name, option)
+
+
+def cuda_bf16_native() -> bool:
+    """True if the current GPU runs bf16 in hardware (compute capability 8.0 and later);
+    older GPUs emulate it, slowly."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch < 2.3 has no including_emulation
+        return torch.cuda.get_device_capability()[0] >= 8
+
+
+def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """The autocast dtype of training steps: bf16 on GPUs with native bf16, else fp16
+    (which needs a GradScaler); None (fp32) on CPU or with ``amp`` off."""
+    if device.type != "cuda" or not amp:
+        return None
+    return torch.bfloat16 if cuda_bf16_native() else torch.float16
+
+
+def _grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    # fp16 gradients underflow without loss scaling; bf16 has fp32's range
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
 def class_weights(patients: Sequence[Patient]) -> np.ndarray:
@@ -145,14 +166,73 @@ def subsample(bag: torch.Tensor, cap: int, rng: np.random.Generator) -> torch.Te
     return bag
 
 
-def _inputs(p: Patient, device, cap: int = 0, rng=None):
-    bag = p.get_bag()
+#: Share of the memory available at the start of training that bags read from disk may
+#: keep (each is then read once per run instead of once per epoch and evaluation).
+BAG_CACHE_SHARE = 0.5
+
+
+class BagCache:
+    """Bags read from disk (``Patient.bag`` callables), kept in memory while they fit in
+    ``budget`` bytes; bags already in memory are not counted. Used by one thread at a time."""
+
+    def __init__(self, budget: int):
+        self.budget, self.used = int(budget), 0
+        self.bags: dict[int, torch.Tensor] = {}
+
+    @classmethod
+    def for_this_job(cls) -> "BagCache":
+        avail = compute.memory_available_bytes()
+        return cls(0 if avail is None else int(avail * BAG_CACHE_SHARE))
+
+    def get(self, p: Patient) -> torch.Tensor | None:
+        if not callable(p.bag):
+            return p.get_bag()
+        key = id(p)
+        if key in self.bags:
+            return self.bags[key]
+        bag = p.get_bag()
+        if bag is not None and self.used + bag.nbytes <= self.budget:
+            self.bags[key] = bag
+            self.used += bag.nbytes
+        return bag
+
+
+def _host_bag(p: Patient, pin: bool, cap: int = 0, rng=None,
+              cache: BagCache | None = None) -> torch.Tensor | None:
+    """The patient's bag in host memory (from ``cache`` when given), subsampled to ``cap``
+    rows when ``rng`` is given, float32, and pinned when ``pin`` (so the copy to the GPU is
+    asynchronous)."""
+    bag = p.get_bag() if cache is None else cache.get(p)
+    if bag is None:
+        return None
+    if rng is not None:
+        bag = subsample(bag, cap, rng)
+    bag = bag.to(torch.float32).contiguous()
+    return bag.pin_memory() if pin else bag
+
+
+def _inputs(p: Patient, device, bag: torch.Tensor | None):
     if bag is not None:
-        if rng is not None:
-            bag = subsample(bag, cap, rng)
-        bag = bag.to(device, dtype=torch.float32, non_blocking=True)
+        bag = bag.to(device, non_blocking=True)
     omics = None if p.omics is None else [o.to(device, dtype=torch.float32) for o in p.omics]
     return bag, omics
+
+
+def _bags(patients: Sequence[Patient], device: torch.device, cap: int = 0, rng=None,
+          cache: BagCache | None = None):
+    """Yields ``(patient, host bag)`` in order, reading (and pinning, on CUDA) the next
+    patient's bag in a background thread while the current one is used, so the GPU does
+    not wait for the disk. The thread is the only user of ``rng`` and ``cache`` while this
+    runs, in order, so subsampling is the same as reading in the main thread."""
+    pin = device.type == "cuda"
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmta-bags") as pool:
+        nxt = (pool.submit(_host_bag, patients[0], pin, cap, rng, cache)
+               if len(patients) else None)
+        for k, p in enumerate(patients):
+            bag = nxt.result()
+            if k + 1 < len(patients):
+                nxt = pool.submit(_host_bag, patients[k + 1], pin, cap, rng, cache)
+            yield p, bag
 
 
 def _targets(p: Patient, device):
@@ -167,27 +247,30 @@ def _loss_options(model, s: TrainSettings) -> dict:
                 detach=getattr(model, "detach_targets", True), censor_weight=s.censor_weight)
 
 
-def _autocast(device: torch.device, s: TrainSettings):
-    if device.type == "cuda" and s.amp:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast(device.type, enabled=False)
+def fp32_forward(model, bag: torch.Tensor | None, omics: list[torch.Tensor] | None) -> dict:
+    """``model(bag, omics)`` in fp32 without autograd, whatever autocast is active: what
+    evaluation during training and ``cmta predict`` both run, so that the held-out risks
+    of ``predictions.tsv`` and a later prediction of the same patients are equal."""
+    dev = next(model.parameters()).device
+    with torch.no_grad(), torch.autocast(dev.type, enabled=False):
+        return model(bag, omics)
 
 
 @torch.no_grad()
 def evaluate(model, patients: Sequence[Patient], settings: TrainSettings | None = None,
-             device: torch.device | str = "cpu", set_name: str = "") -> tuple[dict, pd.DataFrame]:
-    """Loss and c-index of ``model`` on ``patients`` (whole bags), and one row per patient."""
+             device: torch.device | str = "cpu", set_name: str = "",
+             cache: BagCache | None = None) -> tuple[dict, pd.DataFrame]:
+    """Loss and c-index of ``model`` on ``patients`` (whole bags, fp32), and one row per
+    patient. ``cache``: bags kept between calls (see :class:`BagCache`)."""
     s = settings or TrainSettings()
     device = torch.device(device)
     model.eval()
     rows, losses = [], []
     opts = _loss_options(model, s)
-    for p in patients:
-        bag, omics = _inputs(p, device)
+    for p, host_bag in _bags(patients, device, cache=cache):
+        bag, omics = _inputs(p, device, host_bag)
         y, c = _targets(p, device)
-        with _autocast(device, s):
-            out = model(bag, omics)
+        out = fp32_forward(model, bag, omics)
         loss, _ = cmta_loss(out, y, c, **opts)
         losses.append(float(loss))
         hz = out["hazards"].float().cpu().numpy()[0]
@@ -261,10 +344,11 @@ def train_fold(
     optimizer = _optimizer(model, s)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.epochs)
                  if s.scheduler == "cosine" else None)
-    use_scaler = (device.type == "cuda" and s.amp and not torch.cuda.is_bf16_supported())
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    dtype = amp_dtype(device, s.amp)
+    scaler = _grad_scaler(device, dtype)
     opts = _loss_options(model, s)
     weights = class_weights(train_patients) if s.weighted_sampler else None
+    cache = BagCache.for_this_job()
 
     history: list[dict] = []
     best = {"epoch": 0, "score": -math.inf, "state": None, "stale": 0}
@@ -277,6 +361,8 @@ def train_fold(
             optimizer.load_state_dict(st["optimizer"])
             if scheduler is not None and st.get("scheduler"):
                 scheduler.load_state_dict(st["scheduler"])
+            if scaler.is_enabled() and st.get("scaler"):
+                scaler.load_state_dict(st["scaler"])
             history = list(st["history"])
             best = dict(st["best"])
             start = int(st["epoch"]) + 1
@@ -298,11 +384,12 @@ def train_fold(
         optimizer.zero_grad(set_to_none=True)
         sums = {"loss": 0.0, "sur": 0.0, "sim": 0.0}
         train_risk: dict[int, float] = {}
-        for step, i in enumerate(order, start=1):
-            p = train_patients[i]
-            bag, omics = _inputs(p, device, s.max_train_patches, rng)
+        patients = [train_patients[i] for i in order]
+        for step, (i, (p, host_bag)) in enumerate(
+                zip(order, _bags(patients, device, s.max_train_patches, rng, cache)), start=1):
+            bag, omics = _inputs(p, device, host_bag)
             y, c = _targets(p, device)
-            with _autocast(device, s):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 out = model(bag, omics)
             loss, parts = cmta_loss(out, y, c, **opts)
             if s.l1 > 0:
@@ -335,7 +422,7 @@ def train_fold(
         last_eval = {}  # this epoch's evaluation, reused below if these weights are selected
         for name, pats in eval_sets.items():
             if pats:
-                m, df = evaluate(model, pats, s, device, name)
+                m, df = evaluate(model, pats, s, device, name, cache)
                 last_eval[name] = (m, df)
                 row[f"{name}_loss"], row[f"{name}_cindex"] = m["loss"], m["cindex"]
         row["seconds"] = time.perf_counter() - t0
@@ -359,8 +446,8 @@ def train_fold(
         history.append(row)
         log.info(_progress(row, s))
         if state_path is not None:
-            _save_state(state_path, model, optimizer, scheduler, history, best, epoch, s,
-                        resume_key or {})
+            _save_state(state_path, model, optimizer, scheduler, scaler, history, best,
+                        epoch, s, resume_key or {})
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
 
@@ -375,7 +462,8 @@ def train_fold(
     frames, metrics = [], {}
     for name, pats in eval_sets.items():
         if pats:
-            m, df = last_eval[name] if name in last_eval else evaluate(model, pats, s, device, name)
+            m, df = (last_eval[name] if name in last_eval
+                     else evaluate(model, pats, s, device, name, cache))
             metrics[f"{name}_cindex"], metrics[f"{name}_loss"] = m["cindex"], m["loss"]
             frames.append(df)
     preds = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -396,7 +484,7 @@ def _progress(row: dict, s: TrainSettings) -> str:
     return "  ".join(parts)
 
 
-def _save_state(path: Path, model, optimizer, scheduler, history, best, epoch, s,
+def _save_state(path: Path, model, optimizer, scheduler, scaler, history, best, epoch, s,
                 resume_key: dict) -> None:
     from ..fileio import atomic_output
 
@@ -405,6 +493,7 @@ def _save_state(path: Path, model, optimizer, scheduler, history, best, epoch, s
         "model": _cpu_state(model),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else {},
+        "scaler": scaler.state_dict(),  # {} when disabled; fp16's loss scale otherwise
         "history": history,
         "best": best,
         "settings": s.as_dict(),

@@ -1,47 +1,39 @@
 #!/usr/bin/env bash
-# GPU check of the feature stage (issue 3), one short script for a machine with one GPU.
-# Run from the repository root with the project's venv carried over; installs nothing.
-#   bash tests/benchmarks/gpu_check.sh            (results also in $OUT or /tmp)
-# It prints: the GPU, `cmta extract --device cuda` on a small synthetic slide (checks the
-# CLI path, fp16 and its per-slide cosine check), then the feature benchmark on CUDA: end to
-# end patches/s of ours vs a CLAM-style loop (same workers, batch size) on a large synthetic
-# 40x slide (40,960 x 40,960 px, 6,400 patches of 512 px read at level 0 -> 224 px), reading
-# alone, the model alone, and fp16 / bf16 vs fp32 cosine similarity. Expected runtime: 2-4 min.
-set -euo pipefail
-PY=${PY:-.venv/bin/python}
-RES=${OUT:-/tmp}
-DEVICE=${DEVICE:-cuda}            # DEVICE=cpu SYN=1024x1024 SMALL=1024 COS=2 BS=4 MB=1: rehearsal
-SYN=${SYN:-40960x40960}
-SMALL=${SMALL:-8192}
-COS=${COS:-256}
-BS=${BS:-256}
-MB=${MB:-20}
-CORES=$(nproc)
-WORKERS=$(( CORES > 2 ? CORES - 2 : 1 ))
-echo "== machine"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-echo "cores: $CORES, readers: $WORKERS"
-df -h /dev/shm 2>/dev/null | tail -1 || true   # DataLoader batches travel through shared memory
-$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
-
-echo "== cmta extract --device cuda (CLI path, fp16 + cosine check)"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-$PY - "$TMP" "$SMALL" <<'PYEOF'
-import sys
-sys.path.insert(0, "tests"); sys.path.insert(0, "tests/benchmarks")
-from bench_features import make_synthetic_slide, write_grid
-n = int(sys.argv[2])
-s = make_synthetic_slide(f"{sys.argv[1]}/small.tiff", n, n)
-write_grid(s, f"{sys.argv[1]}/small.coords.h5", 512)
-PYEOF
-timeout 120 $PY -m cmta_pipeline extract "$TMP/small.tiff" "$TMP/small.coords.h5" -o "$TMP/out" \
-    --weights random --device "$DEVICE" --workers "$WORKERS" --batch-size "$BS" 2>&1 | tail -3
-$PY -c "
-import h5py; f = h5py.File('$TMP/out/small.features.h5')
-print('features', f['features'].shape, 'precision', f.attrs['precision'], 'min cosine vs fp32', f.attrs['precision_check_min_cosine'])"
-
-echo "== benchmark (ours vs CLAM-style, $DEVICE)"
-timeout 420 $PY tests/benchmarks/bench_features.py --device "$DEVICE" --workers "$WORKERS" \
-    --threads 4 --batch-size "$BS" --synthetic "$SYN" --n-synthetic 0 --n-real 0 \
-    --model-batches "$MB" --cosine-patches "$COS" --json "$RES/bench_features_gpu.json"
+# GPU check (issue 13), one call on a bare GPU machine: Python 3.12 with a CUDA torch, h5py,
+# OpenCV, pandas; no internet; this repository copied over with the folder .gpu carried
+# beside it (scripts/prepare_gpu_wheels.sh fills it: wheels of what the image lacks, and the
+# real slide of the correctness checks). Run from anywhere:
+#   bash tests/benchmarks/gpu_check.sh                     # results: $OUT/gpu_check.json
+#   PY=.venv/bin/python bash tests/benchmarks/gpu_check.sh --device cpu --quick  # rehearsal
+# Steps: install the carried wheels into a private folder (no network, no dependency
+# resolution), then tests/benchmarks/gpu_check.py: import check first (exit 2 with the
+# list of what is missing, in seconds), correctness checks, throughput. It stops starting
+# new stages after --budget-s (380 s) and is killed at 470 s in any case (under 8 minutes).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-python3}
+CARRY=${CARRY:-.gpu}
+SITE=${SITE:-/tmp/cmta_gpu_site}
+RESULTS=${OUT:-/tmp}/gpu_check.json
+echo "== machine: $(uname -m), $($PY -V 2>&1), $(nproc --all) CPUs (nproc: $(nproc)), OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+if compgen -G "$CARRY/wheels/*.whl" >/dev/null; then
+    t0=$(date +%s)
+    # --no-deps: the wheels are exactly what the image lacks; --target: nothing of the
+    # image's own packages is touched
+    if ! $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$SITE" "$CARRY"/wheels/*.whl; then
+        echo "FAILED: installing the carried wheels from $CARRY/wheels"; exit 3
+    fi
+    echo "installed $(ls "$CARRY"/wheels/*.whl | wc -l) carried wheels into $SITE in $(( $(date +%s) - t0 )) s"
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+else
+    echo "no carried wheels in $CARRY/wheels (scripts/prepare_gpu_wheels.sh makes them)"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+DATA=()
+[ -d "$CARRY/data" ] && DATA=(--data "$CARRY/data")
+timeout -k 5 470 $PY tests/benchmarks/gpu_check.py --json "$RESULTS" "${DATA[@]}" "$@"
+rc=$?
+[ $rc -eq 124 ] && echo "TIMED OUT after 470 s; the stages that ended are in $RESULTS"
+exit $rc

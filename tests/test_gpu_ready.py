@@ -1,0 +1,525 @@
+"""GPU readiness, checked on CPU: the job's CPUs and readers, device indices, the fp32
+fallback on a NaN cosine, equal precision in evaluation and prediction, resume with a
+GradScaler, and the GPU check's own comparisons (which must fail on wrong features)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cmta_pipeline import compute
+from cmta_pipeline.errors import CMTAError
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "benchmarks"))
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+MB = 1024**2
+
+
+# ---------------------------------------------------------------- CPUs and readers
+
+
+def _cgroup(tmp_path, proc: str, files: dict[str, str]):
+    root = tmp_path / "cgroup"
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    root.mkdir(parents=True, exist_ok=True)
+    pc = tmp_path / "proc_cgroup"
+    pc.write_text(proc)
+    return root, pc
+
+
+def test_cgroup_v2_quota_is_the_smallest_on_the_path(tmp_path):
+    root, pc = _cgroup(tmp_path, "0::/job/step\n", {
+        "job/cpu.max": "250000 100000\n",  # 2.5 CPUs for the job
+        "job/step/cpu.max": "max 100000\n",  # no limit of its own
+        "cpu.max": "max 100000\n",
+    })
+    assert compute.cgroup_cpu_quota(root, pc) == 2.5
+
+
+def test_cgroup_v1_quota_and_no_quota(tmp_path):
+    root, pc = _cgroup(tmp_path, "5:cpu,cpuacct:/slurm/uid_1/job_7\n4:memory:/x\n", {
+        "cpu,cpuacct/slurm/uid_1/job_7/cpu.cfs_quota_us": "300000\n",
+        "cpu,cpuacct/slurm/uid_1/job_7/cpu.cfs_period_us": "100000\n",
+        "cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+        "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+    })
+    assert compute.cgroup_cpu_quota(root, pc) == 3.0
+    root2, pc2 = _cgroup(tmp_path / "b", "0::/\n", {"cpu.max": "max 100000\n"})
+    assert compute.cgroup_cpu_quota(root2, pc2) is None
+
+
+def test_available_cpus_takes_affinity_quota_and_slurm(tmp_path, monkeypatch):
+    monkeypatch.setattr(compute, "affinity_cpus", lambda: 16)
+    root, pc = _cgroup(tmp_path, "0::/job\n", {"job/cpu.max": "250000 100000\n"})
+    none_root, none_pc = _cgroup(tmp_path / "n", "0::/\n", {})
+    # OMP_NUM_THREADS=1 (which makes `nproc` print 1) does not shrink the job
+    assert compute.available_cpus({"OMP_NUM_THREADS": "1"}, none_root, none_pc) == 16
+    assert compute.available_cpus({}, root, pc) == 2  # 2.5 CPUs of quota
+    assert compute.available_cpus({"SLURM_CPUS_PER_TASK": "6"}, none_root, none_pc) == 6
+    assert compute.available_cpus({"SLURM_CPUS_ON_NODE": "4"}, none_root, none_pc) == 4
+    assert compute.available_cpus({"SLURM_CPUS_PER_TASK": "6"}, root, pc) == 2
+    # per task wins over the node's count; malformed values are ignored
+    assert compute.slurm_cpus({"SLURM_CPUS_PER_TASK": "3", "SLURM_CPUS_ON_NODE": "32"}) == 3
+    assert compute.slurm_cpus({"SLURM_CPUS_PER_TASK": "x"}) is None
+    root3, pc3 = _cgroup(tmp_path / "q", "0::/j\n", {"j/cpu.max": "50000 100000\n"})
+    assert compute.available_cpus({}, root3, pc3) == 1  # half a CPU: still one
+
+
+def test_readers_sized_from_cpus_and_shared_memory():
+    batch = compute.batch_bytes(256, 224)  # 38.5 MB per batch, 2 in flight per reader
+    assert round(batch / MB) == 37
+    big = compute.plan_readers(True, cpus=16, shm_free=64 * 1024 * MB)
+    assert (big.batch_size, big.workers, big.threads) == (256, 14, 2)
+    # 500 MB free: half of it holds 3 readers x 2 batches of 37 MB
+    small = compute.plan_readers(True, cpus=16, shm_free=500 * MB)
+    assert small.workers == 3 and "/dev/shm" in small.why
+    assert compute.plan_readers(True, cpus=16, shm_free=10 * MB).workers == 0  # main process
+    assert compute.plan_readers(True, cpus=2, shm_free=None).workers == 1
+    assert compute.plan_readers(True, cpus=16, shm_free=None,
+                                gpu_memory=6 * 1024 * MB).batch_size == 64
+    cpu = compute.plan_readers(False, cpus=8, shm_free=None)
+    assert (cpu.batch_size, cpu.workers, cpu.threads) == (32, 1, 8)
+    given = compute.plan_readers(True, batch_size=8, workers=5, threads=3, cpus=16, shm_free=0)
+    assert (given.batch_size, given.workers, given.threads) == (8, 5, 3)  # as asked
+    with pytest.raises(CMTAError, match="--batch-size"):
+        compute.plan_readers(False, batch_size=0, cpus=2)
+
+
+def test_extract_uses_the_job_cpus(monkeypatch):
+    from cmta_pipeline.features import extract
+
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
+    monkeypatch.setattr(compute, "affinity_cpus", lambda: 64)
+    monkeypatch.setattr(compute, "shm_free_bytes", lambda path="/dev/shm": 64 * 1024 * MB)
+    assert extract.default_batching(torch.device("cuda"), None, None) == (256, 4)
+
+
+# ---------------------------------------------------------------- device indices
+
+
+@pytest.fixture
+def one_fake_gpu(monkeypatch):
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    return made_current
+
+
+def test_device_index_is_checked_and_made_current(one_fake_gpu):
+    from cmta_pipeline.features.extract import resolve_device
+    from cmta_pipeline.training import resolve_device as training_device
+
+    with pytest.raises(CMTAError) as e:
+        resolve_device("cuda:1")
+    msg = str(e.value)
+    assert "--device cuda:1" in msg and "sees 1 GPU" in msg and "CUDA_VISIBLE_DEVICES=3" in msg
+    assert "\n" not in msg
+    with pytest.raises(CMTAError, match="training.device cuda:2"):
+        training_device("cuda:2")
+    assert one_fake_gpu == []
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+    assert training_device("cuda:0") == torch.device("cuda", 0)
+    assert one_fake_gpu == [0, 0]  # set_device: the pin-memory thread follows it
+    with pytest.raises(CMTAError, match="only cpu and cuda"):
+        resolve_device("meta")
+
+
+def test_no_gpu_is_a_one_line_error(monkeypatch):
+    from cmta_pipeline.features.extract import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(CMTAError, match="no CUDA GPU visible"):
+        resolve_device("cuda:0")
+
+
+# ---------------------------------------------------------------- fp32 fallback on NaN
+
+
+def test_nan_cosine_falls_back_to_fp32(tmp_path, monkeypatch):
+    """A NaN cosine on the second checked batch, after a passing first one, must still send
+    the slide to fp32 (``min(0.9995, nan)`` is 0.9995 and ``nan < 0.999`` is False)."""
+    from _feature_helpers import write_grid_coords, write_tiled_tiff
+    from cmta_pipeline.features import ExtractOptions, build_encoder, extract_features
+    from cmta_pipeline.features import extract
+
+    slide = write_tiled_tiff(tmp_path / "s.tiff", shape=(512, 512))
+    coords = write_grid_coords(slide, tmp_path / "s.coords.h5", size0=256, input_px=32)
+    cosines = iter([0.9995, math.nan])
+    calls = []
+
+    def fake_cosine(a, b):
+        calls.append(len(a))
+        return next(cosines)
+
+    monkeypatch.setattr(extract, "_cosine_min", fake_cosine)
+    model, info = build_encoder("random")
+    opts = ExtractOptions(weights="random", device="cpu", batch_size=2, workers=0,
+                          precision="bf16", threads=1, check_patches=4, progress=False)
+    feats, _, meta = extract_features(slide, coords, opts, model=model, info=info)
+    assert calls == [2, 2]
+    assert meta["precision"] == "fp32" and "precision_fallback" in meta
+    assert math.isnan(meta["precision_check_min_cosine"])
+    assert feats.shape == (4, 1024) and np.isfinite(feats).all()
+    assert extract._lowest(0.9995, math.nan) != extract._lowest(0.9995, math.nan)  # NaN
+    assert extract._lowest(math.nan, 0.9995) != extract._lowest(math.nan, 0.9995)
+    assert extract._lowest(None, 0.5) == 0.5 and extract._lowest(0.7, 0.5) == 0.5
+
+
+def test_last_batch_is_padded_to_one_shape_on_cuda_only():
+    from cmta_pipeline.features import build_encoder
+    from cmta_pipeline.features.extract import EncoderRunner
+
+    model, _ = build_encoder("random")
+    runner = EncoderRunner(model, torch.device("cpu"), "fp32", pad_to=8)
+    assert runner.pad_to is None  # CPU: no cuDNN plans to reuse
+    shapes = []
+    runner.model.register_forward_pre_hook(lambda m, a: shapes.append(a[0].shape[0]))
+    runner.pad_to = 4  # as on CUDA
+    px = torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8)
+    padded = runner(px)
+    runner.pad_to = None
+    plain = runner(px)
+    assert shapes == [4, 3] and padded.shape == (3, 1024)
+    torch.testing.assert_close(padded, plain, rtol=1e-4, atol=1e-5)  # padding changes nothing
+
+
+# ---------------------------------------------------------------- training precision
+
+
+def test_mixed_precision_choice(monkeypatch):
+    from cmta_pipeline.training import loop
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert loop.amp_dtype(cpu, True) is None and loop.amp_dtype(cuda, False) is None
+    seen = []
+
+    def bf16_supported(including_emulation=True):
+        seen.append(including_emulation)
+        return including_emulation  # a GPU that only emulates bf16 (e.g. a V100 or T4)
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", bf16_supported)
+    assert loop.amp_dtype(cuda, True) == torch.float16 and seen == [False]
+    assert loop._grad_scaler(cpu, torch.float16).is_enabled()
+    assert not loop._grad_scaler(cpu, torch.bfloat16).is_enabled()
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert loop.amp_dtype(cuda, True) == torch.bfloat16
+
+
+def _emulate_gpu_amp(monkeypatch, init_scale=None):
+    """Training steps under CPU autocast (bf16), as they run under CUDA autocast; with
+    ``init_scale``, an enabled GradScaler too (fp16's path)."""
+    from cmta_pipeline.training import loop
+
+    monkeypatch.setattr(loop, "amp_dtype", lambda device, amp: torch.bfloat16 if amp else None)
+    if init_scale is not None:
+        monkeypatch.setattr(loop, "_grad_scaler", lambda device, dtype: torch.amp.GradScaler(
+            device.type, init_scale=init_scale, growth_interval=2))
+
+
+def _genomics_and_slides(tmp_path, n=36):
+    import h5py
+
+    rng = np.random.default_rng(0)
+    genes = [f"G{i}" for i in range(12)]
+    df = pd.DataFrame({"case_id": [f"TCGA-AA-{i:04d}" for i in range(n)],
+                       "survival_months": rng.uniform(1, 100, n).round(2),
+                       "censorship": (np.arange(n) % 3 == 0).astype(int)})
+    for g in genes:
+        df[f"{g}_rnaseq"] = rng.lognormal(size=n)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    fam = pd.DataFrame({f"F{k}": genes[2 * k:2 * k + 2] for k in range(6)})
+    fam.to_csv(tmp_path / "fam.csv", index=False)
+    feats = tmp_path / "features"
+    feats.mkdir()
+    rows = []
+    for i, c in enumerate(df["case_id"]):
+        sid = f"{c}-S0"
+        rows.append({"slide_id": sid, "case_id": c})
+        with h5py.File(feats / f"{sid}.features.h5", "w") as f:
+            f["features"] = rng.standard_normal((int(rng.integers(20, 60)), 32)).astype("float32")
+    pd.DataFrame(rows).to_csv(tmp_path / "slides.tsv", sep="\t", index=False)
+    return feats
+
+
+def test_heldout_risks_equal_predict_under_mixed_precision(tmp_path, monkeypatch):
+    """Training steps run under autocast (emulated here with CPU bf16), but evaluation and
+    `cmta predict` both run fp32: the held-out risks `cmta train` writes are the risks
+    `cmta predict` gives the same patients, to every written digit."""
+    from cmta_pipeline.cli import main
+
+    _emulate_gpu_amp(monkeypatch)
+    feats = _genomics_and_slides(tmp_path)
+    assert main(["genomics", str(tmp_path / "t.csv"), "--families", str(tmp_path / "fam.csv"),
+                 "-o", str(tmp_path / "g")]) == 0
+    assert main(["cohort", str(tmp_path / "g"), "-o", str(tmp_path / "c"), "--slides",
+                 str(tmp_path / "slides.tsv"), "--n-folds", "3"]) == 0
+    assert main(["train", "--cohort", str(tmp_path / "c"), "--fold", "0", "--model", "cmta",
+                 "--features-dir", str(feats), "-o", str(tmp_path / "run/fold_0"),
+                 "--epochs", "1", "--threads", "1"]) == 0
+    oof = pd.read_csv(tmp_path / "run/fold_0/predictions.tsv", sep="\t", dtype=str)
+    assert main(["predict", "--run-dir", str(tmp_path / "run"), "--cohort", str(tmp_path / "c"),
+                 "--genomics", str(tmp_path / "g"), "--slides", str(tmp_path / "slides.tsv"),
+                 "--features-dir", str(feats), "--cases", ",".join(oof["case_id"]),
+                 "-o", str(tmp_path / "risk.tsv")]) == 0
+    pred = pd.read_csv(tmp_path / "risk.tsv", sep="\t", dtype=str).set_index("case_id")
+    assert len(oof) >= 10
+    assert list(pred.loc[oof["case_id"], "risk_fold_0"]) == list(oof["risk"])  # as written
+    # and the comparison has teeth: the bf16 forward gives other risks
+    import json
+
+    from cmta_pipeline.feature_files import load_bag
+    from cmta_pipeline.genomics import read_genomics_dir
+    from cmta_pipeline.prediction import load_fold_model, prepare_omics
+
+    summary = json.loads((tmp_path / "c/folds.json").read_text())
+    fm = load_fold_model(tmp_path / "run", 0, tmp_path / "run/fold_0", tmp_path / "c", summary,
+                         torch.device("cpu"))
+    _, matrix, _, _ = read_genomics_dir(tmp_path / "g")
+    cases = list(oof["case_id"])
+    omics = prepare_omics(fm, matrix.loc[cases], summary)
+    differ = 0
+    for i, c in enumerate(cases):
+        bag = torch.from_numpy(load_bag(feats, [f"{c}-S0"]))
+        om = [torch.from_numpy(b[i]) for b in omics]
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            r = float(fm.model(bag, om)["risk"].float()[0])
+        differ += f"{r:.6g}" != oof["risk"][i]
+    assert differ >= len(cases) // 2
+
+
+# ---------------------------------------------------------------- resume with a scaler
+
+
+def test_resume_keeps_the_grad_scaler(tmp_path, monkeypatch):
+    """fp16's loss scale lives in the resume file: a resumed run skips the same overflowing
+    steps as an uninterrupted one. A huge initial scale makes the first steps overflow, so
+    a scale lost at resume would skip more steps and give other weights."""
+    from cmta_pipeline.models import build_model
+    from cmta_pipeline.training import TrainSettings, train_fold
+    from cmta_pipeline.training.synthetic import synthetic_cohort
+
+    _emulate_gpu_amp(monkeypatch, init_scale=2.0**126)
+    sizes = (4, 6, 5, 3, 7, 4)
+    pats = synthetic_cohort(40, sizes, 8, bag_size=(3, 6), seed=1)
+    train, sets = pats[:30], {"heldout": pats[30:]}
+    s = TrainSettings(epochs=2)
+
+    def run(state, stop_at=None):
+        torch.manual_seed(0)
+        model = build_model("snn", list(sizes))
+
+        def kill(epoch, row):
+            if epoch == stop_at:
+                raise KeyboardInterrupt
+
+        return train_fold(model, train, sets, s, state_path=state, on_epoch_end=kill)
+
+    straight = run(None)
+    state = tmp_path / "state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(state, stop_at=1)
+    saved = torch.load(state, weights_only=True)["scaler"]
+    assert 0 < saved["scale"] < 2.0**126  # it backed off from the overflows
+    resumed = run(state)
+    for k, v in straight.state_dict.items():
+        torch.testing.assert_close(resumed.state_dict[k], v, rtol=0, atol=0)
+    # without the saved scale, the resumed run differs: the check has teeth
+    state.unlink()
+    with pytest.raises(KeyboardInterrupt):
+        run(state, stop_at=1)
+    st = torch.load(state, weights_only=True)
+    st["scaler"] = {}
+    torch.save(st, state)
+    lost = run(state)
+    assert any(not torch.equal(lost.state_dict[k], v) for k, v in straight.state_dict.items())
+
+
+# ---------------------------------------------------------------- the GPU check's comparisons
+
+
+def _features(n=24, d=64, seed=0):
+    """Rows as different as real tissue features under calibrated weights."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.relu(torch.randn(n, d, generator=g) + 0.5)
+
+
+def test_gpu_check_feature_comparison_fails_on_wrong_features():
+    import gpu_check
+
+    ref = _features()
+    g = torch.Generator().manual_seed(1)
+    same = ref + 1e-7 * torch.randn(ref.shape, generator=g)
+    assert gpu_check.compare_with_teeth(same, ref, 0.99999, 1e-3)["ok"]
+    # every patch given another patch's features
+    r = gpu_check.compare_with_teeth(gpu_check.shuffled(ref), ref, 0.999)
+    assert not r["ok"] and r["min_cosine"] < 0.99
+    # features perturbed by 5%: fail the fp32 bar and the 0.999 bar
+    noisy = ref * (1 + 0.05 * torch.randn(ref.shape, generator=g))
+    assert not gpu_check.compare_features(noisy, ref, 0.99999, 1e-3)["ok"]
+    assert not gpu_check.compare_features(noisy, ref, 0.999)["ok"]
+    # one patch wrong is enough; NaN features fail
+    one_bad = ref.clone()
+    one_bad[5] = ref[6]
+    assert not gpu_check.compare_features(one_bad, ref, 0.999)["ok"]
+    with_nan = ref.clone()
+    with_nan[3, 0] = math.nan
+    assert not gpu_check.compare_features(with_nan, ref, 0.999)["ok"]
+    assert not gpu_check.compare_features(ref[:-1], ref, 0.999)["ok"]  # rows missing
+
+
+def test_gpu_check_refuses_a_comparison_without_teeth():
+    """Uncalibrated random weights map every patch to nearly the same vector: then shuffled
+    features pass too, and the check must report itself as failed, not as passed."""
+    import gpu_check
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(64, generator=g) + 1
+    near_parallel = base + 1e-3 * torch.randn(16, 64, generator=g)
+    r = gpu_check.compare_with_teeth(near_parallel, near_parallel.clone(), 0.999)
+    assert r["shuffled_fails"] is False and r["ok"] is False
+
+
+def test_gpu_check_loss_comparison():
+    import gpu_check
+
+    assert gpu_check.compare_losses(2.0000001, 2.0, 1e-4)["ok"]
+    assert not gpu_check.compare_losses(2.001, 2.0, 1e-4)["ok"]
+    assert not gpu_check.compare_losses(math.nan, 2.0, 1e-4)["ok"]
+    assert not gpu_check.compare_losses(math.inf, 2.0, 1e-4)["ok"]
+
+
+@pytest.mark.slow
+def test_gpu_check_cmta_step_agrees_with_itself_and_not_with_other_inputs():
+    """The step the check runs on two devices, run twice on CPU from the same weights: the
+    same loss and update (so a CPU/CUDA difference would be the device's); from another
+    model, another loss."""
+    import gpu_check
+    from cmta_pipeline.models import build_model
+
+    monkey_sizes = [6, 5, 4, 7, 3, 5]
+    old = gpu_check.OMIC_SIZES
+    gpu_check.OMIC_SIZES = monkey_sizes
+    try:
+        torch.manual_seed(0)
+        model = build_model("cmta", monkey_sizes)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        a = gpu_check.cmta_step(torch.device("cpu"), 40, model=model)
+        model.load_state_dict(state)
+        b = gpu_check.cmta_step(torch.device("cpu"), 40, model=model)
+        torch.manual_seed(1)
+        c = gpu_check.cmta_step(torch.device("cpu"), 40, model=build_model("cmta", monkey_sizes))
+    finally:
+        gpu_check.OMIC_SIZES = old
+    assert gpu_check.compare_losses(a["loss_before"], b["loss_before"], 1e-6)["ok"]
+    assert gpu_check.compare_losses(a["loss_after"], b["loss_after"], 1e-6)["ok"]
+    assert a["loss_after"] != a["loss_before"] and float(a["update"].norm()) > 0
+    assert torch.equal(a["update"], b["update"])
+    assert not gpu_check.compare_losses(c["loss_before"], a["loss_before"], 1e-4)["ok"]
+
+
+def test_gpu_check_lists_missing_modules_first(tmp_path, monkeypatch):
+    import json
+
+    import gpu_check
+
+    monkeypatch.setattr(gpu_check, "REQUIRED", {"json": "present", "no_such_module_xyz":
+                                                "a test of the list", "other_missing_abc": "another"})
+    monkeypatch.setattr(gpu_check, "OPTIONAL", {})
+    out = tmp_path / "r.json"
+    assert gpu_check.main(["--device", "cpu", "--json", str(out)]) == 2
+    r = json.loads(out.read_text())
+    assert set(r["imports"]["missing"]) == {"no_such_module_xyz", "other_missing_abc"}
+    assert "machine" not in r  # nothing ran after the import check
+
+
+def test_cuda_backend_times_cudnn_plans_as_the_cli_does(monkeypatch):
+    """The extraction loop and the GPU check's model timing share one setup: cuDNN plan
+    timing on (the old check timed with it off, i.e. other plans than the CLI's)."""
+    from cmta_pipeline.features.extract import prepare_backend
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(compute, "available_cpus", lambda *a, **k: 16)
+    from cmta_pipeline.features import extract
+
+    monkeypatch.setattr(extract, "available_cpus", lambda *a, **k: 16)
+    prepare_backend(torch.device("cuda"), None)
+    assert torch.backends.cudnn.benchmark is True
+    assert torch.get_num_threads() == 2  # the readers have the other CPUs
+    prepare_backend(torch.device("cpu"), None)
+    assert torch.get_num_threads() == 16
+    prepare_backend(torch.device("cpu"), 3)
+    assert torch.get_num_threads() == 3
+
+
+# ---------------------------------------------------------------- bags read once when they fit
+
+
+def test_bags_from_disk_are_read_once_when_they_fit(tmp_path, monkeypatch):
+    """Bags on disk (callables) are kept in memory while they fit in half the memory
+    available, so 3 epochs and their evaluations read each bag once; with no room they are
+    read at every use. Either way the trained model is the same."""
+    from cmta_pipeline.models import build_model
+    from cmta_pipeline.training import Patient, TrainSettings, train_fold
+    from cmta_pipeline.training.synthetic import synthetic_cohort
+
+    sizes = (4, 6, 5, 3, 7, 4)
+    pats = synthetic_cohort(30, sizes, 8, bag_size=(3, 6), seed=2)
+    reads: dict[str, int] = {}
+
+    def on_disk(p):
+        bag = p.bag.clone()
+
+        def read():
+            reads[p.case_id] = reads.get(p.case_id, 0) + 1
+            return bag.clone()
+
+        return Patient(p.case_id, read, p.omics, p.label, p.time, p.censorship)
+
+    lazy = [on_disk(p) for p in pats]
+
+    def run(available):
+        reads.clear()
+        monkeypatch.setattr(compute, "memory_available_bytes", lambda *a, **k: available)
+        torch.manual_seed(0)
+        res = train_fold(build_model("dualtrans", list(sizes), path_dim=8), lazy[:20],
+                         {"heldout": lazy[20:]}, TrainSettings(epochs=3, weighted_sampler=False))
+        return res, dict(reads)
+
+    cached, reads_cached = run(10 * MB)
+    assert set(reads_cached.values()) == {1} and len(reads_cached) == 30
+    uncached, reads_uncached = run(0)
+    assert sum(reads_uncached.values()) == 3 * (20 + 10)  # every step and evaluation
+    for k, v in cached.state_dict.items():
+        assert torch.equal(v, uncached.state_dict[k]), k
+    pd.testing.assert_frame_equal(cached.predictions, uncached.predictions)
+
+
+def test_memory_available_takes_the_cgroup_limit(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 100000000 kB\nMemAvailable: 50000000 kB\n")
+    root, pc = _cgroup(tmp_path, "0::/job\n", {"job/memory.max": str(8 * 1024 * MB),
+                                                "job/memory.current": str(3 * 1024 * MB)})
+    assert compute.memory_available_bytes(root, pc, meminfo) == 5 * 1024 * MB
+    root1, pc1 = _cgroup(tmp_path / "v1", "4:memory:/slurm/job_3\n0::/\n", {
+        "memory/slurm/job_3/memory.limit_in_bytes": str(4 * 1024 * MB),
+        "memory/slurm/job_3/memory.usage_in_bytes": str(1024 * MB),
+        "memory/memory.limit_in_bytes": "9223372036854771712"})
+    assert compute.memory_available_bytes(root1, pc1, meminfo) == 3 * 1024 * MB
+    none_root, none_pc = _cgroup(tmp_path / "n", "0::/\n", {"memory.max": "max\n"})
+    assert compute.memory_available_bytes(none_root, none_pc, meminfo) == 50000000 * 1024
