@@ -398,7 +398,9 @@ def predict_input(wildcards):
         "folds": f"{OUT}/cohort/folds",
         "models": expand(f"{run}/fold_{{fold}}/summary.json", fold=train_folds()),
         "weights": expand(f"{run}/fold_{{fold}}/model.pt", fold=train_folds()),
-        "predictions": expand(f"{run}/fold_{{fold}}/predictions.tsv", fold=train_folds()),
+        "predictions": expand(
+            f"{run}/fold_{{fold}}/predictions.tsv", fold=train_folds()
+        ),
     }
     if wildcards.run.split("-")[0] in PATH_MODELS:
         files["slides"] = PREDICT["slides"]
