@@ -259,10 +259,10 @@ def test_config_yaml_shows_the_schema_defaults():
     walk(_schema_defaults(schema), config)
 
 
-def _planned_jobs(stdout: str) -> list[tuple[str, dict, str]]:
+def _planned_jobs(output: str) -> list[tuple[str, dict, str]]:
     """(rule, wildcards, resources line) of every job of a dry run's output."""
     jobs = []
-    for block in re.split(r"\n\s*\n", stdout):
+    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:)", output):
         rule = re.search(r"^(?:local)?(?:rule|checkpoint) (\w+):", block, re.M)
         if not rule:
             continue
@@ -320,7 +320,7 @@ def test_report_has_figures_and_gpus_go_to_slide_models(tmp_path, tcga_dir):
         (wd / "plan.yaml").write_text(yaml.safe_dump({**config, "gpu": gpu}))
         r = snakemake("-n", "--directory", str(wd), "--configfile", str(wd / "plan.yaml"))
         assert r.returncode == 0, r.stderr[-3000:]
-        jobs = _planned_jobs(r.stdout)
+        jobs = _planned_jobs(r.stdout + r.stderr)
         assert {("extract", None), ("train", "cmta"), ("train", "snn"), ("cohort", None)} <= {
             (rule, w.get("run")) for rule, w, res in jobs}, jobs
         gpu_jobs = {(rule, w.get("run")) for rule, w, res in jobs if "gpu=1" in res}

@@ -26,6 +26,7 @@ rule fetch_weights:
 # reader process; inside the job device auto picks CUDA when the job sees a GPU.
 rule extract:
     input:
+        slide=slide_input,
         # the tiling status (ok/failed) and the slide's folder with <slide>.coords.h5
         status=f"{OUT}/tiles/{{slide}}.tile.json",
         tiles=f"{OUT}/tiles/{{slide}}",
@@ -45,14 +46,13 @@ rule extract:
         runtime=FEATURES["runtime"],
         gpu=gpus_for(FEATURES["device"]),
     params:
-        path=lambda wc: SLIDES.loc[wc.slide, "path"],
         coords=lambda wc, input: os.path.join(input.tiles, f"{wc.slide}.coords.h5"),
         args=features_args,
         outdir=lambda wc, output: os.path.dirname(output.h5),
         cmta=CMTA,
         version=VERSION,
     shell:
-        "{params.cmta} extract {params.path:q} {params.coords:q} -o {params.outdir:q} "
+        "{params.cmta} extract {input.slide:q} {params.coords:q} -o {params.outdir:q} "
         "--slide-id {wildcards.slide:q} {params.args} > {log:q} 2>&1"
 
 
