@@ -235,9 +235,11 @@ def read_slide_coords(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 
 
 def slide_paths_from_tiles(tiles_dir: str | os.PathLike) -> dict[str, str]:
-    """slide_id -> slide file, from the ``slide_path`` attribute of each ``<slide_id>.coords.h5``."""
+    """slide_id -> slide file, from the ``slide_path`` attribute of each ``<slide_id>.coords.h5``
+    (the workflow's ``tiles/<slide_id>/`` folders, or a flat folder as ``cmta tile -o`` writes)."""
     paths = {}
-    for f in sorted(Path(tiles_dir).glob("*.coords.h5")):
+    root = Path(tiles_dir)
+    for f in sorted([*root.glob("*.coords.h5"), *root.glob("*/*.coords.h5")]):
         try:
             with h5py.File(f, "r") as h5:
                 p = h5.attrs.get("slide_path", h5["coords"].attrs.get("slide_path") if "coords" in h5 else None)

@@ -12,7 +12,15 @@ rule heatmap:
         models=lambda wc: expand(
             f"{OUT}/train/{wc.run}/fold_{{fold}}/summary.json", fold=train_folds()
         ),
+        weights=lambda wc: expand(
+            f"{OUT}/train/{wc.run}/fold_{{fold}}/model.pt", fold=train_folds()
+        ),
+        predictions=lambda wc: expand(
+            f"{OUT}/train/{wc.run}/fold_{{fold}}/predictions.tsv", fold=train_folds()
+        ),
         features=lambda wc: feature_targets(),
+        # tiles/<slide>/<slide>.coords.h5: the patches' places and the slide file
+        tiles=lambda wc: expand(f"{OUT}/tiles/{{slide}}", slide=tiled_slides()),
     output:
         index=report(
             f"{OUT}/heatmaps/{{run}}/heatmaps.tsv",
@@ -21,13 +29,15 @@ rule heatmap:
         ),
     log:
         f"{OUT}/logs/heatmaps/{{run}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/heatmaps/{{run}}.tsv"
     wildcard_constraints:
         run=TRAIN_RUN_PATTERN,
     conda:
         env_file("torch")
     threads: HEATMAPS["threads"]
     resources:
-        mem_mb=HEATMAPS["mem_mb"],
+        mem_mb=scaled_mem(HEATMAPS["mem_mb"]),
         runtime=HEATMAPS["runtime"],
     params:
         args=heatmap_args,
@@ -37,6 +47,7 @@ rule heatmap:
         tiles=lambda wc: f"{OUT}/tiles",
         outdir=lambda wc, output: os.path.dirname(output.index),
         cmta=CMTA,
+        version=VERSION,
     shell:
         "{params.cmta} heatmap --run-dir {params.run_dir:q} --cohort {params.cohort:q}"
         " --features-dir {params.features:q} --tiles-dir {params.tiles:q} {params.args}"
