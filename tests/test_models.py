@@ -282,3 +282,19 @@ def test_reduced_pseudo_inverse_equals_the_full_iteration(m, n_zero):
     # and the iteration is far from converged here, so the reduction is not a shortcut to pinv
     if n_zero > 2:
         assert not torch.allclose(full, torch.linalg.pinv(attn2) @ w, atol=1e-2)
+
+
+def test_train_cli_defaults_are_whole_bags_and_the_published_attention():
+    import argparse
+
+    from cmta_pipeline.commands import train as train_cmd
+
+    p = argparse.ArgumentParser()
+    train_cmd.add_arguments(p)
+    base = ["--cohort", "c", "--fold", "0", "--model", "cmta", "-o", "o"]
+    a = p.parse_args(base)
+    assert a.max_train_patches == 0 and a.short_exact_attention is False
+    assert p.parse_args(base + ["--max-train-patches", "none"]).max_train_patches == 0
+    assert p.parse_args(base + ["--max-train-patches", "4096"]).max_train_patches == 4096
+    with pytest.raises(SystemExit):
+        p.parse_args(base + ["--max-train-patches", "-1"])
