@@ -68,7 +68,7 @@ class SNNTrans(nn.Module):
     modalities = ("omics",)
 
     def __init__(self, omic_sizes, size="small", n_bins=4, attention="nystrom",
-                 short_exact=True, **_):
+                 short_exact=False, **_):
         super().__init__()
         self.genomic_embedding = GenomicEmbedding(omic_sizes, SIZES["genomics"][size])
         self.genomic_encoder = GenomicTransformer(256, attention, short_exact)
@@ -117,7 +117,7 @@ class DualTrans(nn.Module):
     modalities = ("path", "omics")
 
     def __init__(self, omic_sizes, path_dim=1024, size="small", n_bins=4,
-                 attention="nystrom", ppeg=True, short_exact=True, **_):
+                 attention="nystrom", ppeg=True, short_exact=False, **_):
         super().__init__()
         self.pathology_embedding = mlp_relu([path_dim] + SIZES["pathology"][size], 0.25)
         self.genomic_embedding = GenomicEmbedding(omic_sizes, SIZES["genomics"][size])

@@ -358,7 +358,7 @@ def train_args(wildcards, threads):
         f"--scheduler {t['scheduler']} --grad-accum {t['grad_accum']}",
         f"--alpha {t['alpha']} --similarity {t['similarity']} --censor-weight {t['censor_weight']}",
         f"--l1 {t['l1']}",
-        f"--max-train-patches {t['max_train_patches']} --selection {t['selection']}",
+        f"--max-train-patches {t['max_train_patches'] or 0} --selection {t['selection']}",
         f"--monitor {t['monitor']} --patience {t['patience']} --min-epochs {t['min_epochs']}",
         f"--seed {t['seed']} --device {t['device']} --threads {threads}",
     ]
@@ -372,6 +372,8 @@ def train_args(wildcards, threads):
         args.append("--no-amp")
     if t["cache_bags"]:
         args.append("--cache-bags")
+    if t["short_exact"]:
+        args.append("--short-exact-attention")
     return " ".join(args)
 
 
