@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from .baselines import SNN, DualTrans, MaxMIL, MeanMIL, SNNTrans
+from ..modalities import MODALITIES, modalities
 from .cmta import CMTA
 from .gpdbn import GPDBN
 from .hfbsurv import HFBSurv
@@ -19,25 +20,30 @@ from .mil import CLAMMB, CLAMSB, AttMIL, TransMIL
 from .official import convert_official_state_dict
 from .porpoise import PORPOISE
 
-#: name -> (class, modalities it reads)
-MODELS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
-    "cmta": (CMTA, ("path", "omics")),
-    "snn": (SNN, ("omics",)),
-    "snntrans": (SNNTrans, ("omics",)),
-    "meanmil": (MeanMIL, ("path",)),
-    "maxmil": (MaxMIL, ("path",)),
-    "attmil": (AttMIL, ("path",)),
-    "transmil": (TransMIL, ("path",)),
-    "dualtrans": (DualTrans, ("path", "omics")),
+_CLASSES: dict[str, type[nn.Module]] = {
+    "cmta": CMTA,
+    "snn": SNN,
+    "snntrans": SNNTrans,
+    "meanmil": MeanMIL,
+    "maxmil": MaxMIL,
+    "attmil": AttMIL,
+    "transmil": TransMIL,
+    "dualtrans": DualTrans,
     # Table 1 baselines as their reference implementations (docs/model.md, "Table 1 baselines")
-    "clam_sb": (CLAMSB, ("path",)),
-    "clam_mb": (CLAMMB, ("path",)),
-    "mcat": (MCAT, ("path", "omics")),
-    "mcat_omic": (MCATGenomic, ("omics",)),
-    "porpoise": (PORPOISE, ("path", "omics")),
-    "m3if": (M3IF, ("path", "omics")),
-    "gpdbn": (GPDBN, ("path", "omics")),
-    "hfbsurv": (HFBSurv, ("path", "omics")),
+    "clam_sb": CLAMSB,
+    "clam_mb": CLAMMB,
+    "mcat": MCAT,
+    "mcat_omic": MCATGenomic,
+    "porpoise": PORPOISE,
+    "m3if": M3IF,
+    "gpdbn": GPDBN,
+    "hfbsurv": HFBSurv,
+}
+assert _CLASSES.keys() == MODALITIES.keys(), "cmta_pipeline/modalities.py lists other models"
+
+#: name -> (class, modalities it reads); the modalities come from cmta_pipeline.modalities
+MODELS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
+    name: (cls, MODALITIES[name]) for name, cls in _CLASSES.items()
 }
 
 #: models that take build_model's ``fusion`` ("concat" | "bilinear")
@@ -81,11 +87,6 @@ def build_model(
     if "omics" in modalities:
         omic_sizes = list(omic_sizes)
     return cls(omic_sizes, path_dim=path_dim, size=size, **options)
-
-
-def modalities(name: str) -> tuple[str, ...]:
-    """The inputs a model reads: ("path",), ("omics",) or ("path", "omics")."""
-    return MODELS[name.lower()][1]
 
 
 def count_parameters(model: nn.Module) -> int:

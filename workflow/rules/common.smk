@@ -43,7 +43,7 @@ if cmta_pipeline.__version__ != VERSION or (
         f"pip install -e {SOURCE} in the environment that runs Snakemake"
     )
 
-from cmta_pipeline.models import MODELS, modalities
+from cmta_pipeline.modalities import MODALITIES, reads_slides
 from cmta_pipeline.protocol import resolve_protocol
 from cmta_pipeline.slides import load_slide_table
 
@@ -283,7 +283,7 @@ def cohort_args(wildcards, input):
 TRAINING = config["training"]
 
 # Models that read slides (their runs need features and, on a cluster, a GPU).
-PATH_MODELS = {name for name in MODELS if "path" in modalities(name)}
+PATH_MODELS = {name for name in MODALITIES if reads_slides(name)}
 ABLATION_FLAGS = {
     "no_cross_attention": "--no-cross-attention",
     "no_alignment": "--no-alignment",
@@ -377,7 +377,9 @@ def train_args(wildcards, threads):
     return " ".join(args)
 
 
-TRAIN_RUN_PATTERN = "(" + "|".join(MODELS) + ")(-(" + "|".join(ABLATION_FLAGS) + "))?"
+TRAIN_RUN_PATTERN = (
+    "(" + "|".join(MODALITIES) + ")(-(" + "|".join(ABLATION_FLAGS) + "))?"
+)
 
 
 # ---- risk for new patients (rules/predict.smk) -----------------------------------
