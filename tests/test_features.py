@@ -476,6 +476,8 @@ def test_resume_only_what_is_recorded_and_only_with_same_settings(tmp_path, monk
 def test_compile_auto_needs_enough_patches():
     cpu = torch.device("cpu")
     assert extract_mod.resolve_compile("auto", cpu, 600, 512)
+    assert extract_mod.resolve_compile("auto", cpu, 512) and not extract_mod.resolve_compile(
+        "auto", torch.device("cuda"), 512)  # defaults by device
     assert not extract_mod.resolve_compile("auto", cpu, 511, 512)
     assert extract_mod.resolve_compile("on", cpu, 1, 512)
     assert not extract_mod.resolve_compile("off", cpu, 10**6, 512)

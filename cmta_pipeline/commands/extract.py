@@ -14,12 +14,6 @@ def _positive(v: str) -> int:
     return i
 
 
-def _min_patches() -> int:
-    from ..features.extract import COMPILE_MIN_PATCHES
-
-    return COMPILE_MIN_PATCHES
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("slide", help="the whole-slide image (anything OpenSlide reads)")
     p.add_argument("coords", help="its <slide_id>.coords.h5 (from `cmta tile`, or CLAM's)")
@@ -59,8 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(cosine >= 0.9999, else eager fp32). auto: when the slide has at least "
                    "--compile-min-patches patches (default: auto)")
     p.add_argument("--compile-min-patches", type=_positive, default=None,
-                   help="patches from which --compile auto compiles (default: 512, "
-                   "where compiling pays on 2 cores with a warm cache; docs/features.md)")
+                   help="patches from which --compile auto compiles (default: 512 on CPU, "
+                   "where compiling paid on 2 cores; 4096 on CUDA, not measured yet)")
     p.add_argument("--compile-cache", default=None,
                    help="folder for inductor's compiled code, shared by the jobs of a cohort "
                    "so that only the first one pays the full compilation (default: "
@@ -81,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers, precision=args.precision, input_px=args.input_px,
         read_at=args.read_at, on_error=args.on_error, threads=args.threads,
         progress=args.progress, compile=args.compile,
-        compile_min_patches=args.compile_min_patches or _min_patches(),
+        compile_min_patches=args.compile_min_patches,
         compile_cache=args.compile_cache, resume=args.resume,
     )
     extract_slide(args.slide, args.coords, args.outdir, opts, slide_id=args.slide_id)

@@ -32,9 +32,11 @@ MIN_COSINE = 0.999
 #: similarity to eager fp32 (measured: 0.9999999); otherwise the slide runs eager.
 COMPILED_MIN_COSINE = 0.9999
 COMPILE_MODES = ("auto", "on", "off")
-#: ``--compile auto`` compiles when a slide has at least this many patches to encode
-#: (break-even measured on a 2-core CPU with a warm cache; docs/benchmarks.md).
-COMPILE_MIN_PATCHES = 512
+#: ``--compile auto`` compiles when a slide has at least this many patches to encode.
+#: CPU: where compiling paid on 2 cores (docs/benchmarks.md, "Patch features"). CUDA: not
+#: measured yet (no GPU here); a guess that keeps small slides eager while compilation and
+#: CUDA-graph capture (tens of seconds cold) are unmeasured.
+COMPILE_MIN_PATCHES = {"cpu": 512, "cuda": 4096}
 ROW_BYTES = FEATURE_DIM * 4  # one float32 feature vector
 
 
@@ -52,7 +54,7 @@ class ExtractOptions:
     check_patches: int = 32  # patches of the first batch checked against eager fp32
     progress: bool | None = None  # None: a progress bar only on a terminal
     compile: str = "auto"  # auto | on | off (torch.compile; auto: enough patches to pay)
-    compile_min_patches: int = COMPILE_MIN_PATCHES
+    compile_min_patches: int | None = None  # None: COMPILE_MIN_PATCHES of the device
     compile_cache: str | None = None  # inductor's cache folder; None: $TORCHINDUCTOR_CACHE_DIR
     resume: bool = True  # continue from the rows a killed run wrote
 
@@ -253,12 +255,16 @@ def _cosine_min(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=1).min())
 
 
-def resolve_compile(mode: str, device: torch.device, n_patches: int, min_patches: int) -> bool:
+def resolve_compile(mode: str, device: torch.device, n_patches: int,
+                    min_patches: int | None = None) -> bool:
     """Whether to compile the encoder: ``on``, ``off``, or ``auto`` = when the slide has at
-    least ``min_patches`` patches still to encode (compilation must pay for itself)."""
+    least ``min_patches`` patches (default: :data:`COMPILE_MIN_PATCHES` of the device) to
+    encode, so that compilation pays for itself."""
     if mode not in COMPILE_MODES:
         raise CMTAError(f"--compile {mode}: use one of {', '.join(COMPILE_MODES)}")
     if mode == "auto":
+        if min_patches is None:
+            min_patches = COMPILE_MIN_PATCHES[device.type]
         return n_patches >= min_patches
     return mode == "on"
 
@@ -412,14 +418,15 @@ def _settings(slide_path: Path, grid, info: EncoderInfo, input_px: int, opts: Ex
         "coords_sha256": coords, "patch_level": grid.patch_level,
         "patch_size": grid.patch_size, "weights": info.weights,
         "weights_sha256": info.weights_sha256, "input_px": input_px, "read_at": opts.read_at,
-        "batch_size": batch_size, "device": str(device),
+        "batch_size": batch_size, "device": str(device), "compile": opts.compile,
+        "precision": opts.precision,
         "threads": threads if device.type == "cpu" else None,
         "cmta_version": __version__, "torch": torch.__version__,
     }
 
 
 def _encode(slide_path: Path, grid, opts: ExtractOptions, model: nn.Module, info: EncoderInfo,
-            sink, settings_only: bool = False) -> dict:
+            sink) -> dict:
     """Encode every patch of ``grid`` into ``sink`` (resuming what it holds); the run's facts.
 
     Engine: eager fp32 is the reference. Any other (compiled, or reduced precision) is
