@@ -47,17 +47,24 @@ def subset_coords(src: Path, dst: Path, n: int) -> Path:
     return dst
 
 
-def timed(cmd, cwd, env, log: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one process, its output kept in ``log``."""
-    with open(log, "w") as out:
-        t = time.perf_counter()
-        p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(p.pid, 0)
-        dt = time.perf_counter() - t
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode:
-        sys.exit(f"{cmd[:4]} failed ({p.returncode}); see {log}")
-    return dt, usage.ru_maxrss / 1024
+def timed(jobs: list[tuple[list, str, dict, Path]]) -> list[tuple[float, float]]:
+    """Wall seconds and peak RSS (MB) of each process (cmd, cwd, env, log), all started
+    together (one job: sequential timing), each timed to its own end."""
+    t, procs = time.perf_counter(), {}
+    for i, (cmd, cwd, env, log) in enumerate(jobs):
+        with open(log, "w") as out:
+            p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        procs[p.pid] = i
+    res = [None] * len(jobs)
+    while procs:
+        pid, status, usage = os.wait4(-1, 0)
+        if pid not in procs:
+            continue
+        i = procs.pop(pid)
+        if os.waitstatus_to_exitcode(status):
+            sys.exit(f"{jobs[i][0][:4]} failed; see {jobs[i][3]}")
+        res[i] = (time.perf_counter() - t, usage.ru_maxrss / 1024)
+    return res
 
 
 def uptime() -> str:
@@ -100,6 +107,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", default="/tmp/feat_work/vs_clam")
     ap.add_argument("--skip-clam", action="store_true")
+    ap.add_argument("--kinds", nargs="+", default=["ours_cold", "ours_eager", "ours_warm", "clam"])
+    ap.add_argument("--cache", default=None, help="an inductor cache that already holds the "
+                    "encoder (then no cold run is needed); default: filled by ours_cold")
+    ap.add_argument("--concurrent", action="store_true",
+                    help="start a repeat's runs together (same load for all; the ones that "
+                    "end last get the machine to themselves at the end)")
     ap.add_argument("--model-batches", type=int, default=8)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
@@ -120,9 +133,11 @@ def main() -> None:
         (d / "slides.csv").write_text(f"slide_id\n{slide.name}\n")
         for rep in range(repeats):
             runs = []
-            cache = d / "cache0"  # filled by the cold run, reused by the warm ones
+            # filled by the cold run, reused by the warm ones
+            cache = Path(a.cache) if a.cache else d / "cache0"
             first = rep == 0 and n == a.n[0]
-            for kind in ("ours_cold", "ours_eager", "ours_warm", "clam"):
+            jobs = []
+            for kind in a.kinds:
                 if kind == "clam" and a.skip_clam:
                     continue
                 if kind in ("ours_cold", "ours_eager") and not first:
@@ -143,15 +158,19 @@ def main() -> None:
                     if kind == "ours_eager":
                         cmd += ["--compile", "off"]
                     cwd, env = REPO, ours_env
+                jobs.append((kind, (cmd, cwd, env, d / f"{kind}{rep}.log")))
+            groups = [jobs] if a.concurrent else [[j] for j in jobs]
+            for group in groups:
                 load = uptime()
-                s, rss = timed(cmd, cwd, env, d / f"{kind}{rep}.log")
-                row = {"n": n, "rep": rep, "kind": kind, "seconds": round(s, 2),
-                       "patches_per_s": round(n / s, 2), "peak_rss_mb": round(rss),
-                       "load_before": load}
-                runs.append(row)
-                print(json.dumps(row), flush=True)
+                for (kind, _), (s, rss) in zip(group, timed([j for _, j in group])):
+                    row = {"n": n, "rep": rep, "kind": kind, "seconds": round(s, 2),
+                           "patches_per_s": round(n / s, 2), "peak_rss_mb": round(rss),
+                           "load_before": load, "concurrent": len(group) > 1}
+                    runs.append(row)
+                    print(json.dumps(row), flush=True)
             report["runs"] += runs
     report["model_only_pps"] = model_only(a.threads, a.batch_size, a.model_batches,
+                                          Path(a.cache) if a.cache else
                                           work / f"n{a.n[0]}" / "cache0")
     report["load_after"] = uptime()
     print(json.dumps(report["model_only_pps"]), flush=True)
