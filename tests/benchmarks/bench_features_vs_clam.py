@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 
