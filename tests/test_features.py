@@ -322,11 +322,15 @@ def test_interrupted_write_leaves_no_output(cmu, cmu_coords, tmp_path, monkeypat
     out = tmp_path / "o"
     with pytest.raises(KeyboardInterrupt):
         extract_slide(cmu, cmu_coords, out, _opts(), model=model, info=info)
-    left = sorted(p.name for p in out.iterdir())
+    left = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     # the .pt is written first; the .h5, written last, is what marks a slide as done
     assert left == ["CMU-1-Small-Region.pt"], left
     monkeypatch.setattr(h5py, "File", real_file)
-    assert extract_slide(cmu, cmu_coords, out, _opts(), model=model, info=info).n_patches == N_PATCHES
+    # every row was encoded: the rerun only writes the files, then removes the partial ones
+    res = extract_slide(cmu, cmu_coords, out, _opts(), model=model, info=info)
+    assert res.n_patches == N_PATCHES and res.stats["resumed_rows"] == N_PATCHES
+    assert sorted(p.name for p in out.iterdir()) == ["CMU-1-Small-Region.features.h5",
+                                                     "CMU-1-Small-Region.pt"]
 
 
 def test_cli_error_is_one_line(cmu, tmp_path):
@@ -373,3 +377,162 @@ extract_slide({str(cmu)!r}, {str(cmu_coords)!r}, {str(tmp_path)!r},
                        timeout=180)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "CMU-1-Small-Region.features.h5").is_file()
+
+
+# ---------------------------------------------------------------- resume after a kill
+
+
+def _small_slide(tmp_path, n=None):
+    slide = write_tiled_tiff(tmp_path / "small.tiff", shape=(1024, 1280))
+    return slide, write_grid_coords(slide, tmp_path / "small.coords.h5", n=n)  # 20 patches
+
+
+def _files(outdir, sid="small"):
+    return [(Path(outdir) / f"{sid}{ext}").read_bytes() for ext in (".features.h5", ".pt")]
+
+
+@pytest.mark.slow
+def test_killed_extraction_resumes_with_same_bytes(tmp_path):
+    """SIGKILL after 2 of 5 batches: the rerun encodes only the rest, and both outputs are
+    byte-identical to an uninterrupted run's."""
+    slide, coords = _small_slide(tmp_path)
+    args = ["--weights", "random", "--device", "cpu", "--batch-size", "4", "--workers", "0",
+            "--threads", "1", "--input-px", "64", "--compile", "off"]
+    base = [sys.executable, "-m", "cmta_pipeline", "extract", str(slide), str(coords)]
+    r = subprocess.run(base + ["-o", str(tmp_path / "whole")] + args, cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    killed = tmp_path / "killed"
+    code = f"""
+import os, signal, sys
+from cmta_pipeline.features import extract
+append = extract.PartialFeatures.append
+def dying(self, feats, failed):
+    append(self, feats, failed)
+    if self.rows == 8:
+        os.kill(os.getpid(), signal.SIGKILL)
+extract.PartialFeatures.append = dying
+from cmta_pipeline.cli import main
+sys.exit(main(["extract", {str(slide)!r}, {str(coords)!r}, "-o", {str(killed)!r}] + {args!r}))
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == -9, r.stderr
+    assert not (killed / "small.features.h5").exists()
+    partial = killed / ".small.features.partial"
+    assert partial.stat().st_size == 8 * 1024 * 4
+    r = subprocess.run(base + ["-o", str(killed)] + args, cwd=REPO, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "resuming after 8 of 20 patches" in r.stderr
+    assert _files(killed) == _files(tmp_path / "whole")
+    assert not partial.exists() and not (killed / ".small.features.partial.json").exists()
+
+
+def test_resume_only_what_is_recorded_and_only_with_same_settings(tmp_path, monkeypatch,
+                                                                  encoder):
+    """Rows on disk beyond the recorded count are cut and redone; other settings restart."""
+    from cmta_pipeline import fileio
+
+    model, info = encoder
+    slide, coords = _small_slide(tmp_path)
+    opts = _opts(batch_size=4, input_px=64, threads=1)
+    whole = extract_slide(slide, coords, tmp_path / "whole", opts, model=model, info=info)
+    assert whole.stats["resumed_rows"] == 0
+    real = fileio.write_text_atomic
+    calls = []
+
+    def dies_on_third_record(path, text):
+        calls.append(path)
+        if len(calls) == 3:  # batch 3's rows are on disk, the record still says 8
+            raise KeyboardInterrupt
+        real(path, text)
+
+    monkeypatch.setattr(fileio, "write_text_atomic", dies_on_third_record)
+    out = tmp_path / "o"
+    with pytest.raises(KeyboardInterrupt):
+        extract_slide(slide, coords, out, opts, model=model, info=info)
+    monkeypatch.setattr(fileio, "write_text_atomic", real)
+    assert (out / ".small.features.partial").stat().st_size == 12 * 4096
+    res = extract_slide(slide, coords, out, opts, model=model, info=info)
+    assert res.stats["resumed_rows"] == 8
+    assert _files(out) == _files(tmp_path / "whole")
+    # a partial file from other settings (here the batch size) is not resumed
+    monkeypatch.setattr(fileio, "write_text_atomic", dies_on_third_record)
+    calls.clear()
+    (out / "small.features.h5").unlink()
+    with pytest.raises(KeyboardInterrupt):
+        extract_slide(slide, coords, out, opts, model=model, info=info)
+    monkeypatch.setattr(fileio, "write_text_atomic", real)
+    res = extract_slide(slide, coords, out, _opts(batch_size=5, input_px=64, threads=1),
+                        model=model, info=info)
+    assert res.stats["resumed_rows"] == 0
+    np.testing.assert_allclose(load_features(res.h5), load_features(whole.h5), atol=1e-4)
+
+
+# ---------------------------------------------------------------- compiled encoder
+
+
+def test_compile_auto_needs_enough_patches():
+    cpu = torch.device("cpu")
+    assert extract_mod.resolve_compile("auto", cpu, 600, 512)
+    assert extract_mod.resolve_compile("auto", cpu, 512) and not extract_mod.resolve_compile(
+        "auto", torch.device("cuda"), 512)  # defaults by device
+    assert not extract_mod.resolve_compile("auto", cpu, 511, 512)
+    assert extract_mod.resolve_compile("on", cpu, 1, 512)
+    assert not extract_mod.resolve_compile("off", cpu, 10**6, 512)
+    with pytest.raises(CMTAError, match="--compile fast"):
+        extract_mod.resolve_compile("fast", cpu, 1, 512)
+
+
+@pytest.mark.parametrize("broken", ["nan", "raises", "cannot_compile"])
+def test_compiled_encoder_that_disagrees_falls_back_to_eager(tmp_path, monkeypatch, encoder,
+                                                             caplog, broken):
+    """A compiled encoder whose first batch is off (NaN included), that fails to run, or that
+    cannot be built: one log line, and the slide's features are exactly eager fp32's."""
+    model, info = encoder
+    slide, coords = _small_slide(tmp_path, n=10)
+    eager = extract_slide(slide, coords, tmp_path / "eager",
+                          _opts(batch_size=4, input_px=64, compile="off"), model=model, info=info)
+
+    def fake_compile(module, **kw):
+        if broken == "cannot_compile":
+            raise RuntimeError("no C++ compiler")
+
+        def run(x):
+            if broken == "raises":
+                raise RuntimeError("inductor bug")
+            return module(x) * float("nan")
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    res = extract_slide(slide, coords, tmp_path / "c",
+                        _opts(batch_size=4, input_px=64, compile="on"), model=model, info=info)
+    assert _files(tmp_path / "c")[1] == _files(tmp_path / "eager")[1]  # the .pt: same bytes
+    assert res.stats["compiled"] is False or res.stats["compiled"] == 0
+    assert res.stats["precision_fallback"]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, [r.message for r in warnings]
+    assert eager.stats.get("precision_fallback") is None
+
+
+@pytest.mark.slow
+def test_compiled_encoder_matches_eager_and_fills_its_cache(tmp_path, encoder):
+    """The real torch.compile (inductor, frozen weights), a padded last batch, its cache in
+    the folder given: per-patch cosine >= 0.9999 to eager fp32 on the same patches."""
+    model, info = encoder
+    slide, coords = _small_slide(tmp_path, n=10)
+    cache = tmp_path / "inductor"
+    opts = dict(batch_size=4, input_px=64, threads=2)
+    eager = extract_slide(slide, coords, tmp_path / "e", _opts(compile="off", **opts),
+                          model=model, info=info)
+    comp = extract_slide(slide, coords, tmp_path / "c",
+                         _opts(compile="on", compile_cache=str(cache), **opts),
+                         model=model, info=info)
+    assert comp.stats["compiled"] and "precision_fallback" not in comp.stats
+    a, b = load_features(eager.h5), load_features(comp.h5)
+    cos = torch.nn.functional.cosine_similarity(torch.from_numpy(a).double(),
+                                                torch.from_numpy(b).double(), dim=1)
+    assert cos.min() >= 0.9999 and comp.min_cosine >= 0.9999
+    assert not np.array_equal(a, b)  # it really is another computation
+    assert any(cache.rglob("*")), "inductor wrote nothing into --compile-cache"
