@@ -30,10 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="patches per batch (default: 32 on CPU, 256 on CUDA)")
     p.add_argument("--workers", type=int, default=None,
                    help="reader processes, each opens the slide once; 0 = read in the main "
-                   "process (default: 1 on CPU, where the model is the bottleneck; the "
-                   "number of cores minus 2 on CUDA)")
+                   "process (default: 1 on CPU, where the model is the bottleneck; on CUDA "
+                   "the job's CPUs (affinity, cgroup quota, SLURM_CPUS_PER_TASK) minus 2, "
+                   "as many as fit in half of the free /dev/shm)")
     p.add_argument("--threads", type=_positive, default=None,
-                   help="torch CPU threads (default: all cores available)")
+                   help="torch CPU threads (default: the job's CPUs on CPU, 2 on CUDA)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32. "
                    "Reduced precision is checked against fp32 on the first patches and "

@@ -144,9 +144,13 @@ def gpus_for(device):
 
 
 def extract_threads():
-    """Cores of an extraction job: the configured threads, and at least one per reader
-    process plus one for the encoder."""
-    return max(FEATURES["threads"], FEATURES["workers"] + 1)
+    """Cores of an extraction job: gpu_threads when it asks for a GPU (readers feed it),
+    else threads; at least one per configured reader process plus one for the encoder.
+    """
+    cores = (
+        FEATURES["gpu_threads"] if gpus_for(FEATURES["device"]) else FEATURES["threads"]
+    )
+    return max(cores, (FEATURES["workers"] or 0) + 1)
 
 
 def feature_targets():
@@ -167,17 +171,26 @@ def features_args(wildcards, input, threads):
     args = [
         f"--weights {shlex.quote(input.weights[0] if w != 'random' else 'random')}",
         f"--device {FEATURES['device']}",
-        f"--batch-size {FEATURES['batch_size']}",
-        f"--workers {FEATURES['workers']}",
-        f"--threads {threads}",
         f"--precision {FEATURES['precision']}",
         f"--read-at {FEATURES['read_at']}",
         f"--on-error {FEATURES['on_error']}",
+        f"--compile {COMPILE_MODE.get(FEATURES['compile'], FEATURES['compile'])}",
+        "--compile-cache "
+        + shlex.quote(FEATURES["compile_cache"] or f"{OUT}/cache/inductor"),
         "--no-progress",
     ]
-    if FEATURES["input_px"]:
-        args.append(f"--input-px {int(FEATURES['input_px'])}")
+    # unset = sized by cmta extract from the CPUs, /dev/shm and GPU the job gets
+    for key in ("batch_size", "workers", "input_px", "compile_min_patches"):
+        if FEATURES[key] is not None:
+            args.append(f"--{key.replace('_', '-')} {int(FEATURES[key])}")
+    if not FEATURES["device"].startswith("cuda"):
+        # torch threads on the CPU; a CUDA job's readers take its cores instead
+        args.append(f"--threads {threads}")
     return " ".join(args)
+
+
+# YAML reads a bare on/off as true/false
+COMPILE_MODE = {True: "on", False: "off"}
 
 
 # ---- genomics stage (rules/genomics.smk) ----------------------------------------
