@@ -28,7 +28,8 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "predict": "predict",
     "report": "report",
-    "demo-slides": "demo_slides",
+    "demo-cohort": "demo_cohort",
+    "demo-summary": "demo_summary",
 }
 
 # one-line help shown by `cmta --help` without importing every module
@@ -43,7 +44,8 @@ HELP: dict[str, str] = {
     "train": "train one model on one cross-validation fold",
     "predict": "risk for new patients from the fold models of a trained run",
     "report": "c-index tables, Kaplan-Meier curves and log-rank tests of the trained runs",
-    "demo-slides": "write small synthetic slides named after patients of a genomic table (demo data)",
+    "demo-cohort": "write the synthetic demo cohort: slides, six-family genomics and survival with planted risk",
+    "demo-summary": "the demo's c-index table: every run beside the planted risk (oracle), fold by fold",
 }
 
 

@@ -1,0 +1,56 @@
+# The demo cohort (config section `demo`, config/demo/config.yaml): synthetic slides,
+# six-family genomics and survival with risk planted in both (cmta demo-cohort), written
+# before anything reads them, and the models' c-index beside the planted risk's
+# (cmta demo-summary). See cmta_pipeline/demo_cohort.py for what is planted and how.
+DEMO_DIR = config["demo"]["dir"].rstrip("/")
+
+
+rule demo_cohort:
+    input:
+        families=config["demo"]["families"],
+    output:
+        slides=list(SLIDES["path"]),
+        genomics=f"{DEMO_DIR}/genomics.csv",
+        patients=f"{DEMO_DIR}/patients.tsv",
+        planted=f"{DEMO_DIR}/planted.json",
+    log:
+        f"{OUT}/logs/demo_cohort.log",
+    params:
+        outdir=lambda wc, output: os.path.dirname(output.planted),
+        settings=json.dumps({k: v for k, v in config["demo"].items() if k not in ("dir", "families")}),
+        cmta=CMTA,
+    conda:
+        env_file("demo")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    shell:
+        "{params.cmta} demo-cohort --families {input.families:q} -o {params.outdir:q} "
+        "--settings {params.settings:q} > {log:q} 2>&1"
+
+
+rule demo_summary:
+    input:
+        patients=rules.demo_cohort.output.patients,
+        cindex=f"{OUT}/report/cindex.tsv",
+    output:
+        report(
+            f"{OUT}/report/planted_risk.tsv",
+            caption="../report/planted_risk.rst",
+            category="Results",
+        ),
+    log:
+        f"{OUT}/logs/demo_summary.log",
+    params:
+        train_dir=f"{OUT}/train",
+        cmta=CMTA,
+    conda:
+        env_file("demo")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "{params.cmta} demo-summary {input.patients:q} {input.cindex:q} "
+        "--train-dir {params.train_dir:q} -o {output:q} > {log:q} 2>&1 && cat {log:q}"
