@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "predict": "predict",
     "report": "report",
     "demo-cohort": "demo_cohort",
+    "demo-encoder": "demo_encoder",
     "demo-summary": "demo_summary",
 }
 
@@ -45,6 +46,7 @@ HELP: dict[str, str] = {
     "predict": "risk for new patients from the fold models of a trained run",
     "report": "c-index tables, Kaplan-Meier curves and log-rank tests of the trained runs",
     "demo-cohort": "write the synthetic demo cohort: slides, six-family genomics and survival with planted risk",
+    "demo-encoder": "the demo's encoder: random ResNet-50 weights with BatchNorm statistics from the slides' patches",
     "demo-summary": "the demo's c-index table: every run beside the planted risk (oracle), fold by fold",
 }
 

@@ -39,7 +39,7 @@ def test_demo_plans_every_stage_from_its_own_inputs(tmp_path):
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, re.M))
     # after the tiling checkpoint the DAG grows by features
     assert jobs.get("demo_cohort") == "1" and int(jobs.get("tile", 0)) >= 100
-    assert {"tile_summary", "genomics", "cohort", "train", "report", "demo_summary", "all"} <= set(jobs)
+    assert {"demo_encoder", "tile_summary", "genomics", "cohort", "train", "report", "demo_summary", "all"} <= set(jobs)
 
 
 def test_dry_run_shared_slides(shared_data, tmp_path):

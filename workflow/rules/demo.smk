@@ -30,6 +30,31 @@ rule demo_cohort:
         "--settings {params.settings:q} > {log:q} 2>&1"
 
 
+rule demo_encoder:
+    input:
+        slides=rules.demo_cohort.output.slides,
+    output:
+        f"{DEMO_DIR}/encoder.pth",
+    log:
+        f"{OUT}/logs/demo_encoder.log",
+    params:
+        # the tiling's patch at the demo slides' resolution, and the encoder's input side
+        patch_px=round(
+            config["tiling"]["patch_size_px"] * config["tiling"]["target_mpp"] / config["demo"]["mpp"]
+        ),
+        input_px=config["tiling"]["encoder_input_px"],
+        cmta=CMTA,
+    conda:
+        env_file("demo")
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "{params.cmta} demo-encoder {input.slides:q} -o {output:q} --patch-px {params.patch_px} "
+        "--input-px {params.input_px} > {log:q} 2>&1"
+
+
 rule demo_summary:
     input:
         patients=rules.demo_cohort.output.patients,
