@@ -37,9 +37,11 @@ def test_demo_plans_every_stage_from_its_own_inputs(tmp_path):
     r = snakemake("-n", "--configfile", "config/demo/config.yaml", "--config", f"outdir={tmp_path}/results")
     assert r.returncode == 0, r.stdout + r.stderr
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, re.M))
-    # after the tiling checkpoint the DAG grows by features
-    assert jobs.get("demo_cohort") == "1" and int(jobs.get("tile", 0)) >= 100
-    assert {"demo_encoder", "tile_summary", "genomics", "cohort", "train", "report", "demo_summary", "all"} <= set(jobs)
+    # after the tiling checkpoint the DAG grows by features; whether demo_cohort and
+    # demo_encoder are planned depends on resources/demo/cohort/ (tests/test_demo.py
+    # checks them on a fresh copy)
+    assert int(jobs.get("tile", 0)) >= 100
+    assert {"tile_summary", "genomics", "cohort", "train", "report", "demo_summary", "all"} <= set(jobs)
 
 
 def test_dry_run_shared_slides(shared_data, tmp_path):
