@@ -166,5 +166,8 @@ def test_demo_generates_its_inputs_and_plans_every_stage_without_shared(tmp_path
     assert r.returncode == 0, r.stdout + r.stderr
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, re.M))
     assert jobs.get("tile") == "12" and "demo_cohort" not in jobs
-    assert {"demo_encoder", "tile_summary", "genomics", "cohort", "report", "demo_summary", "all"} <= set(jobs)
+    # (extract and its input, the rule demo_encoder, are planned after the tiling checkpoint)
+    assert {"tile_summary", "genomics", "cohort", "report", "demo_summary", "all"} <= set(jobs)
+    r = _snakemake(clone, "-n", targets=["resources/demo/cohort/encoder.pth"])
+    assert r.returncode == 0 and re.search(r"^demo_encoder\s+1$", r.stdout, re.M), r.stdout + r.stderr
     assert "../shared" not in (clone / "config" / "demo" / "config.yaml").read_text()
