@@ -11,5 +11,5 @@ bash scripts/setup.sh
 .venv/bin/snakemake --configfile config/demo/config.yaml --report results/demo/report/snakemake_report.html
 echo
 echo "held-out c-index beside the planted risk (results/demo/report/planted_risk.tsv):"
-cut -f1-3 results/demo/report/planted_risk.tsv | column -t
+cut -f1-3 results/demo/report/planted_risk.tsv
 echo "reports: results/demo/report/report.html, results/demo/report/snakemake_report.html"
