@@ -30,7 +30,9 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "compare": "compare",
     "heatmap": "heatmap",
-    "demo-slides": "demo_slides",
+    "demo-cohort": "demo_cohort",
+    "demo-encoder": "demo_encoder",
+    "demo-summary": "demo_summary",
 }
 
 # one-line help shown by `cmta --help` without importing every module
@@ -47,7 +49,9 @@ HELP: dict[str, str] = {
     "report": "survival metrics (Harrell, Uno, AUC(t), IBS), Kaplan-Meier figures and summaries of trained runs",
     "compare": "Table 1 layout (models x cohorts, mean +- sd) of several reports: TSV, Markdown, figure",
     "heatmap": "attention heatmaps (each gene family, the pathology class token) over held-out patients' slides",
-    "demo-slides": "write small synthetic slides named after patients of a genomic table (demo data)",
+    "demo-cohort": "write the synthetic demo cohort: slides, six-family genomics and survival with planted risk",
+    "demo-encoder": "the demo's encoder: random ResNet-50 weights with BatchNorm statistics from the slides' patches",
+    "demo-summary": "the demo's c-index table: every run beside the planted risk (oracle), fold by fold",
 }
 
 

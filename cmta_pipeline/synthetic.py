@@ -137,38 +137,3 @@ def demo_specimen() -> tuple[list[Shape], float, float]:
         Shape("rect", 512, 1600, 40, 40),  # 0.0016 mm^2: below the biopsy preset's minimum
     ]
     return shapes, 3072.0, 2048.0
-
-
-def random_specimen(rng: np.random.Generator, width_um: float, height_um: float, n_pieces: int = 3) -> list[Shape]:
-    """A few tissue pieces (ellipses, some with a hole) at random places."""
-    shapes = []
-    for _ in range(n_pieces):
-        w = rng.uniform(0.2, 0.5) * width_um
-        h = rng.uniform(0.3, 0.7) * height_um
-        x = rng.uniform(0, width_um - w)
-        y = rng.uniform(0, height_um - h)
-        shapes.append(Shape("ellipse", x, y, w, h))
-        if rng.random() < 0.4:
-            shapes.append(Shape("ellipse", x + w * 0.4, y + h * 0.4, w * 0.15, h * 0.15, hole=True))
-    return shapes
-
-
-def write_demo_slides(
-    case_ids: list[str], outdir: str | os.PathLike, mpp: float = 0.5, size_um: tuple[float, float] = (2048.0, 1536.0), seed: int = 0
-) -> list[str]:
-    """One small synthetic slide per patient, named like a GDC download
-    (``<case_id>-01Z-00-DX1.tif``), so that folder discovery finds the case ids."""
-    from pathlib import Path
-
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i, case in enumerate(case_ids):
-        path = out / f"{case}-01Z-00-DX1.tif"
-        if not path.exists():
-            rng = np.random.default_rng(seed + i)
-            tmp = path.with_name(f".{path.name}.tmp.tif")
-            write_synthetic_slide(tmp, random_specimen(rng, *size_um), *size_um, mpp, downsamples=(1, 4, 16), seed=seed + i)
-            os.replace(tmp, path)
-        written.append(str(path))
-    return written

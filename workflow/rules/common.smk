@@ -78,11 +78,19 @@ def scaled_mem(mem_mb):
 
 OUT = config["outdir"].rstrip("/")
 
-SLIDES = load_slide_table(
-    sheet=config["slides"]["sheet"],
-    folder=config["slides"]["folder"],
-    recursive=config["slides"]["recursive"],
-)
+if config.get("demo"):
+    # The demo cohort's slides are written by rules/demo.smk; their names are known before.
+    from cmta_pipeline.demo_cohort import DemoSettings, slide_sheet  # noqa: E402
+
+    SLIDES = slide_sheet(
+        DemoSettings.from_config(config["demo"]), config["demo"]["dir"]
+    )
+else:
+    SLIDES = load_slide_table(
+        sheet=config["slides"]["sheet"],
+        folder=config["slides"]["folder"],
+        recursive=config["slides"]["recursive"],
+    )
 validate(SLIDES, schema="../schemas/slides.schema.yaml")
 SLIDES = SLIDES.set_index("slide_id", drop=False)
 if SLIDES.empty:
@@ -103,6 +111,8 @@ def final_targets():
         targets.append(f"{OUT}/report/cindex_summary.tsv")  # rules/report.smk
     targets += predict_targets()  # rules/predict.smk
     targets += heatmap_targets()  # rules/heatmaps.smk
+    if config.get("demo") and train_targets():
+        targets.append(f"{OUT}/report/planted_risk.tsv")  # rules/demo.smk
     return targets
 
 
@@ -113,7 +123,7 @@ def slide_input(wildcards):
     """The slide file, or nothing if it is missing: `cmta tile` then reports it, and with
     slides.on_error: skip the rest of the cohort proceeds."""
     path = SLIDES.loc[wildcards.slide, "path"]
-    return [path] if os.path.exists(path) else []
+    return [path] if os.path.exists(path) or config.get("demo") else []
 
 
 def tile_args(wildcards):

@@ -1,0 +1,1 @@
+install-cmta-pipeline.sh
