@@ -119,9 +119,10 @@ def bag_attention(model, bag: torch.Tensor, omics: list[torch.Tensor] | None,
         hooks.append(enc.layer2.attn.register_forward_hook(keep("encoder")))
     if getattr(model, "cross_attention", False) and hasattr(model, "genomics_to_pathology"):
         hooks.append(model.genomics_to_pathology.register_forward_hook(keep("cross")))
-    if hasattr(model, "attention_w"):
-        hooks.append(model.attention_w.register_forward_hook(keep("attmil")))
-    if not hooks:
+    # attention-MIL pooling (AttMIL, CLAM-SB/MB, PORPOISE, M3IF) returns its softmax weights
+    # as out["attention"], (branches, M)
+    pooled = isinstance(getattr(model, "attention", None), torch.nn.Module)
+    if not hooks and not pooled:
         raise CMTAError(f"{type(model).__name__} has no attention over patches to draw")
     model.eval()
     try:
@@ -141,10 +142,10 @@ def bag_attention(model, bag: torch.Tensor, omics: list[torch.Tensor] | None,
         row = attention_row(module, x.float(), 0).mean(0)[1:]  # drop the class token's own key
         names.append(PATHOLOGY_PANEL)
         cols.append(fold_padding(row, m)[:, None])
-    if "attmil" in captured:
-        _, _, logits = captured["attmil"]
-        names.append("attention")
-        cols.append(logits[0].float().softmax(0).double().cpu().numpy())
+    if pooled and "attention" in out:
+        a = out["attention"].float().reshape(-1, m).double().cpu().numpy()  # (branches, M)
+        names += ["attention"] if len(a) == 1 else [f"attention_bin_{k + 1}" for k in range(len(a))]
+        cols.append(a.T)
     return names, np.hstack(cols), float(out["risk"].float()[0])
 
 

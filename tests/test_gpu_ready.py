@@ -187,7 +187,7 @@ def test_last_batch_is_padded_to_one_shape_on_cuda_only():
     runner = EncoderRunner(model, torch.device("cpu"), "fp32", pad_to=8)
     assert runner.pad_to is None  # CPU: no cuDNN plans to reuse
     shapes = []
-    runner.model.register_forward_pre_hook(lambda m, a: shapes.append(a[0].shape[0]))
+    runner.module.register_forward_pre_hook(lambda m, a: shapes.append(a[0].shape[0]))
     runner.pad_to = 4  # as on CUDA
     px = torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8)
     padded = runner(px)

@@ -491,7 +491,15 @@ HEATMAPS = {
     "runtime": 60,
     **(config.get("heatmaps") or {}),
 }
-HEATMAP_MODELS = ("cmta", "attmil", "transmil", "dualtrans")
+HEATMAP_MODELS = (
+    "cmta",
+    "attmil",
+    "transmil",
+    "dualtrans",
+    "clam_sb",
+    "clam_mb",
+    "porpoise",
+)
 
 
 def heatmap_runs():
