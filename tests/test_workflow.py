@@ -305,10 +305,11 @@ def test_report_has_figures_and_gpus_go_to_slide_models(tmp_path, tcga_dir):
     assert "Survival risk from whole-slide images and genomics with CMTA" in page  # workflow.rst
     for name in [f"{c}-01Z-00-DX1.qc.png" for c in cases] + [
         "summary.tsv", "failed_slides.tsv", "audit.tsv", "families.tsv",
-        "cindex_summary.tsv", "cindex.tsv", "km_snn.png",
+        "cindex_summary.tsv", "cindex.tsv", "km_snn.png", "metrics.tsv", "metrics_summary.tsv",
+        "cindex_per_fold.png", "summary.md",
     ]:
         assert name in page, f"{name} not in the Snakemake report"
-    assert "Kaplan-Meier curves of the held-out patients" in page  # a caption
+    assert "Kaplan-Meier curves of the high- and low-risk patients" in page  # a caption
 
     # the same cohort with CMTA on the slides: which jobs ask for a GPU
     config["cohort"]["with_slides"] = True
