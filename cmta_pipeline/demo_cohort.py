@@ -292,8 +292,6 @@ def planted_summary(patients_file: str | os.PathLike, cindex_file: str | os.Path
     same held-out patients, read from the first run's ``<train_dir>/<run>/fold_<k>/predictions.tsv``
     (every run of a cohort holds out the same patients). Returns one row per run and
     oracle: ``run``, ``mean``, ``sd``, ``fold_<k>``..."""
-    from .evaluation import cindex
-
     patients = pd.read_csv(patients_file, sep="\t", dtype={"case_id": str}).set_index("case_id")
     per_fold = pd.read_csv(cindex_file, sep="\t")
     missing = [c for c in ("run", "fold", "cindex") if c not in per_fold.columns]

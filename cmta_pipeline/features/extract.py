@@ -223,33 +223,26 @@ class EncoderRunner:
 
 
 @contextlib.contextmanager
-def _cudnn_benchmark(on: bool):
-    old = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = on
+def _setting(obj, name: str, value):
+    """``obj.name = value`` for the duration of the block (a torch backend flag)."""
+    old = getattr(obj, name)
+    setattr(obj, name, value)
     try:
         yield
     finally:
-        torch.backends.cudnn.benchmark = old
+        setattr(obj, name, old)
 
 
-@contextlib.contextmanager
+def _cudnn_benchmark(on: bool):
+    return _setting(torch.backends.cudnn, "benchmark", on)
+
+
 def _cudnn_ieee_fp32():
     """cuDNN convolutions in true fp32 instead of the TF32 that torch allows by default."""
     conv = getattr(torch.backends.cudnn, "conv", None)
     if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
-        old = conv.fp32_precision
-        conv.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            conv.fp32_precision = old
-    else:
-        old = torch.backends.cudnn.allow_tf32
-        torch.backends.cudnn.allow_tf32 = False
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32 = old
+        return _setting(conv, "fp32_precision", "ieee")
+    return _setting(torch.backends.cudnn, "allow_tf32", False)
 
 
 def prepare_backend(device: torch.device, threads: int | None) -> int:

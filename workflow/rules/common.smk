@@ -176,6 +176,10 @@ def features_weights_input(wildcards):
     return [FEATURES["weights_file"] if w == "imagenet" else w]
 
 
+# YAML reads a bare on/off as true/false
+COMPILE_MODE = {True: "on", False: "off"}
+
+
 def features_args(wildcards, input, threads):
     w = FEATURES["weights"]
     args = [
@@ -197,10 +201,6 @@ def features_args(wildcards, input, threads):
         # torch threads on the CPU; a CUDA job's readers take its cores instead
         args.append(f"--threads {threads}")
     return " ".join(args)
-
-
-# YAML reads a bare on/off as true/false
-COMPILE_MODE = {True: "on", False: "off"}
 
 
 # ---- genomics stage (rules/genomics.smk) ----------------------------------------
