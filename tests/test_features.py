@@ -540,3 +540,54 @@ def test_compiled_encoder_matches_eager_and_fills_its_cache(tmp_path, encoder):
     assert cos.min() >= 0.9999 and comp.min_cosine >= 0.9999
     assert not np.array_equal(a, b)  # it really is another computation
     assert any(cache.rglob("*")), "inductor wrote nothing into --compile-cache"
+
+
+# ---------------------------------------------------------------- several slides, one process
+
+
+def test_several_slides_in_one_process_equal_one_per_process(tmp_path):
+    """`cmta extract A a.coords B b.coords C c.coords`: one encoder for all; each slide's files
+    are byte-identical to a run of its own, and a slide whose tiling failed (its tile status
+    says so) gets empty files marked failed that no reader takes for features."""
+    import json
+
+    a, a_coords = _small_slide(tmp_path)
+    b = write_tiled_tiff(tmp_path / "other.tiff", shape=(768, 1024), seed=3)
+    b_coords = write_grid_coords(b, tmp_path / "other.coords.h5")
+    ok = tmp_path / "ok.tile.json"
+    ok.write_text(json.dumps({"status": "ok"}))
+    bad = tmp_path / "bad.tile.json"
+    bad.write_text(json.dumps({"status": "failed", "reason": "no tissue found"}))
+    common = ["--weights", "random", "--device", "cpu", "--workers", "0", "--batch-size",
+              "8", "--threads", "1", "--no-progress"]
+
+    def cmta(*args):
+        return subprocess.run([sys.executable, "-m", "cmta_pipeline", "extract", *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    many, single = tmp_path / "many", tmp_path / "single"
+    r = cmta(str(a), str(a_coords), str(b), str(b_coords), str(a), str(tmp_path / "none.h5"),
+             "-o", str(many), "--slide-id", "A", "--slide-id", "B", "--slide-id", "C",
+             "--tile-status", str(ok), "--tile-status", str(ok), "--tile-status", str(bad),
+             *common)
+    assert r.returncode == 0, r.stderr
+    assert "slide 2 of 3 done" in r.stderr
+    for sid, slide, coords in (("A", a, a_coords), ("B", b, b_coords)):
+        r = cmta(str(slide), str(coords), "-o", str(single), "--slide-id", sid, *common)
+        assert r.returncode == 0, r.stderr
+        assert _files(many, sid) == _files(single, sid)
+    assert _files(many, "A") != _files(many, "B")
+    with h5py.File(many / "C.features.h5") as f:
+        assert f.attrs["status"] == "failed" and f.attrs["reason"] == "no tissue found"
+        assert f["features"].shape == (0, 1024)
+    with pytest.raises(CMTAError, match="N > 0"):
+        load_features(many / "C.pt")
+
+    # pairs and per-slide options must line up: one line naming the problem
+    r = cmta(str(a), str(a_coords), str(b), "-o", str(tmp_path / "x"), *common)
+    assert r.returncode == 2 and "SLIDE COORDS pairs, got 3 paths" in r.stderr
+    assert r.stderr.strip().count("\n") == 0
+    r = cmta(str(a), str(a_coords), str(b), str(b_coords), "--slide-id", "A", "-o",
+             str(tmp_path / "x"), *common)
+    assert r.returncode == 2 and "--slide-id is given 1 times for 2 slides" in r.stderr
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())

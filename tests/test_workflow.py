@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import pandas as pd
 import pytest
 import yaml
@@ -116,6 +117,35 @@ def test_cohort_with_bad_slides_completes_and_lists_them(tmp_path):
     wd = _workdir(tmp_path, config)
     r = snakemake("--cores", "2", "--directory", str(wd))
     assert r.returncode != 0
+
+
+
+def test_several_slides_per_extract_job(tmp_path):
+    """features.slides_per_job: 3 slides, one of them not a slide, in one extract job (one
+    process): the two good slides get their features, the bad one empty files marked failed
+    (the job needs every output it declares), and the cohort's features are the good two."""
+    shapes, w, h = demo_specimen()
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    write_synthetic_slide(slides / "TCGA-AA-0001-01Z-00-DX1.tif", shapes, w, h, 0.5)
+    write_synthetic_slide(slides / "TCGA-AA-0002-01Z-00-DX1.tif", shapes[:1], w, h, 0.5, seed=1)
+    (slides / "TCGA-AA-0003-01Z-00-DX1.svs").write_bytes(b"corrupt" * 1000)
+    config = {"outdir": "results", "slides": {"folder": "slides", "on_error": "skip"},
+              "tiling": {"preset": "biopsy"},
+              "features": {"weights": "random", "input_px": 32, "workers": 0, "threads": 1,
+                           "slides_per_job": 3}}
+    wd = _workdir(tmp_path, config)
+    r = snakemake("--cores", "2", "--directory", str(wd), "features")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count("rule extract_batch_0:") == 1 and "rule extract:" not in r.stderr
+    feats = wd / "results/features"
+    for case in ("0001", "0002"):
+        with h5py.File(feats / f"TCGA-AA-{case}-01Z-00-DX1.features.h5") as f:
+            assert f["features"].shape[0] > 0 and f["features"].shape[1] == 1024
+    with h5py.File(feats / "TCGA-AA-0003-01Z-00-DX1.features.h5") as f:
+        assert f.attrs["status"] == "failed" and f["features"].shape == (0, 1024)
+    log = (wd / "results/logs/extract/batch_0.log").read_text()
+    assert "slide 3 of 3 done" in log and "tiling failed" in log
 
 
 # ---- conda envs list what the rule code imports -----------------------------------------

@@ -1,10 +1,11 @@
-"""cmta extract: ResNet-50 (layer3) 1024-d features of the patches of one slide."""
+"""cmta extract: ResNet-50 (layer3) 1024-d features of the patches of one slide, or of
+several slides in one process (one model load and compilation for all of them)."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "ResNet-50 (layer3) 1024-d features of the patches of one slide"
+HELP = "ResNet-50 (layer3) 1024-d features of the patches of one slide (or several)"
 
 
 def _positive(v: str) -> int:
@@ -15,12 +16,19 @@ def _positive(v: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("slide", help="the whole-slide image (anything OpenSlide reads)")
-    p.add_argument("coords", help="its <slide_id>.coords.h5 (from `cmta tile`, or CLAM's)")
+    p.add_argument("inputs", nargs="+", metavar="SLIDE COORDS",
+                   help="the whole-slide image (anything OpenSlide reads) and its "
+                   "<slide_id>.coords.h5 (from `cmta tile`, or CLAM's); more pairs encode "
+                   "more slides in this one process, one after the other")
     p.add_argument("-o", "--outdir", required=True,
                    help="writes <slide_id>.features.h5 and <slide_id>.pt here")
-    p.add_argument("--slide-id", help="output name (default: the coords file's slide_id "
+    p.add_argument("--slide-id", action="append",
+                   help="output name, once per slide (default: the coords file's slide_id "
                    "attribute, else the slide file name without extension)")
+    p.add_argument("--tile-status", action="append",
+                   help="the slide's `cmta tile --status` file, once per slide: a slide whose "
+                   "tiling failed gets empty feature files marked failed instead (what the "
+                   "workflow's multi-slide jobs, features.slides_per_job, need)")
     p.add_argument("--weights", default="imagenet",
                    help="imagenet (torchvision IMAGENET1K_V1, downloaded once), random "
                    "(seeded; tests and demos only) or the path of a local state dict "
@@ -68,8 +76,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="progress bar with patches/s (default: only on a terminal)")
 
 
+def _jobs(args: argparse.Namespace):
+    from ..errors import CMTAError
+    from ..features import SlideJob
+
+    if len(args.inputs) % 2:
+        raise CMTAError(f"cmta extract takes SLIDE COORDS pairs, got {len(args.inputs)} "
+                        f"paths: {' '.join(args.inputs)}")
+    pairs = list(zip(args.inputs[::2], args.inputs[1::2]))
+    per_slide = {}
+    for name in ("slide_id", "tile_status"):
+        values = getattr(args, name)
+        if values is not None and len(values) != len(pairs):
+            raise CMTAError(f"--{name.replace('_', '-')} is given {len(values)} times for "
+                            f"{len(pairs)} slides: give it once per slide or not at all")
+        per_slide[name] = values or [None] * len(pairs)
+    return [SlideJob(slide, coords, sid, status) for (slide, coords), sid, status
+            in zip(pairs, per_slide["slide_id"], per_slide["tile_status"])]
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..features import ExtractOptions, extract_slide
+    from ..features import ExtractOptions, extract_slides
 
     opts = ExtractOptions(
         weights=args.weights, device=args.device, batch_size=args.batch_size,
@@ -79,5 +106,5 @@ def run(args: argparse.Namespace) -> int:
         compile_min_patches=args.compile_min_patches,
         compile_cache=args.compile_cache, resume=args.resume,
     )
-    extract_slide(args.slide, args.coords, args.outdir, opts, slide_id=args.slide_id)
+    extract_slides(_jobs(args), args.outdir, opts)
     return 0

@@ -9,8 +9,10 @@ from .encoder import FEATURE_DIM, EncoderInfo, ResNet50Trunc, build_encoder, fet
 from .extract import (
     ExtractOptions,
     ExtractResult,
+    SlideJob,
     extract_features,
     extract_slide,
+    extract_slides,
     write_feature_files,
 )
 from .patches import PatchBatches, load_patch_grid
@@ -23,8 +25,10 @@ __all__ = [
     "fetch_imagenet_weights",
     "ExtractOptions",
     "ExtractResult",
+    "SlideJob",
     "extract_features",
     "extract_slide",
+    "extract_slides",
     "write_feature_files",
     "PatchBatches",
     "load_patch_grid",

@@ -768,3 +768,66 @@ def _coords_slide_id(coords_path) -> str | None:
     if isinstance(v, bytes):
         v = v.decode()
     return str(v) if v else None
+
+
+@dataclass
+class SlideJob:
+    """One slide of a multi-slide :func:`extract_slides` run."""
+
+    slide: str | os.PathLike
+    coords: str | os.PathLike | None
+    slide_id: str | None = None
+    tile_status: str | os.PathLike | None = None  # `cmta tile --status`: failed -> no features
+
+
+def tiling_failed(status_path) -> str | None:
+    """The reason in a `cmta tile` status file whose status is not ok, else None."""
+    import json
+
+    try:
+        status = json.loads(Path(status_path).read_text())
+    except (OSError, ValueError) as exc:
+        raise CMTAError(f"{status_path}: unreadable tile status file ({exc})") from exc
+    if status.get("status") == "ok":
+        return None
+    return str(status.get("reason") or f"status {status.get('status')!r}")
+
+
+def write_failed_feature_files(outdir, slide_id: str, reason: str) -> tuple[Path, Path]:
+    """Empty feature files (zero patches, ``status = "failed"``) for a slide whose tiling
+    failed, so that a job encoding several slides has every output it declares. Nothing
+    reads them as features: :func:`cmta_pipeline.feature_files.load_features` rejects a
+    file with no patches, and the cohort keeps only the slides tiled successfully."""
+    meta = {"status": "failed", "reason": reason, "n_patches": 0, "patch_level": 0,
+            "patch_size": 0, "patch_size_level0": 0, "feature_dim": FEATURE_DIM,
+            "cmta_version": __version__}
+    return write_feature_files(outdir, slide_id, np.zeros((0, FEATURE_DIM), np.float32),
+                               np.zeros((0, 2), np.int64), meta)
+
+
+def extract_slides(jobs: list[SlideJob], outdir, opts: ExtractOptions) -> list[ExtractResult]:
+    """Encode several slides in one process: the encoder is built (and, where it pays,
+    compiled) once for all of them. Each slide is written as by :func:`extract_slide`;
+    a slide whose ``tile_status`` says its tiling failed gets
+    :func:`write_failed_feature_files`. The first slide that fails stops the run."""
+    model = info = None
+    results = []
+    t0 = time.perf_counter()
+    for i, job in enumerate(jobs, 1):
+        slide_id = job.slide_id
+        if slide_id is None:
+            slide_id = (job.coords and _coords_slide_id(job.coords)) or Path(job.slide).stem
+        reason = tiling_failed(job.tile_status) if job.tile_status else None
+        if reason is not None:
+            write_failed_feature_files(outdir, slide_id, reason)
+            log.info("%s: tiling failed (%s); empty feature files marked failed", slide_id,
+                     reason)
+        else:
+            if model is None:
+                model, info = build_encoder(opts.weights)
+            results.append(extract_slide(job.slide, job.coords, outdir, opts,
+                                         slide_id=slide_id, model=model, info=info))
+        if len(jobs) > 1:
+            log.info("slide %d of %d done, %.1f s in all", i, len(jobs),
+                     time.perf_counter() - t0)
+    return results

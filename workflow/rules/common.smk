@@ -168,6 +168,37 @@ def feature_targets():
     return expand(f"{OUT}/features/{{slide}}.features.h5", slide=tiled_slides())
 
 
+def extract_env():
+    """The conda env of extraction jobs: CUDA torch when they ask for a GPU."""
+    return env_file("torch-cuda") if gpus_for(FEATURES["device"]) else env_file("torch")
+
+
+def extract_batches():
+    """Slide ids in batches of features.slides_per_job, in the slide sheet's order."""
+    ids, n = list(SLIDES.index), FEATURES["slides_per_job"]
+    return [ids[i : i + n] for i in range(0, len(ids), n)]
+
+
+def existing_slides(ids):
+    """The slide files of ``ids`` that exist (see slide_input)."""
+    paths = [SLIDES.loc[s, "path"] for s in ids]
+    return [p for p in paths if os.path.exists(p) or config.get("demo")]
+
+
+def batch_inputs(ids):
+    """`cmta extract`'s arguments for a batch, from its inputs: SLIDE COORDS pairs, then
+    a --slide-id and a --tile-status per slide (a failed tiling is not read)."""
+
+    def args(wildcards, input):
+        pairs, per_slide = [], []
+        for s, tiles, status in zip(ids, input.tiles, input.status):
+            pairs += [SLIDES.loc[s, "path"], os.path.join(tiles, f"{s}.coords.h5")]
+            per_slide += ["--slide-id", s, "--tile-status", status]
+        return " ".join(map(shlex.quote, pairs + per_slide))
+
+    return args
+
+
 def features_weights_input(wildcards):
     """The weights file the job reads: fetched ImageNet weights, a user's file, or none."""
     w = FEATURES["weights"]

@@ -24,36 +24,76 @@ rule fetch_weights:
 
 # On a cluster each job asks for one GPU (config gpu, features.device) and a core per
 # reader process; inside the job device auto picks CUDA when the job sees a GPU.
-rule extract:
-    input:
-        slide=slide_input,
-        # the tiling status (ok/failed) and the slide's folder with <slide>.coords.h5
-        status=f"{OUT}/tiles/{{slide}}.tile.json",
-        tiles=f"{OUT}/tiles/{{slide}}",
-        weights=features_weights_input,
-    output:
-        h5=f"{OUT}/features/{{slide}}.features.h5",
-        pt=f"{OUT}/features/{{slide}}.pt",
-    log:
-        f"{OUT}/logs/extract/{{slide}}.log",
-    benchmark:
-        f"{OUT}/benchmarks/extract/{{slide}}.tsv"
-    conda:
-        env_file("torch-cuda") if gpus_for(FEATURES["device"]) else env_file("torch")
-    threads: extract_threads()
-    resources:
-        mem_mb=scaled_mem(FEATURES["mem_mb"]),
-        runtime=FEATURES["runtime"],
-        gpu=gpus_for(FEATURES["device"]),
-    params:
-        coords=lambda wc, input: os.path.join(input.tiles, f"{wc.slide}.coords.h5"),
-        args=features_args,
-        outdir=lambda wc, output: os.path.dirname(output.h5),
-        cmta=CMTA,
-        version=VERSION,
-    shell:
-        "{params.cmta} extract {input.slide:q} {params.coords:q} -o {params.outdir:q} "
-        "--slide-id {wildcards.slide:q} {params.args} > {log:q} 2>&1"
+if FEATURES["slides_per_job"] == 1:
+
+    rule extract:
+        input:
+            slide=slide_input,
+            # the tiling status (ok/failed) and the slide's folder with <slide>.coords.h5
+            status=f"{OUT}/tiles/{{slide}}.tile.json",
+            tiles=f"{OUT}/tiles/{{slide}}",
+            weights=features_weights_input,
+        output:
+            h5=f"{OUT}/features/{{slide}}.features.h5",
+            pt=f"{OUT}/features/{{slide}}.pt",
+        log:
+            f"{OUT}/logs/extract/{{slide}}.log",
+        benchmark:
+            f"{OUT}/benchmarks/extract/{{slide}}.tsv"
+        conda:
+            extract_env()
+        threads: extract_threads()
+        resources:
+            mem_mb=scaled_mem(FEATURES["mem_mb"]),
+            runtime=FEATURES["runtime"],
+            gpu=gpus_for(FEATURES["device"]),
+        params:
+            coords=lambda wc, input: os.path.join(input.tiles, f"{wc.slide}.coords.h5"),
+            args=features_args,
+            outdir=lambda wc, output: os.path.dirname(output.h5),
+            cmta=CMTA,
+            version=VERSION,
+        shell:
+            "{params.cmta} extract {input.slide:q} {params.coords:q} -o {params.outdir:q} "
+            "--slide-id {wildcards.slide:q} {params.args} > {log:q} 2>&1"
+
+else:
+    # features.slides_per_job > 1: one job (one process, one model load) per batch of
+    # slides, in the slide sheet's order. A slide whose tiling failed is passed with its
+    # status file and gets empty feature files marked failed, which nothing reads.
+    for batch, ids in enumerate(extract_batches()):
+
+        rule:
+            name:
+                f"extract_batch_{batch}"
+            input:
+                slides=existing_slides(ids),
+                status=[f"{OUT}/tiles/{s}.tile.json" for s in ids],
+                tiles=[f"{OUT}/tiles/{s}" for s in ids],
+                weights=features_weights_input,
+            output:
+                h5=[f"{OUT}/features/{s}.features.h5" for s in ids],
+                pt=[f"{OUT}/features/{s}.pt" for s in ids],
+            log:
+                f"{OUT}/logs/extract/batch_{batch}.log",
+            benchmark:
+                f"{OUT}/benchmarks/extract/batch_{batch}.tsv"
+            conda:
+                extract_env()
+            threads: extract_threads()
+            resources:
+                mem_mb=scaled_mem(FEATURES["mem_mb"]),
+                runtime=FEATURES["runtime"] * len(ids),
+                gpu=gpus_for(FEATURES["device"]),
+            params:
+                inputs=batch_inputs(ids),
+                args=features_args,
+                outdir=lambda wc, output: os.path.dirname(output.h5[0]),
+                cmta=CMTA,
+                version=VERSION,
+            shell:
+                "{params.cmta} extract {params.inputs} -o {params.outdir:q} "
+                "{params.args} > {log:q} 2>&1"
 
 
 # `snakemake --cores 8 features`: the features of every tiled slide, without training.
