@@ -591,3 +591,24 @@ def test_several_slides_in_one_process_equal_one_per_process(tmp_path):
              str(tmp_path / "x"), *common)
     assert r.returncode == 2 and "--slide-id is given 1 times for 2 slides" in r.stderr
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+def test_slides_of_one_process_share_one_encoder_runner(tmp_path, monkeypatch):
+    """extract_slides builds (folds, and where on, compiles) the encoder once for all its
+    slides: one runner for the two slides, besides the fp32 reference of checks."""
+    from cmta_pipeline.features import SlideJob, extract_slides
+
+    a, a_coords = _small_slide(tmp_path)
+    built = []
+    real_init = EncoderRunner.__init__
+
+    def counting(self, *args, **kw):
+        built.append(kw.get("pad_to"))
+        real_init(self, *args, **kw)
+
+    monkeypatch.setattr(EncoderRunner, "__init__", counting)
+    jobs = [SlideJob(a, a_coords, "one"), SlideJob(a, a_coords, "two")]
+    res = extract_slides(jobs, tmp_path / "out", _opts(compile="off"))
+    assert [r.n_patches for r in res] == [20, 20]
+    assert built == [8], built  # one runner (padded to the batch of 8), reused
+    assert _files(tmp_path / "out", "one") != [] and (tmp_path / "out" / "two.pt").is_file()

@@ -81,14 +81,16 @@ def resolve_device(device: str) -> torch.device:
 
 
 def default_batching(device: torch.device, batch_size: int | None,
-                     workers: int | None, input_px: int = 224) -> tuple[int, int]:
+                     workers: int | None, input_px: int = 224,
+                     threads: int | None = None) -> tuple[int, int]:
     """Batch size and reader processes: the given ones, else sized by
     :func:`cmta_pipeline.compute.plan_readers` from the job's CPUs, ``/dev/shm`` and GPU."""
     cuda = device.type == "cuda"
     gpu_memory = (torch.cuda.get_device_properties(device).total_memory
                   if cuda and torch.cuda.is_available() else None)
-    plan = compute.plan_readers(cuda, batch_size, workers, threads=1, input_px=input_px,
-                                cpus=available_cpus(), gpu_memory=gpu_memory)
+    plan = compute.plan_readers(cuda, batch_size, workers, threads=threads,
+                                input_px=input_px, cpus=available_cpus(),
+                                gpu_memory=gpu_memory)
     if batch_size is None or workers is None:
         log.info("extraction sizing: %s", plan.why)
     return plan.batch_size, plan.workers
@@ -437,7 +439,7 @@ def _settings(slide_path: Path, grid, info: EncoderInfo, input_px: int, opts: Ex
 
 
 def _encode(slide_path: Path, grid, opts: ExtractOptions, model: nn.Module, info: EncoderInfo,
-            sink) -> dict:
+            sink, runners: dict | None = None) -> dict:
     """Encode every patch of ``grid`` into ``sink`` (resuming what it holds); the run's facts.
 
     Engine: eager fp32 is the reference. Any other (compiled, or reduced precision) is
@@ -448,7 +450,8 @@ def _encode(slide_path: Path, grid, opts: ExtractOptions, model: nn.Module, info
     input_px = int(opts.input_px or grid.encoder_input_px or 224)
     device = resolve_device(opts.device)
     precision = resolve_precision(opts.precision, device)
-    batch_size, workers = default_batching(device, opts.batch_size, opts.workers, input_px)
+    batch_size, workers = default_batching(device, opts.batch_size, opts.workers, input_px,
+                                           opts.threads)
     threads = prepare_backend(device, opts.threads)
     n = len(grid.coords)
     settings = _settings(slide_path, grid, info, input_px, opts, batch_size, device, threads)
@@ -472,19 +475,20 @@ def _encode(slide_path: Path, grid, opts: ExtractOptions, model: nn.Module, info
     while True:
         try:
             return {**stats, **_encode_rows(slide_path, dataset, opts, model, engine, sink,
-                                            settings, state, batch_size, workers, device)}
+                                            settings, state, batch_size, workers, device,
+                                            runners)}
         except _Fallback as fb:
             # the saved rows came from an engine that no longer passes its check here
             engine, state, stats["resumed_rows"] = fb.args[0], {"rows": 0}, 0
 
 
 def _encode_rows(slide_path, dataset, opts, model, engine, sink, settings, state, batch_size,
-                 workers, device) -> dict:
+                 workers, device, runners=None) -> dict:
     n = len(dataset)
     start = int(state["rows"])
     sink.begin(settings, {**state, "engine": asdict(engine)})
     check = state.get("check")  # the first run's outcome, kept so resumed files are equal
-    runner = _build_runner(model, device, engine, batch_size, slide_path)
+    runner = _build_runner(model, device, engine, batch_size, slide_path, runners)
     if runner is None:  # compilation failed (logged): eager fp32
         engine = _Engine(False, "fp32")
         if start:
@@ -571,11 +575,21 @@ def _encode_rows(slide_path, dataset, opts, model, engine, sink, settings, state
             "seconds": time.perf_counter() - t0, "read_wait_s": read_wait}
 
 
-def _build_runner(model, device, engine: _Engine, batch_size: int, slide_path: Path):
-    """The engine's runner; None (and one log line) if it cannot be built."""
+def _build_runner(model, device, engine: _Engine, batch_size: int, slide_path: Path,
+                  runners: dict | None = None):
+    """The engine's runner; None (and one log line) if it cannot be built. ``runners``
+    (from :func:`extract_slides`) keeps the runners built for earlier slides of the same
+    process, which then share one folded, compiled (on CUDA graph-captured) encoder
+    instead of compiling again for each slide."""
+    runners = {} if runners is None else runners
+    key = (str(device), engine.precision, engine.compiled, batch_size)
+    if key in runners:
+        return runners[key]
     try:
-        return EncoderRunner(model, device, engine.precision, compiled=engine.compiled,
-                             batch_size=batch_size, pad_to=batch_size)
+        runners[key] = EncoderRunner(model, device, engine.precision,
+                                     compiled=engine.compiled, batch_size=batch_size,
+                                     pad_to=batch_size)
+        return runners[key]
     except Exception as exc:
         if not engine.compiled:
             raise
@@ -707,13 +721,15 @@ def write_feature_files(outdir, slide_id: str, feats: np.ndarray, coords: np.nda
 
 
 def extract_slide(slide_path, coords_path, outdir, opts: ExtractOptions,
-                  slide_id: str | None = None, model=None, info=None) -> ExtractResult:
+                  slide_id: str | None = None, model=None, info=None,
+                  runners: dict | None = None) -> ExtractResult:
     """Encode one slide and write its feature files; returns what happened (and how fast).
 
     Rows are written batch by batch to a partial file beside the outputs
     (:class:`PartialFeatures`); a killed run resumes from them (``opts.resume``), and the
     outputs are then byte-identical to an uninterrupted run's. Bad input (a
-    :class:`CMTAError`) removes the partial file.
+    :class:`CMTAError`) removes the partial file. ``model``/``info``/``runners`` let
+    :func:`extract_slides` share one encoder between slides.
     """
     slide_path = Path(slide_path)
     if slide_id is None:
@@ -723,7 +739,7 @@ def extract_slide(slide_path, coords_path, outdir, opts: ExtractOptions,
     if not opts.resume:
         sink.discard()
     try:
-        facts = _encode(slide_path, grid, opts, model, info, sink)
+        facts = _encode(slide_path, grid, opts, model, info, sink, runners)
         feats, coords, meta = _finish(slide_path, grid, info, opts, facts, sink.result(),
                                       sink.failed)
     except CMTAError:
@@ -811,6 +827,7 @@ def extract_slides(jobs: list[SlideJob], outdir, opts: ExtractOptions) -> list[E
     a slide whose ``tile_status`` says its tiling failed gets
     :func:`write_failed_feature_files`. The first slide that fails stops the run."""
     model = info = None
+    runners: dict = {}  # the encoder runners built for the first slide, reused by the next
     results = []
     t0 = time.perf_counter()
     for i, job in enumerate(jobs, 1):
@@ -826,7 +843,8 @@ def extract_slides(jobs: list[SlideJob], outdir, opts: ExtractOptions) -> list[E
             if model is None:
                 model, info = build_encoder(opts.weights)
             results.append(extract_slide(job.slide, job.coords, outdir, opts,
-                                         slide_id=slide_id, model=model, info=info))
+                                         slide_id=slide_id, model=model, info=info,
+                                         runners=runners))
         if len(jobs) > 1:
             log.info("slide %d of %d done, %.1f s in all", i, len(jobs),
                      time.perf_counter() - t0)

@@ -6,7 +6,8 @@ weights on both sides (no ImageNet download here: CLAM's checkout must have its 
 loading switched to ``pretrained=False`` in models/timm_wrapper.py; that is the only change).
 For each N, runs are interleaved: ours with an empty compile cache (cold, first N only), ours
 eager (``--compile off``, first N only), ours with the cache the cold run filled (warm: what
-every job but the first of a cohort sees), CLAM.
+every job but the first of a cohort sees), CLAM; on request (``--kinds ... ours_bf16``) ours
+compiled in bf16 (``--precision bf16``: not the same arithmetic, so a separate row).
 Wall time includes start-up, compilation and writing; peak RSS is the process's own
 (``os.wait4``). Also measured in this process: the encoder alone, eager and compiled, on
 uint8 batches in memory (the ceiling of the end-to-end rate).
@@ -156,6 +157,8 @@ def main() -> None:
                            "--compile-cache", str(cache)]
                     if kind == "ours_eager":
                         cmd += ["--compile", "off"]
+                    if kind == "ours_bf16":  # reduced precision: not equal arithmetic
+                        cmd += ["--precision", "bf16"]
                     cwd, env = REPO, ours_env
                 jobs.append((kind, (cmd, cwd, env, d / f"{kind}{rep}.log")))
             groups = [jobs] if a.concurrent else [[j] for j in jobs]
