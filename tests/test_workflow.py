@@ -83,13 +83,17 @@ def test_sheet_missing_column_is_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_cohort_with_bad_slides_completes_and_lists_them(tmp_path):
+def _two_slides_and_a_corrupt_one(slides):
+    """TCGA-AA-0001/0002 synthetic slides and TCGA-AA-0003, a .svs that is not a slide."""
     shapes, w, h = demo_specimen()
-    slides = tmp_path / "slides"
     slides.mkdir()
     write_synthetic_slide(slides / "TCGA-AA-0001-01Z-00-DX1.tif", shapes, w, h, 0.5)
     write_synthetic_slide(slides / "TCGA-AA-0002-01Z-00-DX1.tif", shapes[:1], w, h, 0.5, seed=1)
     (slides / "TCGA-AA-0003-01Z-00-DX1.svs").write_bytes(b"corrupt" * 1000)
+
+
+def test_cohort_with_bad_slides_completes_and_lists_them(tmp_path):
+    _two_slides_and_a_corrupt_one(tmp_path / "slides")
     config = {"outdir": "results", "slides": {"folder": "slides", "on_error": "skip"}, "tiling": {"preset": "biopsy"}}
     wd = _workdir(tmp_path, config)
     r = snakemake("--cores", "2", "--directory", str(wd))
@@ -124,12 +128,7 @@ def test_several_slides_per_extract_job(tmp_path):
     """features.slides_per_job: 3 slides, one of them not a slide, in one extract job (one
     process): the two good slides get their features, the bad one empty files marked failed
     (the job needs every output it declares), and the cohort's features are the good two."""
-    shapes, w, h = demo_specimen()
-    slides = tmp_path / "slides"
-    slides.mkdir()
-    write_synthetic_slide(slides / "TCGA-AA-0001-01Z-00-DX1.tif", shapes, w, h, 0.5)
-    write_synthetic_slide(slides / "TCGA-AA-0002-01Z-00-DX1.tif", shapes[:1], w, h, 0.5, seed=1)
-    (slides / "TCGA-AA-0003-01Z-00-DX1.svs").write_bytes(b"corrupt" * 1000)
+    _two_slides_and_a_corrupt_one(tmp_path / "slides")
     config = {"outdir": "results", "slides": {"folder": "slides", "on_error": "skip"},
               "tiling": {"preset": "biopsy"},
               "features": {"weights": "random", "input_px": 32, "workers": 0, "threads": 1,
