@@ -61,7 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run the encoder through torch.compile (inductor, frozen weights; "
                    "CUDA graphs on CUDA), checked on the first batch against eager fp32 "
                    "(cosine >= 0.9999, else eager fp32). auto: when the slide has at least "
-                   "--compile-min-patches patches (default: auto)")
+                   "--compile-min-patches patches, except fp32 on AVX-512 CPUs, where it "
+                   "was measured to gain nothing (default: auto)")
     p.add_argument("--compile-min-patches", type=_positive, default=None,
                    help="patches from which --compile auto compiles (default: 512 on CPU, "
                    "where compiling paid on 2 cores; 4096 on CUDA, not measured yet)")

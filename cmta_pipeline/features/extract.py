@@ -268,16 +268,34 @@ def _cosine_min(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=1).min())
 
 
+#: torch CPU capabilities on which the compiled fp32 encoder was measured no faster than
+#: eager (AMD EPYC with AVX-512: 37.4 against 37.1 patches/s, docs/benchmarks.md): oneDNN's
+#: AVX-512 kernels serve both. On AVX2 compiling gained 1.47x; in bf16 1.17x.
+NO_FP32_COMPILE_GAIN = ("AVX512",)
+
+
+def cpu_capability() -> str:
+    """torch's CPU kernel capability here (``AVX2``, ``AVX512``, ...)."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception:
+        return "unknown"
+
+
 def resolve_compile(mode: str, device: torch.device, n_patches: int,
-                    min_patches: int | None = None) -> bool:
-    """Whether to compile the encoder: ``on``, ``off``, or ``auto`` = when the slide has at
-    least ``min_patches`` patches (default: :data:`COMPILE_MIN_PATCHES` of the device) to
-    encode, so that compilation pays for itself."""
+                    min_patches: int | None = None, precision: str = "fp32") -> bool:
+    """Whether to compile the encoder: ``on``, ``off``, or ``auto`` = where compilation
+    pays for itself: the slide has at least ``min_patches`` patches (default:
+    :data:`COMPILE_MIN_PATCHES` of the device) to encode, and it is not fp32 on a CPU of
+    :data:`NO_FP32_COMPILE_GAIN`."""
     if mode not in COMPILE_MODES:
         raise CMTAError(f"--compile {mode}: use one of {', '.join(COMPILE_MODES)}")
     if mode == "auto":
         if min_patches is None:
             min_patches = COMPILE_MIN_PATCHES[device.type]
+        if (device.type == "cpu" and precision == "fp32"
+                and cpu_capability() in NO_FP32_COMPILE_GAIN):
+            return False
         return n_patches >= min_patches
     return mode == "on"
 
@@ -464,8 +482,8 @@ def _encode(slide_path: Path, grid, opts: ExtractOptions, model: nn.Module, info
                  slide_path.name, state["rows"], n, engine.label())
     else:
         state = {"rows": 0}
-        engine = _Engine(resolve_compile(opts.compile, device, n, opts.compile_min_patches),
-                         precision)
+        engine = _Engine(resolve_compile(opts.compile, device, n, opts.compile_min_patches,
+                                         precision), precision)
     if engine.compiled:
         use_compile_cache(opts.compile_cache)
     resumed = int(state["rows"])
