@@ -146,6 +146,18 @@ def test_several_slides_per_extract_job(tmp_path):
     log = (wd / "results/logs/extract/batch_0.log").read_text()
     assert "slide 3 of 3 done" in log and "tiling failed" in log
 
+    # a changed feature setting reruns the extraction (the rule's params are recorded:
+    # none of them is computed from the job's input, output or threads)
+    r = snakemake("-n", "--directory", str(wd), "features")
+    assert "Nothing to be done" in r.stdout + r.stderr, r.stdout[-2000:]
+    config["features"]["input_px"] = 48
+    (wd / "changed.yaml").write_text(yaml.safe_dump(config))
+    r = snakemake("-n", "--directory", str(wd), "features", "--configfile",
+                  str(wd / "changed.yaml"))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and "rule extract_batch_0:" in out, out[-3000:]
+    assert "Params have changed since last execution" in out and "--input-px 48" in out
+
 
 # ---- conda envs list what the rule code imports -----------------------------------------
 
@@ -339,6 +351,16 @@ def test_report_has_figures_and_gpus_go_to_slide_models(tmp_path, tcga_dir):
     ]:
         assert name in page, f"{name} not in the Snakemake report"
     assert "Kaplan-Meier curves of the high- and low-risk patients" in page  # a caption
+
+    # a changed training setting reruns the training (and what reads it), nothing before it
+    (wd / "longer.yaml").write_text(yaml.safe_dump(
+        {**config, "training": {**config["training"], "epochs": 2}}))
+    r = snakemake("-n", "--directory", str(wd), "--configfile", str(wd / "longer.yaml"))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    ran = {rule for rule, w, res in _planned_jobs(out)}
+    assert "train" in ran and "report" in ran and not ran & {"genomics", "cohort", "tile"}, ran
+    assert "Params have changed since last execution" in out and "--epochs 2" in out
 
     # the same cohort with CMTA on the slides: which jobs ask for a GPU
     config["cohort"]["with_slides"] = True

@@ -211,10 +211,17 @@ def features_weights_input(wildcards):
 COMPILE_MODE = {True: "on", False: "off"}
 
 
-def features_args(wildcards, input, threads):
+# Params computed from a job's input, output, threads or resources are not recorded by
+# Snakemake, so changing them would not rerun a job (its "params" rerun trigger skips
+# them): every *_args function below takes the wildcards only and reads paths from the
+# config, so that a changed setting reruns what it changes.
+
+
+def features_args(wildcards):
     w = FEATURES["weights"]
+    weights = features_weights_input(wildcards)
     args = [
-        f"--weights {shlex.quote(input.weights[0] if w != 'random' else 'random')}",
+        f"--weights {shlex.quote(weights[0] if w != 'random' else 'random')}",
         f"--device {FEATURES['device']}",
         f"--precision {FEATURES['precision']}",
         f"--read-at {FEATURES['read_at']}",
@@ -228,10 +235,12 @@ def features_args(wildcards, input, threads):
     for key in ("batch_size", "workers", "input_px", "compile_min_patches"):
         if FEATURES[key] is not None:
             args.append(f"--{key.replace('_', '-')} {int(FEATURES[key])}")
-    if not FEATURES["device"].startswith("cuda"):
-        # torch threads on the CPU; a CUDA job's readers take its cores instead
-        args.append(f"--threads {threads}")
     return " ".join(args)
+
+
+def features_threads(wildcards, threads):
+    """torch threads on the CPU; a CUDA job's readers take its cores instead."""
+    return "" if FEATURES["device"].startswith("cuda") else f"--threads {threads}"
 
 
 # ---- genomics stage (rules/genomics.smk) ----------------------------------------
@@ -269,6 +278,7 @@ def genomics_input(wildcards):
         "cnv",
         "maf",
         "clinical",
+        "clinical_samples",
         "gdc_sample_sheet",
         "gene_aliases",
     ):
@@ -277,10 +287,11 @@ def genomics_input(wildcards):
     return files
 
 
-def genomics_args(wildcards, input):
-    args = [f"--families {shlex.quote(input.families)}"]
+def genomics_args(wildcards):
+    input = genomics_input(wildcards)
+    args = [f"--families {shlex.quote(input['families'])}"]
     if GENOMICS["table"]:
-        args.insert(0, shlex.quote(input.table))
+        args.insert(0, shlex.quote(input["table"]))
         if GENOMICS["unsuffixed"]:
             args.append(f"--unsuffixed {GENOMICS['unsuffixed']}")
         if GENOMICS["meta_columns"]:
@@ -313,10 +324,11 @@ def cohort_slides(wildcards):
     return {}
 
 
-def cohort_args(wildcards, input):
+def cohort_args(wildcards):
     args = []
-    if "tiles_summary" in input.keys():
-        args.append(f"--tiles-summary {shlex.quote(input.tiles_summary)}")
+    slides = cohort_slides(wildcards)
+    if slides:
+        args.append(f"--tiles-summary {shlex.quote(slides['tiles_summary'])}")
     if COHORT["splits"]:
         args.append(f"--splits {shlex.quote(COHORT['splits'])}")
     else:
@@ -400,7 +412,7 @@ def train_gpus(wildcards):
     return gpus_for(TRAINING["device"])
 
 
-def train_args(wildcards, threads):
+def train_args(wildcards):
     model, _, ablation = wildcards.run.partition("-")
     t = TRAINING
     args = [
@@ -414,7 +426,7 @@ def train_args(wildcards, threads):
         f"--l1 {t['l1']}",
         f"--max-train-patches {t['max_train_patches'] or 0} --selection {t['selection']}",
         f"--monitor {t['monitor']} --patience {t['patience']} --min-epochs {t['min_epochs']}",
-        f"--seed {t['seed']} --device {t['device']} --threads {threads}",
+        f"--seed {t['seed']} --device {t['device']}",
     ]
     if model in PATH_MODELS:
         args.append(f"--features-dir {shlex.quote(os.path.join(OUT, 'features'))}")
@@ -462,10 +474,11 @@ def predict_genomics_input(wildcards):
     return {"table": PREDICT["genomics"], "families": families_file()}
 
 
-def predict_genomics_args(wildcards, input):
+def predict_genomics_args(wildcards):
     """The new patients' table read as the cohort's (same families, suffixes and metadata),
     without survival."""
-    args = [shlex.quote(input.table), f"--families {shlex.quote(input.families)}"]
+    input = predict_genomics_input(wildcards)
+    args = [shlex.quote(input["table"]), f"--families {shlex.quote(input['families'])}"]
     if GENOMICS["unsuffixed"]:
         args.append(f"--unsuffixed {GENOMICS['unsuffixed']}")
     if GENOMICS["meta_columns"]:
@@ -495,16 +508,16 @@ def predict_input(wildcards):
     return files
 
 
-def predict_args(wildcards, input):
+def predict_args(wildcards):
     args = [
-        f"--genomics {shlex.quote(os.path.dirname(input.genomics))}",
+        f"--genomics {shlex.quote(os.path.join(OUT, 'predict', 'genomics'))}",
         f"--device {PREDICT['device']}",
         "--threads 1",
     ]
-    if "slides" in input.keys():
+    if wildcards.run.split("-")[0] in PATH_MODELS:
         features = PREDICT["features_dir"] or os.path.join(OUT, "features")
         args.append(
-            f"--slides {shlex.quote(input.slides)} --features-dir {shlex.quote(features)}"
+            f"--slides {shlex.quote(PREDICT['slides'])} --features-dir {shlex.quote(features)}"
         )
     if PREDICT["impute_missing_genes"]:
         args.append("--impute-missing-genes")

@@ -50,12 +50,13 @@ if FEATURES["slides_per_job"] == 1:
         params:
             coords=lambda wc, input: os.path.join(input.tiles, f"{wc.slide}.coords.h5"),
             args=features_args,
+            torch_threads=features_threads,
             outdir=lambda wc, output: os.path.dirname(output.h5),
             cmta=CMTA,
             version=VERSION,
         shell:
             "{params.cmta} extract {input.slide:q} {params.coords:q} -o {params.outdir:q} "
-            "--slide-id {wildcards.slide:q} {params.args} > {log:q} 2>&1"
+            "--slide-id {wildcards.slide:q} {params.args} {params.torch_threads} > {log:q} 2>&1"
 
 else:
     # features.slides_per_job > 1: one job (one process, one model load) per batch of
@@ -88,12 +89,13 @@ else:
             params:
                 inputs=batch_inputs(ids),
                 args=features_args,
+                torch_threads=features_threads,
                 outdir=lambda wc, output: os.path.dirname(output.h5[0]),
                 cmta=CMTA,
                 version=VERSION,
             shell:
                 "{params.cmta} extract {params.inputs} -o {params.outdir:q} "
-                "{params.args} > {log:q} 2>&1"
+                "{params.args} {params.torch_threads} > {log:q} 2>&1"
 
 
 # `snakemake --cores 8 features`: the features of every tiled slide, without training.

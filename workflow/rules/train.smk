@@ -36,4 +36,4 @@ rule train:
         version=VERSION,
     shell:
         "{params.cmta} train --cohort {params.cohort:q} -o {params.outdir:q} {params.args}"
-        " > {log:q} 2>&1"
+        " --threads {threads} > {log:q} 2>&1"
