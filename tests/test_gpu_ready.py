@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from _training_helpers import killable_fold
 from cmta_pipeline import compute
 from cmta_pipeline.errors import CMTAError
 
@@ -309,7 +310,7 @@ def test_resume_keeps_the_grad_scaler(tmp_path, monkeypatch):
     steps as an uninterrupted one. A huge initial scale makes the first steps overflow, so
     a scale lost at resume would skip more steps and give other weights."""
     from cmta_pipeline.models import build_model
-    from cmta_pipeline.training import TrainSettings, train_fold
+    from cmta_pipeline.training import TrainSettings
     from cmta_pipeline.training.synthetic import synthetic_cohort
 
     _emulate_gpu_amp(monkeypatch, init_scale=2.0**126)
@@ -319,14 +320,8 @@ def test_resume_keeps_the_grad_scaler(tmp_path, monkeypatch):
     s = TrainSettings(epochs=2)
 
     def run(state, stop_at=None):
-        torch.manual_seed(0)
-        model = build_model("snn", list(sizes))
-
-        def kill(epoch, row):
-            if epoch == stop_at:
-                raise KeyboardInterrupt
-
-        return train_fold(model, train, sets, s, state_path=state, on_epoch_end=kill)
+        return killable_fold(lambda: build_model("snn", list(sizes)), train, sets, s, state,
+                             stop_at)
 
     straight = run(None)
     state = tmp_path / "state.pt"

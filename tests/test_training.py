@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from _training_helpers import killable_fold
 from cmta_pipeline.errors import CMTAError
 from cmta_pipeline.models import build_model
 from cmta_pipeline.training import (
@@ -96,14 +97,8 @@ def test_resume_after_a_kill_gives_the_same_model(tmp_path):
     s = TrainSettings(epochs=3)
 
     def run(state, stop_at=None):
-        torch.manual_seed(0)
-        model = build_model("dualtrans", list(SIZES), path_dim=16)
-
-        def kill(epoch, row):
-            if epoch == stop_at:
-                raise KeyboardInterrupt
-
-        return train_fold(model, train, sets, s, state_path=state, on_epoch_end=kill)
+        return killable_fold(lambda: build_model("dualtrans", list(SIZES), path_dim=16),
+                             train, sets, s, state, stop_at)
 
     straight = run(None)
     state = tmp_path / "state.pt"
