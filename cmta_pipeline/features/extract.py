@@ -750,8 +750,7 @@ def extract_slide(slide_path, coords_path, outdir, opts: ExtractOptions,
     :func:`extract_slides` share one encoder between slides.
     """
     slide_path = Path(slide_path)
-    if slide_id is None:
-        slide_id = _coords_slide_id(coords_path) or slide_path.stem
+    slide_id = slide_id or default_slide_id(slide_path, coords_path)
     slide_path, grid, model, info = _prepare(slide_path, coords_path, opts, model, info)
     sink = PartialFeatures(outdir, slide_id, len(grid.coords))
     if not opts.resume:
@@ -791,17 +790,18 @@ def extract_slide(slide_path, coords_path, outdir, opts: ExtractOptions,
     return res
 
 
-def _coords_slide_id(coords_path) -> str | None:
+def default_slide_id(slide_path, coords_path) -> str:
+    """The coords file's slide_id attribute, else the slide file name without extension."""
     import h5py
 
     try:
         with h5py.File(coords_path, "r") as f:
             v = f.attrs.get("slide_id") or f["coords"].attrs.get("slide_id")
     except Exception:
-        return None
+        v = None
     if isinstance(v, bytes):
         v = v.decode()
-    return str(v) if v else None
+    return str(v) if v else Path(slide_path).stem
 
 
 @dataclass
@@ -809,7 +809,7 @@ class SlideJob:
     """One slide of a multi-slide :func:`extract_slides` run."""
 
     slide: str | os.PathLike
-    coords: str | os.PathLike | None
+    coords: str | os.PathLike
     slide_id: str | None = None
     tile_status: str | os.PathLike | None = None  # `cmta tile --status`: failed -> no features
 
@@ -849,11 +849,9 @@ def extract_slides(jobs: list[SlideJob], outdir, opts: ExtractOptions) -> list[E
     results = []
     t0 = time.perf_counter()
     for i, job in enumerate(jobs, 1):
-        slide_id = job.slide_id
-        if slide_id is None:
-            slide_id = (job.coords and _coords_slide_id(job.coords)) or Path(job.slide).stem
         reason = tiling_failed(job.tile_status) if job.tile_status else None
         if reason is not None:
+            slide_id = job.slide_id or default_slide_id(job.slide, job.coords)
             write_failed_feature_files(outdir, slide_id, reason)
             log.info("%s: tiling failed (%s); empty feature files marked failed", slide_id,
                      reason)
@@ -861,7 +859,7 @@ def extract_slides(jobs: list[SlideJob], outdir, opts: ExtractOptions) -> list[E
             if model is None:
                 model, info = build_encoder(opts.weights)
             results.append(extract_slide(job.slide, job.coords, outdir, opts,
-                                         slide_id=slide_id, model=model, info=info,
+                                         slide_id=job.slide_id, model=model, info=info,
                                          runners=runners))
         if len(jobs) > 1:
             log.info("slide %d of %d done, %.1f s in all", i, len(jobs),

@@ -119,11 +119,16 @@ def final_targets():
 # ---- slide stage -------------------------------------------------------------------
 
 
+def slide_files(ids):
+    """The slide files of ``ids``, leaving out missing ones: `cmta tile` then reports them,
+    and with slides.on_error: skip the rest of the cohort proceeds. (The demo's slides are
+    made by the rule demo_cohort.)"""
+    paths = [SLIDES.loc[s, "path"] for s in ids]
+    return [p for p in paths if os.path.exists(p) or config.get("demo")]
+
+
 def slide_input(wildcards):
-    """The slide file, or nothing if it is missing: `cmta tile` then reports it, and with
-    slides.on_error: skip the rest of the cohort proceeds."""
-    path = SLIDES.loc[wildcards.slide, "path"]
-    return [path] if os.path.exists(path) or config.get("demo") else []
+    return slide_files([wildcards.slide])
 
 
 def tile_args(wildcards):
@@ -177,12 +182,6 @@ def extract_batches():
     """Slide ids in batches of features.slides_per_job, in the slide sheet's order."""
     ids, n = list(SLIDES.index), FEATURES["slides_per_job"]
     return [ids[i : i + n] for i in range(0, len(ids), n)]
-
-
-def existing_slides(ids):
-    """The slide files of ``ids`` that exist (see slide_input)."""
-    paths = [SLIDES.loc[s, "path"] for s in ids]
-    return [p for p in paths if os.path.exists(p) or config.get("demo")]
 
 
 def batch_inputs(ids):

@@ -68,7 +68,7 @@ else:
             name:
                 f"extract_batch_{batch}"
             input:
-                slides=existing_slides(ids),
+                slides=slide_files(ids),
                 status=[f"{OUT}/tiles/{s}.tile.json" for s in ids],
                 tiles=[f"{OUT}/tiles/{s}" for s in ids],
                 weights=features_weights_input,
