@@ -1,7 +1,13 @@
 """CMTA pipeline: whole-slide images and genomics to survival risk.
 
-Stages (one module per concern, each called by the ``cmta`` command line):
-slides -> tiling (segmentation + patch grid) -> features -> genomics/cohort -> models/training.
+One sub-package per pipeline stage, each with the commands of that stage in its
+``cli.py`` (docs/architecture.md): ``slides`` (sheet, segmentation, patch grid) ->
+``features`` -> ``genomics`` -> ``cohort`` -> ``training`` (with ``models``) ->
+``report``, ``heatmaps``, ``predict``; ``demo`` builds the synthetic demo cohort.
 """
 
+from . import compat
+
 __version__ = "0.1.0"
+
+compat.install()

@@ -1,8 +1,9 @@
 """The ``cmta`` command line: one subcommand per pipeline stage.
 
-Each subcommand lives in ``cmta_pipeline/commands/<name>.py`` and exposes ``HELP``
-(one line), ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported
-only when their command runs, so ``cmta tile`` does not pay for importing torch.
+Each command belongs to one stage package, whose ``cli.py`` maps the command's name to
+``(add_arguments(parser), run(args) -> int)`` in ``COMMANDS``. A stage's ``cli.py`` is
+imported only when one of its commands runs, so ``cmta tile`` does not pay for importing
+torch.
 Errors of type :class:`CMTAError` become one line on stderr and exit status 2.
 """
 
@@ -16,23 +17,23 @@ import sys
 from . import __version__
 from .errors import CMTAError
 
-# command name -> module under cmta_pipeline.commands
+# command name -> the stage package whose cli.py runs it (docs/architecture.md)
 COMMANDS: dict[str, str] = {
     "slides": "slides",
-    "tile": "tile",
-    "tile-summary": "tile_summary",
-    "extract": "extract",
-    "fetch-weights": "fetch_weights",
+    "tile": "slides",
+    "tile-summary": "slides",
+    "extract": "features",
+    "fetch-weights": "features",
     "genomics": "genomics",
     "cohort": "cohort",
-    "train": "train",
+    "train": "training",
     "predict": "predict",
     "report": "report",
-    "compare": "compare",
-    "heatmap": "heatmap",
-    "demo-cohort": "demo_cohort",
-    "demo-encoder": "demo_encoder",
-    "demo-summary": "demo_summary",
+    "compare": "report",
+    "heatmap": "heatmaps",
+    "demo-cohort": "demo",
+    "demo-encoder": "demo",
+    "demo-summary": "demo",
 }
 
 # one-line help shown by `cmta --help` without importing every module
@@ -55,8 +56,10 @@ HELP: dict[str, str] = {
 }
 
 
-def _load(name: str):
-    return importlib.import_module(f"cmta_pipeline.commands.{COMMANDS[name]}")
+def load_command(name: str):
+    """(add_arguments, run) of command ``name``, from its stage's cli.py."""
+    stage = importlib.import_module(f"cmta_pipeline.{COMMANDS[name]}.cli")
+    return stage.COMMANDS[name]
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -74,14 +77,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     for name in COMMANDS:
         p = sub.add_parser(name, help=HELP.get(name, ""), description=HELP.get(name, ""))
         if wanted is None or name == wanted:
-            try:
-                module = _load(name)
-            except ModuleNotFoundError as exc:
-                if exc.name and exc.name.startswith("cmta_pipeline.commands"):
-                    continue  # command not implemented yet
-                raise
-            module.add_arguments(p)
-            p.set_defaults(_run=module.run)
+            add_arguments, run = load_command(name)
+            add_arguments(p)
+            p.set_defaults(_run=run)
     return parser
 
 
@@ -98,12 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 1
-    run = getattr(args, "_run", None)
-    if run is None:
-        print(f"cmta {args.command}: error: not implemented yet", file=sys.stderr)
-        return 2
     try:
-        return int(run(args) or 0)
+        return int(args._run(args) or 0)
     except CMTAError as exc:
         print(f"cmta {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ MODALITIES: dict[str, tuple[str, ...]] = {
     "attmil": ("path",),
     "transmil": ("path",),
     "dualtrans": ("path", "omics"),
-    # Table 1 baselines as their reference implementations (docs/model.md)
+    # Table 1 baselines as their reference implementations (docs/models.md)
     "clam_sb": ("path",),
     "clam_mb": ("path",),
     "mcat": ("path", "omics"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cmta_pipeline.losses import nll_survival_loss
+from cmta_pipeline.training.losses import nll_survival_loss
 from cmta_pipeline.models import MODELS, build_model, count_parameters, modalities
 from cmta_pipeline.models.fusion import flat_omics
 from cmta_pipeline.models.mil import clam_instance_loss
@@ -15,7 +15,7 @@ BLCA = [94, 334, 521, 468, 1496, 479]
 TINY = [5, 7, 9, 4, 6, 8]
 
 #: parameter counts of the reference code at BLCA's family sizes, 1024-d features, 4 bins
-#: (instantiated outside the repository; sources and commits in docs/model.md,
+#: (instantiated outside the repository; sources and commits in docs/models.md,
 #: "Table 1 baselines"). GPDBN and M3IF add this pipeline's input layers to the
 #: reference core: GPDBN 289,412 + Linear(3392, 32) + Linear(1024, 32); M3IF 11,752,181 +
 #: one SNN block 3392 -> 32. HFBSurv: the reference without its copy-number branch.
@@ -133,7 +133,7 @@ def test_hfbsurv_factorized_pooling_is_unit_norm():
 
 
 def test_registry_lists_modalities_and_cli_offers_every_model():
-    from cmta_pipeline.commands.train import MODEL_NAMES
+    from cmta_pipeline.training.cli import MODEL_NAMES
 
     assert set(MODEL_NAMES) == set(MODELS)
     assert modalities("mcat_omic") == ("omics",)

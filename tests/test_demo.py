@@ -16,15 +16,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from cmta_pipeline.demo_cohort import (
+from cmta_pipeline.demo.cohort import (
     DemoSettings,
-    oracle_cindexes,
     plant_patients,
-    planted_summary,
     render_demo_slide,
     slide_sheet,
     write_demo_cohort,
 )
+from cmta_pipeline.demo.summary import oracle_cindexes, planted_summary
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = REPO / "resources" / "demo" / "families.csv"

@@ -24,11 +24,11 @@ from cmta_pipeline.features import (
     fetch_imagenet_weights,
     load_patch_grid,
 )
-from cmta_pipeline.features import extract as extract_mod
+from cmta_pipeline.features import settings as extract_mod
 from cmta_pipeline.features.encoder import IMAGENET_MEAN, IMAGENET_STD, calibrate_batchnorm
-from cmta_pipeline.features.extract import EncoderRunner
+from cmta_pipeline.features.runner import EncoderRunner
 from cmta_pipeline.features.patches import open_slide
-from cmta_pipeline.feature_files import load_features
+from cmta_pipeline.features.files import load_features
 
 REPO = Path(__file__).resolve().parents[1]
 N_PATCHES = 31  # what `cmta tile --preset biopsy` finds on CMU-1-Small-Region
@@ -409,13 +409,13 @@ def test_killed_extraction_resumes_with_same_bytes(tmp_path):
     killed = tmp_path / "killed"
     code = f"""
 import os, signal, sys
-from cmta_pipeline.features import extract
-append = extract.PartialFeatures.append
+from cmta_pipeline.features import sinks
+append = sinks.PartialFeatures.append
 def dying(self, feats, failed):
     append(self, feats, failed)
     if self.rows == 8:
         os.kill(os.getpid(), signal.SIGKILL)
-extract.PartialFeatures.append = dying
+sinks.PartialFeatures.append = dying
 from cmta_pipeline.cli import main
 sys.exit(main(["extract", {str(slide)!r}, {str(coords)!r}, "-o", {str(killed)!r}] + {args!r}))
 """

@@ -453,7 +453,7 @@ def test_gdc_downloads_known_answer(gdc_files, tmp_path):
 
 
 def test_copy_number_rule():
-    from cmta_pipeline.gdc import copy_number_to_level
+    from cmta_pipeline.genomics.gdc import copy_number_to_level
 
     got = copy_number_to_level(np.array([0, 1, 2, 3, 4, 5, 12, np.nan]))
     np.testing.assert_array_equal(got[:7], [-2, -1, 0, 1, 1, 2, 2])

@@ -99,7 +99,7 @@ def test_readers_sized_from_cpus_and_shared_memory():
 
 
 def test_extract_uses_the_job_cpus(monkeypatch):
-    from cmta_pipeline.features import extract
+    from cmta_pipeline.features import settings as extract
 
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
     monkeypatch.setattr(compute, "affinity_cpus", lambda: 64)
@@ -122,7 +122,7 @@ def one_fake_gpu(monkeypatch):
 
 
 def test_device_index_is_checked_and_made_current(one_fake_gpu):
-    from cmta_pipeline.features.extract import resolve_device
+    from cmta_pipeline.features.settings import resolve_device
     from cmta_pipeline.training import resolve_device as training_device
 
     with pytest.raises(CMTAError) as e:
@@ -141,7 +141,7 @@ def test_device_index_is_checked_and_made_current(one_fake_gpu):
 
 
 def test_no_gpu_is_a_one_line_error(monkeypatch):
-    from cmta_pipeline.features.extract import resolve_device
+    from cmta_pipeline.features.settings import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
@@ -158,7 +158,7 @@ def test_nan_cosine_falls_back_to_fp32(tmp_path, monkeypatch):
     0.9995."""
     from _feature_helpers import write_grid_coords, write_tiled_tiff
     from cmta_pipeline.features import ExtractOptions, build_encoder, extract_features
-    from cmta_pipeline.features import extract
+    from cmta_pipeline.features import encode
 
     slide = write_tiled_tiff(tmp_path / "s.tiff", shape=(512, 512))
     coords = write_grid_coords(slide, tmp_path / "s.coords.h5", size0=256, input_px=32)
@@ -168,7 +168,7 @@ def test_nan_cosine_falls_back_to_fp32(tmp_path, monkeypatch):
         calls.append(len(a))
         return math.nan
 
-    monkeypatch.setattr(extract, "_cosine_min", fake_cosine)
+    monkeypatch.setattr(encode, "cosine_min", fake_cosine)
     model, info = build_encoder("random")
     opts = ExtractOptions(weights="random", device="cpu", batch_size=2, workers=0,
                           precision="bf16", threads=1, check_patches=4, progress=False,
@@ -182,7 +182,7 @@ def test_nan_cosine_falls_back_to_fp32(tmp_path, monkeypatch):
 
 def test_last_batch_is_padded_to_one_shape_on_cuda_only():
     from cmta_pipeline.features import build_encoder
-    from cmta_pipeline.features.extract import EncoderRunner
+    from cmta_pipeline.features.runner import EncoderRunner
 
     model, _ = build_encoder("random")
     runner = EncoderRunner(model, torch.device("cpu"), "fp32", pad_to=8)
@@ -202,7 +202,7 @@ def test_last_batch_is_padded_to_one_shape_on_cuda_only():
 
 
 def test_mixed_precision_choice(monkeypatch):
-    from cmta_pipeline.training import loop
+    from cmta_pipeline.training import device as loop
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert loop.amp_dtype(cpu, True) is None and loop.amp_dtype(cuda, False) is None
@@ -214,8 +214,8 @@ def test_mixed_precision_choice(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", bf16_supported)
     assert loop.amp_dtype(cuda, True) == torch.float16 and seen == [False]
-    assert loop._grad_scaler(cpu, torch.float16).is_enabled()
-    assert not loop._grad_scaler(cpu, torch.bfloat16).is_enabled()
+    assert loop.grad_scaler(cpu, torch.float16).is_enabled()
+    assert not loop.grad_scaler(cpu, torch.bfloat16).is_enabled()
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert loop.amp_dtype(cuda, True) == torch.bfloat16
 
@@ -227,7 +227,7 @@ def _emulate_gpu_amp(monkeypatch, init_scale=None):
 
     monkeypatch.setattr(loop, "amp_dtype", lambda device, amp: torch.bfloat16 if amp else None)
     if init_scale is not None:
-        monkeypatch.setattr(loop, "_grad_scaler", lambda device, dtype: torch.amp.GradScaler(
+        monkeypatch.setattr(loop, "grad_scaler", lambda device, dtype: torch.amp.GradScaler(
             device.type, init_scale=init_scale, growth_interval=2))
 
 
@@ -282,9 +282,9 @@ def test_heldout_risks_equal_predict_under_mixed_precision(tmp_path, monkeypatch
     # and the comparison has teeth: the bf16 forward gives other risks
     import json
 
-    from cmta_pipeline.feature_files import load_bag
+    from cmta_pipeline.features.files import load_bag
     from cmta_pipeline.genomics import read_genomics_dir
-    from cmta_pipeline.prediction import load_fold_model, prepare_omics
+    from cmta_pipeline.predict.risk import load_fold_model, prepare_omics
 
     summary = json.loads((tmp_path / "c/folds.json").read_text())
     fm = load_fold_model(tmp_path / "run", 0, tmp_path / "run/fold_0", tmp_path / "c", summary,
@@ -444,13 +444,13 @@ def test_gpu_check_lists_missing_modules_first(tmp_path, monkeypatch):
 def test_cuda_backend_times_cudnn_plans_as_the_cli_does(monkeypatch):
     """The extraction loop and the GPU check's model timing share one setup: cuDNN plan
     timing on (the old check timed with it off, i.e. other plans than the CLI's)."""
-    from cmta_pipeline.features.extract import prepare_backend
+    from cmta_pipeline.features.runner import prepare_backend
 
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     monkeypatch.setattr(compute, "available_cpus", lambda *a, **k: 16)
-    from cmta_pipeline.features import extract
+    from cmta_pipeline.features import runner
 
-    monkeypatch.setattr(extract, "available_cpus", lambda *a, **k: 16)
+    monkeypatch.setattr(runner, "available_cpus", lambda *a, **k: 16)
     prepare_backend(torch.device("cuda"), None)
     assert torch.backends.cudnn.benchmark is True
     assert torch.get_num_threads() == 2  # the readers have the other CPUs

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from cmta_pipeline.heatmaps import PATHOLOGY_PANEL, attention_row, bag_attention, cross_attention
+from cmta_pipeline.heatmaps.maps import PATHOLOGY_PANEL, attention_row, bag_attention, cross_attention
 from cmta_pipeline.models import build_model
-from cmta_pipeline.models.layers import CrossModalAttention, NystromAttention
+from cmta_pipeline.models.layers import CrossModalAttention
+from cmta_pipeline.models.nystrom import NystromAttention
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

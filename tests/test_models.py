@@ -7,12 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from cmta_pipeline.models import MODELS, build_model, count_parameters
-from cmta_pipeline.models.layers import (
-    PPEG,
-    NystromAttention,
-    moore_penrose_pinv,
-    nystrom_pinv_apply,
-)
+from cmta_pipeline.models.layers import PPEG
+from cmta_pipeline.models.nystrom import NystromAttention, moore_penrose_pinv, nystrom_pinv_apply
 
 BLCA = [94, 334, 521, 468, 1496, 479]
 TINY = [5, 7, 9, 4, 6, 8]
@@ -287,10 +283,11 @@ def test_reduced_pseudo_inverse_equals_the_full_iteration(m, n_zero):
 def test_train_cli_defaults_are_whole_bags_and_the_published_attention():
     import argparse
 
-    from cmta_pipeline.commands import train as train_cmd
+    from cmta_pipeline.cli import load_command
 
+    add_arguments, _ = load_command("train")
     p = argparse.ArgumentParser()
-    train_cmd.add_arguments(p)
+    add_arguments(p)
     base = ["--cohort", "c", "--fold", "0", "--model", "cmta", "-o", "o"]
     a = p.parse_args(base)
     assert a.max_train_patches == 0 and a.short_exact_attention is False

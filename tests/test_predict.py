@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cmta_pipeline.cli import main
-from cmta_pipeline.prediction import percentile_of
+from cmta_pipeline.predict.risk import percentile_of
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cmta_pipeline.errors import CMTAError
-from cmta_pipeline.protocol import PAPER_ALPHA, protocol_label, resolve_protocol, study_of
+from cmta_pipeline.report.protocol import PAPER_ALPHA, protocol_label, resolve_protocol, study_of
 
 
 def _config(**top):

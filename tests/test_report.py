@@ -12,7 +12,7 @@ from sksurv.metrics import concordance_index_censored, concordance_index_ipcw, c
 from sksurv.util import Surv
 
 from cmta_pipeline.cli import main
-from cmta_pipeline.evaluation import cindex, logrank, risk_groups
+from cmta_pipeline.report.metrics import cindex, logrank, risk_groups
 
 
 def _predictions(rng, n=60, folds=3, signal=1.0):
@@ -73,7 +73,7 @@ def _with_curves(p):
 
 
 def test_report_command(tmp_path, capsys):
-    from cmta_pipeline.evaluation import METRICS, censoring_tau
+    from cmta_pipeline.report.metrics import METRICS, censoring_tau
 
     rng = np.random.default_rng(2)
     p = _with_curves(_predictions(rng, n=150, signal=2.0))
@@ -117,7 +117,7 @@ def test_report_command(tmp_path, capsys):
 
 
 def test_threshold_is_each_folds_training_median(tmp_path):
-    from cmta_pipeline.evaluation import evaluate_run
+    from cmta_pipeline.report.metrics import evaluate_run
 
     rng = np.random.default_rng(3)
     p = _predictions(rng, n=60)
@@ -192,7 +192,7 @@ def test_compare_builds_table1_without_mixing_protocols(tmp_path, capsys):
 @pytest.mark.slow
 def test_report_of_a_trained_run_equals_sksurv_on_its_files(tcga_dir, tmp_path):
     """Real BLCA genomics, published splits: SNN trained 2 epochs on two folds, reported."""
-    from cmta_pipeline.evaluation import METRICS, brier_times, censoring_tau, survival_at
+    from cmta_pipeline.report.metrics import METRICS, brier_times, censoring_tau, survival_at
     from sksurv.metrics import integrated_brier_score
 
     g, c = tmp_path / "genomics", tmp_path / "cohort"

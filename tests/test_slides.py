@@ -7,7 +7,7 @@ import pytest
 
 from cmta_pipeline.cli import main
 from cmta_pipeline.errors import CMTAError
-from cmta_pipeline.slides import case_id_from_barcode, discover_slides, read_sheet, slide_id_from_path
+from cmta_pipeline.slides.sheet import case_id_from_barcode, discover_slides, read_sheet, slide_id_from_path
 
 
 def test_barcodes_and_ids():

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cmta_pipeline.synthetic import demo_specimen, write_synthetic_slide
+from cmta_pipeline.slides.synthetic import demo_specimen, write_synthetic_slide
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,11 +11,11 @@ import pytest
 
 from cmta_pipeline.cli import main
 from cmta_pipeline.errors import CMTAError
-from cmta_pipeline.patching import read_coords, select_patches
-from cmta_pipeline.segmentation import TilingParams
-from cmta_pipeline.slide import open_slide, slide_geometry
-from cmta_pipeline.synthetic import demo_specimen, write_synthetic_slide
-from cmta_pipeline.tiling import tile_slide
+from cmta_pipeline.slides.patching import read_coords, select_patches
+from cmta_pipeline.slides.segmentation import TilingParams
+from cmta_pipeline.slides.wsi import open_slide, slide_geometry
+from cmta_pipeline.slides.synthetic import demo_specimen, write_synthetic_slide
+from cmta_pipeline.slides.tiling import tile_slide
 
 
 # ---- real slides -----------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cmta_pipeline.synthetic import demo_specimen, write_synthetic_slide
+from cmta_pipeline.slides.synthetic import demo_specimen, write_synthetic_slide
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
@@ -253,7 +253,7 @@ def test_every_rule_env_lists_its_imports():
         for env in envs:
             env_path = REPO / "envs" / f"{env}.yaml"
             assert env_path.is_file(), f"rule {rule}: {env_path} missing"
-            needed = _third_party_imports(f"cmta_pipeline.commands.{COMMANDS[command]}", set())
+            needed = _third_party_imports(f"cmta_pipeline.{COMMANDS[command]}.cli", set())
             missing = needed - _env_packages(env_path)
             assert not missing, f"rule {rule} (cmta {command}) imports {sorted(missing)} not in {env_path.name}"
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CMTAError
-from ..patching import read_coords
-from ..slide import open_slide as _open_slide
+from ..slides.patching import read_coords
+from ..slides.wsi import open_slide as _open_slide
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def load_patch_grid(coords_path: str | os.PathLike, slide) -> PatchGrid:
 
 
 def open_slide(path: str | os.PathLike):
-    """OpenSlide handle of ``path`` (errors as :func:`cmta_pipeline.slide.open_slide`),
+    """OpenSlide handle of ``path`` (errors as :func:`cmta_pipeline.slides.wsi.open_slide`),
     remembering its path for messages about the coords file."""
     s = _open_slide(path)
     s._cmta_path = str(path)

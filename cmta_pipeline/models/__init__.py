@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .baselines import SNN, DualTrans, MaxMIL, MeanMIL, SNNTrans
 from ..modalities import MODALITIES, modalities
+from .baselines import SNN, DualTrans, MaxMIL, MeanMIL, SNNTrans
 from .cmta import CMTA
 from .gpdbn import GPDBN
 from .hfbsurv import HFBSurv
@@ -29,7 +29,7 @@ _CLASSES: dict[str, type[nn.Module]] = {
     "attmil": AttMIL,
     "transmil": TransMIL,
     "dualtrans": DualTrans,
-    # Table 1 baselines as their reference implementations (docs/model.md, "Table 1 baselines")
+    # Table 1 baselines as their reference implementations (docs/models.md, "Table 1 baselines")
     "clam_sb": CLAMSB,
     "clam_mb": CLAMMB,
     "mcat": MCAT,
@@ -70,7 +70,7 @@ def build_model(
     ``cross_attention``, ``alignment``, ``detach``, ``ppeg`` (all True by default; ``ppeg``
     also applies to TransMIL and DualTrans). ``fusion`` ("concat" | "bilinear") is CMTA's
     and MCAT's. ``depth``: SNN blocks (small SNN; 4 as MCAT's reference).
-    ``short_exact`` (False): True is a departure (docs/model.md). With its defaults "cmta"
+    ``short_exact`` (False): True is a departure (docs/models.md). With its defaults "cmta"
     computes the authors' network.
     """
     key = name.lower()

@@ -7,7 +7,7 @@
   ``models/model_clam.py``) with the time bins as classes: SB pools the bag once and a
   Linear 512 -> bins gives the hazard logits; MB has one attention branch and one Linear
   512 -> 1 per bin. The instance classifiers are kept; :func:`clam_instance_loss` is
-  CLAM's instance-clustering loss for them (see docs/model.md, "Table 1 baselines").
+  CLAM's instance-clustering loss for them (see docs/models.md, "Table 1 baselines").
 * ``TransMIL``: the 512-d design of Shao et al. 2021 (``models/TransMIL.py``): Linear
   1024-512, ReLU; class token; TransLayer (8 heads of 64, 256 landmarks), PPEG,
   TransLayer; LayerNorm; Linear 512 -> hazards.

@@ -34,7 +34,9 @@ import torch
 from ..errors import CMTAError
 from ..fileio import atomic_output, write_text_atomic
 from ..models import MODELS, build_model, modalities
-from .loop import Patient, TrainSettings, evaluate, train_fold
+from .evaluate import evaluate
+from .loop import train_fold
+from .settings import Patient, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ OUTPUTS = ("model.pt", "epochs.tsv", "predictions.tsv", "train_predictions.tsv",
 def fold_patients(fold_data, features_dir: str | os.PathLike | None, needs_path: bool,
                   needs_omics: bool, cache_bags: bool = False) -> tuple[dict, list[str]]:
     """Split name -> list of :class:`Patient`, and the case_ids left out (no slides)."""
-    from ..feature_files import load_bag
+    from ..features.files import load_bag
 
     if needs_path and features_dir is None:
         raise CMTAError("this model reads patch features: give --features-dir")
@@ -86,7 +88,7 @@ def run_fold(
     cache_bags: bool = False,
 ) -> dict:
     """Train ``model_name`` on fold ``fold`` and write the outputs; returns the summary."""
-    from ..cohort import load_fold
+    from ..cohort.files import load_fold
 
     s = (settings or TrainSettings()).validate()
     outdir = Path(outdir)
@@ -102,27 +104,58 @@ def run_fold(
     train = sets.get("train", [])
     if not train:
         raise CMTAError(f"{cohort_dir}: fold {fold} has no training patients usable by {model_name}")
-    path_dim = 1024
-    if "path" in mods:
-        first = train[0].get_bag()
-        path_dim = int(first.shape[1])
-    options = dict(model_options or {})
-    try:
-        torch.manual_seed(s.seed)
-        model = build_model(model_name, fd.omic_sizes, path_dim=path_dim, size=size,
-                            fusion=fusion, **options)
-    except ValueError as exc:
-        raise CMTAError(f"model {model_name!r}: {exc}") from exc
+    model, spec = _build_model(model_name, fd.omic_sizes, train, "path" in mods, s, size, fusion,
+                               model_options)
     eval_sets = {k: v for k, v in sets.items() if k in (s.val_set, s.heldout_set) and v}
     log.info("fold %d, %s: %d train, %s; %s selection%s", fold, model_name, len(train),
              ", ".join(f"{len(v)} {k}" for k, v in eval_sets.items()), s.selection,
              " (OPTIMISTIC: the reported fold picks the epoch)" if s.selection == "best_heldout" else "")
 
-    spec = {"name": model_name.lower(), "omic_sizes": list(map(int, fd.omic_sizes)),
-            "path_dim": path_dim, "size": size, "fusion": fusion, "options": options}
     state_path = outdir / ".resume.pt"
     res = train_fold(model, train, eval_sets, s, state_path=state_path, resume_key=spec)
 
+    ckpt = _write_outputs(outdir, model, res, spec, s, fd, fold, train)
+    summary = {
+        "fold": int(fold),
+        "model": model_name.lower(),
+        "selection": res.selection,
+        "optimistic": bool(res.optimistic),
+        "selected_epoch": int(res.selected_epoch),
+        "epochs_run": len(res.history),
+        "metrics": {k: (None if math.isnan(v) else round(float(v), 6)) for k, v in res.metrics.items()},
+        "n_patients": {k: len(v) for k, v in sets.items()},
+        "n_left_out_without_slides": len(skipped),
+        "omic_sizes": spec["omic_sizes"],
+        "path_dim": spec["path_dim"],
+        "bin_edges": ckpt["bin_edges"],
+        "seed": s.seed,
+        "device": str(next(model.parameters()).device),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    write_text_atomic(outdir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    state_path.unlink(missing_ok=True)
+    return summary
+
+
+def _build_model(model_name, omic_sizes, train, reads_path, s, size, fusion, model_options):
+    """(the model, seeded, with the feature dimension of the training bags; its spec as
+    the checkpoint records it)."""
+    path_dim = int(train[0].get_bag().shape[1]) if reads_path else 1024
+    options = dict(model_options or {})
+    try:
+        torch.manual_seed(s.seed)
+        model = build_model(model_name, omic_sizes, path_dim=path_dim, size=size,
+                            fusion=fusion, **options)
+    except ValueError as exc:
+        raise CMTAError(f"model {model_name!r}: {exc}") from exc
+    spec = {"name": model_name.lower(), "omic_sizes": list(map(int, omic_sizes)),
+            "path_dim": path_dim, "size": size, "fusion": fusion, "options": options}
+    return model, spec
+
+
+def _write_outputs(outdir: Path, model, res, spec: dict, s: TrainSettings, fd, fold: int, train) -> dict:
+    """model.pt, epochs.tsv, predictions.tsv (held-out) and train_predictions.tsv; returns
+    the checkpoint."""
     ckpt = {
         "state_dict": res.state_dict,
         "model": spec,
@@ -157,27 +190,7 @@ def run_fold(
     train_preds.insert(1, "fold", int(fold))
     with atomic_output(outdir / "train_predictions.tsv") as tmp:
         train_preds.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-
-    summary = {
-        "fold": int(fold),
-        "model": model_name.lower(),
-        "selection": res.selection,
-        "optimistic": bool(res.optimistic),
-        "selected_epoch": int(res.selected_epoch),
-        "epochs_run": len(res.history),
-        "metrics": {k: (None if math.isnan(v) else round(float(v), 6)) for k, v in res.metrics.items()},
-        "n_patients": {k: len(v) for k, v in sets.items()},
-        "n_left_out_without_slides": len(skipped),
-        "omic_sizes": spec["omic_sizes"],
-        "path_dim": path_dim,
-        "bin_edges": ckpt["bin_edges"],
-        "seed": s.seed,
-        "device": str(next(model.parameters()).device),
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    write_text_atomic(outdir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    state_path.unlink(missing_ok=True)
-    return summary
+    return ckpt
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[torch.nn.Module, dict]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .loop import Patient
+from .settings import Patient
 
 
 def synthetic_cohort(

@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from cmta_pipeline.features import ExtractOptions, ResNet50Trunc, build_encoder, extract_slide  # noqa: E402
 from cmta_pipeline.features.encoder import IMAGENET_MEAN, IMAGENET_STD, calibrate_batchnorm  # noqa: E402
-from cmta_pipeline.features.extract import EncoderRunner  # noqa: E402
+from cmta_pipeline.features.runner import EncoderRunner  # noqa: E402
 from cmta_pipeline.features.patches import PatchBatches, load_patch_grid, open_slide  # noqa: E402
 
 REAL = Path(os.environ.get("CMTA_SHARED_DATA", REPO.parent / "shared" / "data")) / "slides" \
@@ -263,7 +263,7 @@ def main() -> None:
     torch.set_num_threads(threads)
     a.threads = threads
     model, info = build_encoder("random")
-    from cmta_pipeline.features.extract import resolve_precision
+    from cmta_pipeline.features.settings import resolve_precision
 
     precision = resolve_precision(a.precision, device)
     report = {"device": a.device, "gpu": torch.cuda.get_device_name() if device.type == "cuda"

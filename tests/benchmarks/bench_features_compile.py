@@ -18,7 +18,7 @@ t0 = time.perf_counter()
 import torch  # noqa: E402
 
 from cmta_pipeline.features.encoder import build_encoder  # noqa: E402
-from cmta_pipeline.features.extract import fold_batchnorm  # noqa: E402
+from cmta_pipeline.features.runner import fold_batchnorm  # noqa: E402
 
 threads = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 torch.set_num_threads(threads)

@@ -77,7 +77,8 @@ def model_only(threads: int, batch_size: int, n_batches: int, cache: Path) -> di
 
     sys.path.insert(0, str(REPO))
     from cmta_pipeline.features import build_encoder
-    from cmta_pipeline.features.extract import EncoderRunner, use_compile_cache
+    from cmta_pipeline.features.runner import EncoderRunner
+    from cmta_pipeline.features.settings import use_compile_cache
 
     use_compile_cache(cache)
     torch.set_num_threads(threads)

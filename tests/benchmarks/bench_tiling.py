@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from cmta_pipeline.synthetic import Shape, write_synthetic_slide
+from cmta_pipeline.slides.synthetic import Shape, write_synthetic_slide
 
 WIDTH_UM, HEIGHT_UM, MPP = 81_920 * 0.25, 61_440 * 0.25, 0.25
 

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from cmta_pipeline.losses import cmta_loss
+from cmta_pipeline.training.losses import cmta_loss
 from cmta_pipeline.models import build_model
 
 

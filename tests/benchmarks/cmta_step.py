@@ -53,7 +53,7 @@ def _official_model(directory: str):
 def measure(a) -> None:
     import torch
 
-    from cmta_pipeline.losses import cmta_loss
+    from cmta_pipeline.training.losses import cmta_loss
     from cmta_pipeline.models import build_model
 
     torch.set_num_threads(a.threads)

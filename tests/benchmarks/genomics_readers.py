@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from cmta_pipeline import genomics as g  # noqa: E402
-from cmta_pipeline import gdc  # noqa: E402
+from cmta_pipeline.genomics import gdc  # noqa: E402
+from cmta_pipeline.genomics.tables import numeric_block  # noqa: E402
 
 
 def write_inputs(d: Path, n_star: int) -> dict:
@@ -73,7 +74,7 @@ def write_inputs(d: Path, n_star: int) -> dict:
 def read_as_text(path: Path) -> pd.DataFrame:
     """The reference: every cell read as text, then converted column by column."""
     df = pd.read_csv(path, sep="\t", dtype=str, low_memory=False)
-    return g._numeric_block(df.iloc[:, 2:], str(path), list(df["Hugo_Symbol"]))
+    return numeric_block(df.iloc[:, 2:], str(path), list(df["Hugo_Symbol"]))
 
 
 def main() -> None:

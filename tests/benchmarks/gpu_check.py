@@ -163,7 +163,7 @@ def stage_machine(ctx) -> dict:
         gpu_mem = p.total_memory
         info.update(gpu=p.name, gpu_memory_gb=p.total_memory / 1024**3,
                     capability=f"{p.major}.{p.minor}", multiprocessors=p.multi_processor_count)
-        from cmta_pipeline.training.loop import amp_dtype, cuda_bf16_native
+        from cmta_pipeline.training.device import amp_dtype, cuda_bf16_native
 
         info["bf16_native"] = cuda_bf16_native()
         info["training_amp_dtype"] = str(amp_dtype(dev, True))
@@ -205,7 +205,8 @@ def stage_features(ctx) -> dict:
 
     from cmta_pipeline.features import ExtractOptions, ResNet50Trunc, extract_slide
     from cmta_pipeline.features.encoder import IMAGENET_MEAN, IMAGENET_STD, calibrate_batchnorm
-    from cmta_pipeline.features.extract import MIN_COSINE, EncoderRunner
+    from cmta_pipeline.features.runner import EncoderRunner
+    from cmta_pipeline.features.settings import MIN_COSINE
 
     slide = ctx.real_slide
     if slide is None:
@@ -271,10 +272,12 @@ def cmta_step(device, patches: int, dtype=None, model=None, steps: int = 1,
     seconds per step (median of ``steps`` after a warm-up when steps > 1) and peak memory."""
     import torch
 
-    from cmta_pipeline.losses import cmta_loss
+    from cmta_pipeline.training.losses import cmta_loss
     from cmta_pipeline.models import build_model
     from cmta_pipeline.training import loop
-    from cmta_pipeline.training.loop import TrainSettings
+    from cmta_pipeline.training.device import grad_scaler
+    from cmta_pipeline.training.evaluate import fp32_forward, loss_options
+    from cmta_pipeline.training.settings import TrainSettings
 
     s = TrainSettings()
     if model is None:
@@ -283,11 +286,11 @@ def cmta_step(device, patches: int, dtype=None, model=None, steps: int = 1,
     model = model.to(device).eval()
     before = [p.detach().clone() for p in model.parameters()]
     opt = loop._optimizer(model, s)
-    scaler = loop._grad_scaler(device, dtype)
+    scaler = grad_scaler(device, dtype)
     bag, omics, y, c = _cmta_batch(patches)
     bag, omics = bag.to(device), [o.to(device) for o in omics]
     y, c = y.to(device), c.to(device)
-    opts = loop._loss_options(model, s)
+    opts = loss_options(model, s)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -307,7 +310,7 @@ def cmta_step(device, patches: int, dtype=None, model=None, steps: int = 1,
         times.append(time.perf_counter() - t)
         if loss0 is None:
             loss0 = float(loss.detach())
-    after, _ = cmta_loss(loop.fp32_forward(model, bag, omics), y, c, **opts)
+    after, _ = cmta_loss(fp32_forward(model, bag, omics), y, c, **opts)
     update = torch.cat([(p.detach() - b).flatten().cpu() for p, b in zip(model.parameters(), before)])
     timed = sorted(times[1:]) if steps > 1 else times
     res = {"loss_before": loss0, "loss_after": float(after), "update": update,
@@ -321,7 +324,7 @@ def stage_cmta_step(ctx) -> dict:
     import torch
 
     from cmta_pipeline.models import build_model
-    from cmta_pipeline.training.loop import amp_dtype
+    from cmta_pipeline.training.device import amp_dtype
 
     from cmta_pipeline.compute import available_cpus
 
@@ -367,7 +370,8 @@ def stage_train_fold(ctx) -> dict:
 
     from cmta_pipeline.models import build_model
     from cmta_pipeline.training import TrainSettings, train_fold
-    from cmta_pipeline.training.loop import amp_dtype, fp32_forward
+    from cmta_pipeline.training.device import amp_dtype
+    from cmta_pipeline.training.evaluate import fp32_forward
     from cmta_pipeline.training.synthetic import synthetic_cohort
 
     if ctx.imports["missing_optional"].get("sksurv"):
@@ -462,8 +466,8 @@ def stage_model(ctx) -> dict:
     import torch
 
     from cmta_pipeline.features import build_encoder
-    from cmta_pipeline.features.extract import (EncoderRunner, default_batching,
-                                                prepare_backend, resolve_precision)
+    from cmta_pipeline.features.runner import EncoderRunner, prepare_backend
+    from cmta_pipeline.features.settings import default_batching, resolve_precision
 
     dev = ctx.device
     prepare_backend(dev, None)  # as `cmta extract` does: cuDNN timing its plans on CUDA
@@ -501,7 +505,8 @@ def stage_cmta_throughput(ctx) -> dict:
     import torch
 
     from cmta_pipeline.models import build_model
-    from cmta_pipeline.training.loop import amp_dtype, fp32_forward
+    from cmta_pipeline.training.device import amp_dtype
+    from cmta_pipeline.training.evaluate import fp32_forward
 
     dev = ctx.device
     sizes = [128, 256] if ctx.quick else [4096, 16384, 50000]

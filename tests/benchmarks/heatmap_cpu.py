@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cmta_pipeline.heatmaps import bag_attention, draw_heatmaps
+from cmta_pipeline.heatmaps.maps import bag_attention, draw_heatmaps
 from cmta_pipeline.models import build_model
 
 SIZES = [94, 334, 521, 468, 1496, 479]  # BLCA family sizes

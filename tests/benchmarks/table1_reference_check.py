@@ -16,7 +16,7 @@ redirected to CPU tensors).
 Sizes: BLCA's families [94, 334, 521, 468, 1496, 479], 1024-d patch features, 4 bins.
 Weights are copied from the reference network into ours (in parameter order, or by
 name for TransMIL); outputs compared as hazards on a bag of 300 (and more) patches.
-Results: docs/model.md, section 7.
+Results: docs/models.md, section 2.
 """
 
 from __future__ import annotations

@@ -1,0 +1,224 @@
+"""Encoding one slide's patches: the reader processes, the encoder engine and its check
+against eager fp32, and the sink the rows go to (resuming what it already holds)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..errors import CMTAError
+from .encoder import EncoderInfo
+from .patches import PatchBatches
+from .runner import EncoderRunner, Engine, build_runner, cosine_min, prepare_backend
+from .settings import (
+    COMPILED_MIN_COSINE,
+    MIN_COSINE,
+    ExtractOptions,
+    default_batching,
+    resolve_compile,
+    resolve_device,
+    resolve_precision,
+    use_compile_cache,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Fallback(Exception):
+    """The checked engine disagrees with eager fp32 on a resumed slide: start it again."""
+
+
+def run_settings(slide_path: Path, grid, info: EncoderInfo, input_px: int, opts: ExtractOptions,
+              batch_size: int, device: torch.device, threads: int) -> dict:
+    """Everything the bytes of the features depend on, for deciding whether to resume."""
+    import hashlib
+
+    coords = hashlib.sha256(np.ascontiguousarray(grid.coords).tobytes()).hexdigest()
+    return {
+        "slide": slide_path.name, "slide_bytes": slide_path.stat().st_size,
+        "coords_sha256": coords, "patch_level": grid.patch_level,
+        "patch_size": grid.patch_size, "weights": info.weights,
+        "weights_sha256": info.weights_sha256, "input_px": input_px, "read_at": opts.read_at,
+        "batch_size": batch_size, "device": str(device), "compile": opts.compile,
+        "precision": opts.precision,
+        "threads": threads if device.type == "cpu" else None,
+        "cmta_version": __version__, "torch": torch.__version__,
+    }
+
+
+def encode(slide_path: Path, grid, opts: ExtractOptions, model: nn.Module, info: EncoderInfo,
+            sink, runners: dict | None = None) -> dict:
+    """Encode every patch of ``grid`` into ``sink`` (resuming what it holds); the run's facts.
+
+    Engine: eager fp32 is the reference. Any other (compiled, or reduced precision) is
+    checked on the first batch this run encodes: every patch's cosine to eager fp32 must be
+    at least ``COMPILED_MIN_COSINE`` (fp32) or ``MIN_COSINE`` (bf16/fp16), else the slide
+    is encoded in eager fp32 (one log line). A failure to compile falls back the same way.
+    """
+    input_px = int(opts.input_px or grid.encoder_input_px or 224)
+    device = resolve_device(opts.device)
+    precision = resolve_precision(opts.precision, device)
+    batch_size, workers = default_batching(device, opts.batch_size, opts.workers, input_px,
+                                           opts.threads)
+    threads = prepare_backend(device, opts.threads)
+    n = len(grid.coords)
+    settings = run_settings(slide_path, grid, info, input_px, opts, batch_size, device, threads)
+    dataset = PatchBatches(slide_path, grid, input_px, opts.read_at)
+
+    state = sink.resume(settings)
+    if state is not None:
+        engine = Engine(**state["engine"])
+        log.info("%s: resuming after %d of %d patches already encoded (%s)",
+                 slide_path.name, state["rows"], n, engine.label())
+    else:
+        state = {"rows": 0}
+        engine = Engine(resolve_compile(opts.compile, device, n, opts.compile_min_patches,
+                                         precision), precision)
+    if engine.compiled:
+        use_compile_cache(opts.compile_cache)
+    resumed = int(state["rows"])
+    stats = {"input_px": input_px, "device": device, "batch_size": batch_size,
+             "workers": workers, "read_level": dataset.level, "read_size_px": dataset.size,
+             "resumed_rows": resumed}
+    while True:
+        try:
+            return {**stats, **encode_rows(slide_path, dataset, opts, model, engine, sink,
+                                            settings, state, batch_size, workers, device,
+                                            runners)}
+        except Fallback as fb:
+            # the saved rows came from an engine that no longer passes its check here
+            engine, state, stats["resumed_rows"] = fb.args[0], {"rows": 0}, 0
+
+
+@dataclass
+class _Check:
+    """The first batch's check of a non-reference engine against eager fp32."""
+
+    model: nn.Module
+    device: torch.device
+    opts: ExtractOptions
+    slide_path: Path
+    start: int  # rows resumed: a rejected engine then restarts the slide (Fallback)
+    settings: dict
+    sink: object
+
+    def run(self, batch, ok, idx, feats, why, engine, check, runner):
+        """(features of the batch, runner, engine, check) after checking ``feats``: a
+        rejected engine is replaced by eager fp32, and the slide starts again."""
+        reference = EncoderRunner(self.model, self.device, "fp32", tune=False)
+        take = min(len(idx), max(1, self.opts.check_patches))
+        sel = torch.from_numpy(ok[:take])
+        ref = reference(batch["pixels"][:take])
+        cos, why = None, why if feats is None else "no decodable patch checked"
+        if feats is not None and sel.any():
+            cos = cosine_min(feats[:take][sel.to(feats.device)], ref[sel.to(ref.device)])
+            why = f"min cosine {cos:.7f} to eager fp32"
+        threshold = COMPILED_MIN_COSINE if engine.precision == "fp32" else MIN_COSINE
+        if check is None:
+            check = {"min_cosine": cos, "fallback": ""}
+        if not (cos is not None and cos >= threshold):  # NaN fails too
+            log.warning("%s: %s features rejected (%s; need >= %s): encoding this "
+                        "slide in eager fp32", self.slide_path.name, engine.label(), why,
+                        threshold)
+            rejected = engine.label()
+            engine = Engine(False, "fp32")
+            if self.start:
+                raise Fallback(engine)
+            check = {"min_cosine": cos, "fallback": f"{rejected}: {why}"}
+            self.sink.begin(self.settings, {"rows": 0, "engine": asdict(engine)})
+            runner = reference
+            feats = ref if take == len(idx) else runner(batch["pixels"])
+        return feats, runner, engine, check
+
+
+def encode_rows(slide_path, dataset, opts, model, engine, sink, settings, state, batch_size,
+                workers, device, runners=None) -> dict:
+    """Encode the rows of ``dataset`` from ``state["rows"]`` on into ``sink``; returns the
+    engine used, the check's outcome and the time spent (reading waits apart)."""
+    n = len(dataset)
+    start = int(state["rows"])
+    sink.begin(settings, {**state, "engine": asdict(engine)})
+    check = state.get("check")  # the first run's outcome, kept so resumed files are equal
+    runner = build_runner(model, device, engine, batch_size, slide_path, runners)
+    if runner is None:  # compilation failed (logged): eager fp32
+        engine = Engine(False, "fp32")
+        if start:
+            raise Fallback(engine)
+        sink.begin(settings, {"rows": 0, "engine": asdict(engine)})
+        runner = EncoderRunner(model, device, "fp32", pad_to=batch_size)
+        check = {"min_cosine": None, "fallback": "compilation failed"}
+    checking = engine != Engine(False, "fp32")
+    checker = _Check(model, device, opts, slide_path, start, settings, sink)
+    loader = _loader(dataset, start, n, batch_size, workers, device)
+    progress = sys.stderr.isatty() if opts.progress is None else opts.progress
+    from tqdm import tqdm
+
+    bar = tqdm(total=n, initial=start, unit="patch", desc=slide_path.stem,
+               disable=not progress, mininterval=2.0, file=sys.stderr)
+    read_wait = 0.0
+    t0 = time.perf_counter()
+    it = iter(loader)
+    try:
+        while True:
+            t_wait = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            read_wait += time.perf_counter() - t_wait
+            ok = batch["ok"].numpy()
+            idx = batch["index"].numpy()
+            if not ok.all():
+                _undecodable(slide_path, batch, ok, opts.on_error)
+            why = ""
+            try:
+                feats = runner(batch["pixels"])
+            except Exception as exc:
+                if not (checking and runner.compiled):
+                    raise
+                feats, why = None, f"compiled encoder failed ({type(exc).__name__}: {exc})"
+            if checking and (feats is None or ok.any()):
+                feats, runner, engine, check = checker.run(batch, ok, idx, feats, why, engine, check, runner)
+                checking = False
+            if check is not None and "check" not in sink.state:
+                sink.state["check"] = check
+            sink.append(feats.cpu().numpy(), [int(i) for i in idx[~ok]])
+            bar.update(len(idx))
+    finally:
+        bar.close()
+        del it  # stops the reader processes
+    return {"engine": engine, "check": check or {"min_cosine": None, "fallback": ""},
+            "seconds": time.perf_counter() - t0, "read_wait_s": read_wait}
+
+
+def _loader(dataset, start: int, n: int, batch_size: int, workers: int, device: torch.device):
+    """Reader processes handing over batches of rows ``start`` .. ``n``, in order."""
+    batches = [list(range(i, min(i + batch_size, n))) for i in range(start, n, batch_size)]
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,  # items are already batches
+        sampler=batches,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=2 if workers else None,  # batches in flight per reader
+        persistent_workers=False,
+    )
+
+
+def _undecodable(slide_path: Path, batch, ok: np.ndarray, on_error: str) -> None:
+    """A batch with patches that could not be decoded: an error, or a warning under
+    ``on_error="skip"`` (the patches are then left out and counted)."""
+    msg = f"{slide_path}: {batch['error']}"
+    if on_error == "fail":
+        raise CMTAError(f"{msg}. The slide is damaged there; rerun with "
+                        f"--on-error skip to leave such patches out (they are "
+                        f"counted)")
+    log.warning("%s (skipped; %d patch(es) in this batch)", msg, int((~ok).sum()))

@@ -1,0 +1,116 @@
+"""Survival per patient checked: ``survival_months`` and ``censorship`` (1 = censored),
+what a missing or non-positive follow-up means (:func:`check_survival`)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from ..errors import CMTAError
+from .tables import examples
+
+log = logging.getLogger(__name__)
+
+
+#: Days per month of the published tables: every survival_months of MCAT's BLCA, UCEC
+#: and LUAD tables equals round(d / 30.44, 2) for a whole number of days d (cBioPortal's
+#: OS_MONTHS convention); 365.25 / 12 fails for about a fifth of them.
+DAYS_PER_MONTH = 30.44
+
+
+#: What to do with a follow-up of zero months or below.
+NONPOSITIVE_POLICIES = ("drop", "keep", "error")
+
+
+def check_survival(
+    surv: pd.DataFrame, source: str, row_label: str = "case_id", missing: str = "error",
+    nonpositive: str = "drop",
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Validate ``survival_months`` and ``censorship``; return (kept rows, dropped).
+
+    ``dropped`` maps each row left out to its reason. ``missing``: rows without a
+    survival time or censorship are an error (``"error"``), dropped as "no survival"
+    (``"drop"``) or kept with empty survival (``"keep"``: new patients, for ``cmta
+    predict``). ``nonpositive``: a follow-up of 0 months or below is dropped (``"drop"``,
+    the default: reason "follow-up <= 0"), kept when it is 0 (``"keep"``: an event or
+    censoring at time 0 is valid for scikit-survival; below 0 stays an error) or an
+    error (``"error"``). With ``missing="keep"`` a row that ``"drop"`` would leave out
+    keeps its genomics with an empty survival instead (new patients are predicted).
+    """
+    if nonpositive not in NONPOSITIVE_POLICIES:
+        raise CMTAError(f"nonpositive_followup: {nonpositive!r} is not one of {', '.join(NONPOSITIVE_POLICIES)}")
+    surv = surv.copy()
+    where = lambda i: f"{row_label} {i}".strip()  # noqa: E731
+    for col in ("survival_months", "censorship"):
+        surv[col] = _as_number(surv[col], col, source, where)
+    missing_rows = surv["survival_months"].isna() | surv["censorship"].isna()
+    dropped: dict[str, str] = {}
+    if missing == "keep":
+        known = surv[~missing_rows]
+        if len(known):
+            checked, blanked = check_survival(known, source, row_label, "error", nonpositive)
+            if blanked:  # new patients are kept for prediction; only their follow-up goes
+                log.warning("%s: %d rows with a follow-up <= 0 kept with empty survival (%s)",
+                            source, len(blanked), examples(blanked, 3))
+                missing_rows[list(blanked)] = True
+            surv.loc[~missing_rows, "survival_months"] = checked["survival_months"]
+        surv.loc[missing_rows, ["survival_months", "censorship"]] = np.nan
+        if not missing_rows.any():
+            surv["censorship"] = surv["censorship"].astype(int)
+        return surv, dropped
+    if missing_rows.any():
+        if missing != "drop":
+            i = missing_rows.idxmax()
+            col = "survival_months" if pd.isna(surv.at[i, "survival_months"]) else "censorship"
+            raise CMTAError(
+                f"{source}: {where(i)}: {col} is missing ({int(missing_rows.sum())} "
+                "rows in all); fix the input or set missing_survival: drop to leave such "
+                "patients out (they are listed in the cohort audit)"
+            )
+        dropped.update({str(i): "no survival" for i in surv.index[missing_rows]})
+        surv = surv[~missing_rows]
+    surv = _drop_nonpositive(surv, nonpositive, source, where, dropped)
+    badc = ~surv["censorship"].isin([0, 1])
+    if badc.any():
+        i = badc.idxmax()
+        raise CMTAError(
+            f"{source}: {where(i)}: censorship is {float(surv.at[i, 'censorship']):g} "
+            "(must be 0 = event or 1 = censored)"
+        )
+    surv["censorship"] = surv["censorship"].astype(int)
+    surv["survival_months"] = surv["survival_months"].astype(float)
+    return surv, dropped
+
+
+def _as_number(raw: pd.Series, col: str, source: str, where) -> pd.Series:
+    """``raw`` as numbers; a cell that is not one is an error naming its row."""
+    num = pd.to_numeric(raw, errors="coerce")
+    bad = num.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+    if bad.any():
+        i = bad.idxmax()
+        raise CMTAError(f"{source}: {where(i)}: {col} {raw[i]!r} is not a number")
+    return num
+
+
+def _drop_nonpositive(surv: pd.DataFrame, nonpositive: str, source: str, where, dropped: dict) -> pd.DataFrame:
+    """``surv`` without the follow-ups <= 0 that ``nonpositive`` leaves out (recorded in
+    ``dropped``); an error where it says so, and for a negative follow-up kept."""
+    times = surv["survival_months"]
+    nonpos = (times < 0) | ((times == 0) & (nonpositive != "keep"))
+    if nonpos.any():
+        i = nonpos.idxmax()
+        t = float(surv.at[i, "survival_months"])
+        if nonpositive == "error" or t < 0 and nonpositive == "keep":
+            hint = (
+                "a negative follow-up cannot be kept" if nonpositive == "keep"
+                else "set nonpositive_followup: drop (or keep, for zero) to go on"
+            )
+            raise CMTAError(
+                f"{source}: {where(i)}: survival_months is {t:g} (must be > 0 months; {hint})"
+            )
+        for i in surv.index[nonpos]:
+            dropped[str(i)] = f"follow-up <= 0 (survival_months {float(surv.at[i, 'survival_months']):g})"
+        surv = surv[~nonpos]
+    return surv

@@ -1,0 +1,58 @@
+"""`cmta predict`: risk for new patients from the fold models of a trained run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+# ---- cmta predict ---------------------------------------------------------------
+
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", required=True,
+                   help="a trained run: folder with fold_<k>/model.pt and predictions.tsv "
+                        "(the workflow's {outdir}/train/<run>)")
+    p.add_argument("--cohort", required=True,
+                   help="the `cmta cohort` folder the run was trained on (per-fold preprocessing)")
+    p.add_argument("--genomics",
+                   help="`cmta genomics` folder of the new patients (same family file; "
+                        "--missing-survival keep for patients without follow-up)")
+    p.add_argument("--features-dir", help="patch-feature folder of the new slides (models that read slides)")
+    p.add_argument("--slides", help="slide sheet of the new patients (slide_id, case_id)")
+    p.add_argument("--tiles-summary", help="tiling summary of the new slides (failed slides are left out)")
+    p.add_argument("--cases", help="comma-separated case ids to predict (default: every patient given)")
+    p.add_argument("--impute-missing-genes", action="store_true",
+                   help="features absent from the new genomics are imputed with each fold's "
+                        "training median (default: an error naming them)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch default)")
+    p.add_argument("-o", "--output", required=True, help="output TSV, one row per patient")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .risk import predict_run, write_predictions
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else None
+    df = predict_run(
+        args.run_dir, args.cohort, genomics_dir=args.genomics, features_dir=args.features_dir,
+        slide_sheet=args.slides, tiles_summary=args.tiles_summary,
+        impute_missing_genes=args.impute_missing_genes, device=args.device, cases=cases,
+    )
+    write_predictions(df, args.output)
+    log.info("%d patients, %d fold models: %d high / %d low risk -> %s", len(df),
+             int(df["n_folds"].iloc[0]), int((df["risk_group"] == "high").sum()),
+             int((df["risk_group"] == "low").sum()), args.output)
+    return 0
+
+
+#: command -> (add its arguments to a parser, run it); see cmta_pipeline/cli.py
+COMMANDS = {
+    "predict": (add_arguments, run),
+}

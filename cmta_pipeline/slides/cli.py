@@ -1,0 +1,147 @@
+"""The slides stage's commands: `cmta slides` (the slide sheet), `cmta tile` (segmentation and the patch grid of one slide), `cmta tile-summary` (every slide's tiling status)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+from ..errors import CMTAError
+from ..fileio import atomic_output, write_text_atomic
+
+# ---- cmta slides ----------------------------------------------------------------
+
+
+def add_slides_arguments(p) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--folder", help="folder of slides named by TCGA barcode")
+    src.add_argument("--sheet", help="an existing sheet to check")
+    p.add_argument("--recursive", action="store_true", help="also look in sub-folders")
+    p.add_argument("-o", "--output", help="write the sheet here (TSV); default: print it")
+
+
+def run_slides(args) -> int:
+    from .sheet import load_slide_table
+
+    table = load_slide_table(sheet=args.sheet, folder=args.folder, recursive=args.recursive)
+    if args.output:
+        with atomic_output(args.output) as tmp:
+            table.to_csv(tmp, sep="\t", index=False)
+        print(f"{len(table)} slides of {table['case_id'].nunique()} patients -> {args.output}")
+    else:
+        print(table.to_csv(sep="\t", index=False), end="")
+    return 0
+
+
+# ---- cmta tile ------------------------------------------------------------------
+
+
+log = logging.getLogger("cmta.tile")
+
+
+_FLAGS = {
+    "preset": str,
+    "stain": str,
+    "patch_size_px": int,
+    "target_mpp": float,
+    "encoder_input_px": int,
+    "seg_mpp": float,
+    "keep_rule": str,
+    "min_tissue_fraction": float,
+}
+
+
+def add_tile_arguments(p) -> None:
+    p.add_argument("slide", help="slide file (any format OpenSlide 4 reads)")
+    p.add_argument("-o", "--outdir", required=True, help="folder for <slide_id>.coords.h5 and .qc.png")
+    p.add_argument("--slide-id", help="output name (default: file name without extension)")
+    p.add_argument("--case-id", help="patient id, recorded in the status file")
+    p.add_argument("--mpp", type=float, help="micrometres per level-0 pixel; overrides the slide's metadata")
+    p.add_argument(
+        "--settings",
+        help="tiling settings as a YAML/JSON file or an inline JSON object (the config's tiling: section)",
+    )
+    for key, typ in _FLAGS.items():
+        p.add_argument("--" + key.replace("_", "-"), type=typ, dest=key, default=None)
+    p.add_argument("--allow-upsampling", action="store_true", default=None,
+                   help="tile slides coarser than the encoder input (features from upsampled pixels)")
+    p.add_argument("--status", help="write a JSON status file (ok or failed, with the reason)")
+    p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
+                   help="skip: record the failure in --status and exit 0, so a cohort run goes on")
+
+
+def load_settings(text: str | None) -> dict:
+    """Settings from an inline JSON object or a YAML/JSON file."""
+    if not text:
+        return {}
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CMTAError(f"--settings: invalid JSON ({exc})") from None
+    path = Path(text)
+    if not path.is_file():
+        raise CMTAError(f"--settings: file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise CMTAError(f"{path}: expected a mapping of tiling settings")
+    return data.get("tiling", data)
+
+
+def run_tile(args) -> int:
+    from .segmentation import TilingParams
+    from .sheet import slide_id_from_path
+    from .tiling import tile_slide
+
+    slide_id = args.slide_id or slide_id_from_path(args.slide)
+    status = {"slide_id": slide_id, "case_id": args.case_id, "slide_path": str(args.slide)}
+    try:
+        settings = load_settings(args.settings)
+        for key in list(_FLAGS) + ["allow_upsampling"]:
+            value = getattr(args, key)
+            if value is not None:
+                settings[key] = value
+        params = TilingParams.from_mapping(settings, "tiling settings")
+        result = tile_slide(args.slide, args.outdir, params, slide_id=slide_id, mpp=args.mpp)
+    except CMTAError as exc:
+        if args.status:
+            status.update(status="failed", reason=str(exc), n_patches=0)
+            write_text_atomic(args.status, json.dumps(status, indent=2) + "\n")
+        if args.on_error == "skip" and args.status:
+            log.error("%s (skipped)", exc)
+            return 0
+        raise
+    print(f"{slide_id}: {result.n_patches} patches -> {result.coords_path}")
+    print(f"{slide_id}: {result.note}")
+    if args.status:
+        status.update(status="ok", reason="", **result.as_dict())
+        write_text_atomic(args.status, json.dumps(status, indent=2) + "\n")
+    return 0
+
+
+# ---- cmta tile-summary ----------------------------------------------------------
+
+
+def add_tile_summary_arguments(p) -> None:
+    p.add_argument("status", nargs="*", help="<slide_id>.tile.json files written by cmta tile --status")
+    p.add_argument("-o", "--outdir", required=True, help="folder for summary.tsv and failed_slides.tsv")
+
+
+def run_tile_summary(args) -> int:
+    from .summary import write_summary
+
+    df = write_summary(args.status, args.outdir)
+    out = Path(args.outdir)
+    n_ok = int((df["status"] == "ok").sum())
+    print(f"{n_ok} of {len(df)} slides tiled; {len(df) - n_ok} failed (see {out / 'failed_slides.tsv'})")
+    return 0
+
+
+#: command -> (add its arguments to a parser, run it); see cmta_pipeline/cli.py
+COMMANDS = {
+    "slides": (add_slides_arguments, run_slides),
+    "tile": (add_tile_arguments, run_tile),
+    "tile-summary": (add_tile_summary_arguments, run_tile_summary),
+}

@@ -1,0 +1,53 @@
+"""The QC picture of a tiled slide: thumbnail, tissue contours, holes and the patch grid."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from ..fileio import atomic_output
+
+TISSUE = (0, 200, 0)  # RGB
+HOLE = (0, 90, 255)
+PATCH = (230, 30, 30)
+
+
+def draw_qc(
+    thumb: np.ndarray,
+    thumb_downsample: float,
+    contours: list,
+    holes: list,
+    contour_scale: float,
+    coords: np.ndarray,
+    patch_level0: int,
+    caption: str,
+) -> np.ndarray:
+    """RGB picture: ``thumb`` (at ``thumb_downsample`` of level 0) with contours drawn
+    (given at ``contour_scale`` thumb pixels per mask pixel) and patch outlines."""
+    img = np.ascontiguousarray(thumb.copy())
+    lw = max(1, round(max(img.shape[:2]) / 800))
+
+    def scaled(cs):
+        return [np.round(c.astype(np.float64) * contour_scale).astype(np.int32) for c in cs]
+
+    side = patch_level0 / thumb_downsample
+    if len(coords):
+        tl = np.round(coords / thumb_downsample).astype(np.int32)
+        br = np.round((coords + patch_level0) / thumb_downsample).astype(np.int32) - 1
+        overlay = img.copy()
+        for (x0, y0), (x1, y1) in zip(tl, br):  # drawing only; the grid itself is vectorised
+            cv2.rectangle(overlay, (int(x0), int(y0)), (int(x1), int(y1)), PATCH, 1 if side < 12 else lw)
+        img = cv2.addWeighted(overlay, 0.6, img, 0.4, 0)
+    cv2.drawContours(img, scaled(contours), -1, TISSUE, lw + 1)
+    cv2.drawContours(img, scaled([h for hs in holes for h in hs]), -1, HOLE, lw + 1)
+    bar = np.full((max(24, 18 * lw), img.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, caption, (4, bar.shape[0] - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45 * lw, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([bar, img])
+
+
+def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    with atomic_output(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {path}")
