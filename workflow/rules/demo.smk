@@ -1,7 +1,7 @@
 # The demo cohort (config section `demo`, config/demo/config.yaml): synthetic slides,
 # six-family genomics and survival with risk planted in both (cmta demo-cohort), written
 # before anything reads them, and the models' c-index beside the planted risk's
-# (cmta demo-summary). See cmta_pipeline/demo_cohort.py for what is planted and how.
+# (cmta demo-summary). See cmta_pipeline/demo/cohort.py for what is planted and how.
 DEMO_DIR = config["demo"]["dir"].rstrip("/")
 
 

@@ -3,6 +3,9 @@
 # fetch-weights, a local rule: compute nodes need no internet). See docs/features.md.
 
 
+include: "functions/features.smk"
+
+
 # A local rule (runs where snakemake runs, not as a cluster job): it needs the internet.
 rule fetch_weights:
     output:

@@ -1,9 +1,12 @@
-# Attention heatmaps (cmta heatmap; docs/report.md): for each run in heatmaps.runs that has
+# Attention heatmaps (cmta heatmap; docs/heatmaps.md): for each run in heatmaps.runs that has
 # patch attention (cmta, attmil, transmil, dualtrans and CMTA ablations), the slides of the
 # configured heatmaps.cases, or of the heatmaps.top_k highest- and lowest-risk held-out
 # patients, each drawn by the fold model that held the patient out.
 # Outputs: {OUT}/heatmaps/{run}/<slide_id>.attention.h5, <slide_id>.heatmap.png, heatmaps.tsv.
-# Settings and input functions: the heatmaps section of common.smk.
+# Settings and input functions: below.
+
+
+include: "functions/heatmaps.smk"
 
 
 rule heatmap:

@@ -1,7 +1,12 @@
 # Risk for new patients (cmta predict), active when predict.genomics is set: the new
 # patients' genomic table goes through cmta genomics (--missing-survival keep: no follow-up
 # needed), then every trained run's fold models give each patient a risk, its percentile
-# among the cohort's out-of-fold risks and a high/low group. See docs/model.md.
+# among the cohort's out-of-fold risks and a high/low group. See docs/predict.md.
+
+
+include: "functions/predict.smk"
+
+
 rule predict_genomics:
     input:
         unpack(predict_genomics_input),

@@ -2,6 +2,11 @@
 # A slide that cannot be tiled is recorded (status "failed", its folder left empty) and,
 # with slides.on_error: skip, does not stop the cohort; the checkpoint tile_summary lists
 # which slides go on.
+
+
+include: "functions/slides.smk"
+
+
 rule tile:
     input:
         slide_input,

@@ -2,9 +2,14 @@
 # (cmta_pipeline.models.MODELS: cmta, snn, snntrans, meanmil, maxmil, attmil, transmil,
 # dualtrans, ...) or a CMTA ablation "cmta-<ablation>" (no_cross_attention, no_alignment,
 # no_detach, no_ppeg). Outputs per run and fold: {OUT}/train/{run}/fold_{k}/ model.pt,
-# epochs.tsv, predictions.tsv, train_predictions.tsv, summary.json. See docs/model.md.
+# epochs.tsv, predictions.tsv, train_predictions.tsv, summary.json. See docs/training.md.
 # On a cluster the runs of models that read slides ask for one GPU (config gpu,
 # training.device); genomics-only models run on CPUs.
+
+
+include: "functions/training.smk"
+
+
 rule train:
     input:
         unpack(train_input),

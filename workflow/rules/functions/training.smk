@@ -1,0 +1,95 @@
+# Input and argument functions of the training stage's rules (rules/training.smk, which
+# includes this file); they read the config and the slide sheet of rules/common.smk.
+
+from cmta_pipeline.modalities import MODALITIES, reads_slides
+
+TRAINING = config["training"]
+
+# Models that read slides (their runs need features and, on a cluster, a GPU).
+PATH_MODELS = {name for name in MODALITIES if reads_slides(name)}
+ABLATION_FLAGS = {
+    "no_cross_attention": "--no-cross-attention",
+    "no_alignment": "--no-alignment",
+    "no_detach": "--no-detach",
+    "no_ppeg": "--no-ppeg",
+}
+
+
+def train_runs():
+    runs = list(TRAINING["models"]) + [f"cmta-{a}" for a in TRAINING["ablations"]]
+    if not (len(SLIDES) and COHORT["with_slides"]):
+        dropped = [r for r in runs if r.split("-")[0] in PATH_MODELS]
+        if dropped:
+            warn_once(f"training: no slides configured, skipping {', '.join(dropped)}")
+        runs = [r for r in runs if r.split("-")[0] not in PATH_MODELS]
+    return runs
+
+
+def train_folds():
+    if TRAINING["folds"] is not None:
+        return list(TRAINING["folds"])
+    if COHORT["splits"]:
+        n = len(list(Path(COHORT["splits"]).glob("splits_*.csv")))
+        return list(range(n))
+    return list(range(COHORT["n_folds"]))
+
+
+def train_targets(name="summary.json"):
+    """File ``name`` (summary.json, predictions.tsv, ...) of every run and fold to train."""
+    if not genomics_configured():
+        return []
+    return expand(
+        f"{OUT}/train/{{run}}/fold_{{fold}}/{name}",
+        run=train_runs(),
+        fold=train_folds(),
+    )
+
+
+def train_input(wildcards):
+    files = {"cohort": f"{OUT}/cohort/folds.json", "folds": f"{OUT}/cohort/folds"}
+    if wildcards.run.split("-")[0] in PATH_MODELS:
+        files["features"] = feature_targets()
+    return files
+
+
+def train_gpus(wildcards):
+    """One GPU for the runs of models that read slides, none for genomics-only models."""
+    if wildcards.run.split("-")[0] not in PATH_MODELS:
+        return 0
+    return gpus_for(TRAINING["device"])
+
+
+def train_args(wildcards):
+    model, _, ablation = wildcards.run.partition("-")
+    t = TRAINING
+    args = [
+        f"--model {model}",
+        f"--fold {wildcards.fold}",
+        f"--size {t['size']} --fusion {t['fusion']} --attention {t['attention']}",
+        f"--epochs {t['epochs']} --optimizer {t['optimizer']} --lr {t['lr']}",
+        f"--momentum {t['momentum']} --weight-decay {t['weight_decay']}",
+        f"--scheduler {t['scheduler']} --grad-accum {t['grad_accum']}",
+        f"--alpha {t['alpha']} --similarity {t['similarity']} --censor-weight {t['censor_weight']}",
+        f"--l1 {t['l1']}",
+        f"--max-train-patches {t['max_train_patches'] or 0} --selection {t['selection']}",
+        f"--monitor {t['monitor']} --patience {t['patience']} --min-epochs {t['min_epochs']}",
+        f"--seed {t['seed']} --device {t['device']}",
+    ]
+    if model in PATH_MODELS:
+        args.append(f"--features-dir {shlex.quote(os.path.join(OUT, 'features'))}")
+    if ablation:
+        args.append(ABLATION_FLAGS[ablation])
+    if not t["weighted_sampler"]:
+        args.append("--no-weighted-sampler")
+    if not t["amp"]:
+        args.append("--no-amp")
+    if t["cache_bags"]:
+        args.append("--cache-bags")
+    if t["short_exact"]:
+        args.append("--short-exact-attention")
+    return " ".join(args)
+
+
+TRAIN_RUN_PATTERN = (
+    "(" + "|".join(MODALITIES) + ")(-(" + "|".join(ABLATION_FLAGS) + "))?"
+)
