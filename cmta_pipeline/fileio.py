@@ -85,14 +85,16 @@ def fresh_outputs(
     """
     folder = Path(folder)
     listed = ([marker] if marker is not None else []) + list(names)
-
-    def clear() -> None:
-        for path in _previous(folder, listed):
-            _remove(path)
-
-    clear()
+    remove_outputs(folder, listed)
     try:
         yield folder
     except BaseException:
-        clear()
+        remove_outputs(folder, listed)
         raise
+
+
+def remove_outputs(folder: str | os.PathLike, names) -> None:
+    """Remove ``names`` under ``folder`` (files or folders, glob patterns, absolute paths;
+    in the order given: a completion marker first)."""
+    for path in _previous(Path(folder), names):
+        _remove(path)

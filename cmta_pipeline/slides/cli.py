@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import CMTAError
-from ..fileio import atomic_output, write_text_atomic
+from ..fileio import atomic_output, fresh_outputs, write_text_atomic
 
 # ---- cmta slides ----------------------------------------------------------------
 
@@ -97,14 +97,18 @@ def run_tile(args) -> int:
 
     slide_id = args.slide_id or slide_id_from_path(args.slide)
     status = {"slide_id": slide_id, "case_id": args.case_id, "slide_path": str(args.slide)}
+    outputs = (f"{slide_id}.coords.h5", f"{slide_id}.qc.png")
     try:
-        settings = load_settings(args.settings)
-        for key in list(_FLAGS) + ["allow_upsampling"]:
-            value = getattr(args, key)
-            if value is not None:
-                settings[key] = value
-        params = TilingParams.from_mapping(settings, "tiling settings")
-        result = tile_slide(args.slide, args.outdir, params, slide_id=slide_id, mpp=args.mpp)
+        # the previous run's status file, then its coords and picture: a failure leaves none
+        status_file = Path(args.status).resolve() if args.status else None  # not under outdir
+        with fresh_outputs(args.outdir, outputs, marker=status_file):
+            settings = load_settings(args.settings)
+            for key in list(_FLAGS) + ["allow_upsampling"]:
+                value = getattr(args, key)
+                if value is not None:
+                    settings[key] = value
+            params = TilingParams.from_mapping(settings, "tiling settings")
+            result = tile_slide(args.slide, args.outdir, params, slide_id=slide_id, mpp=args.mpp)
     except CMTAError as exc:
         if args.status:
             status.update(status="failed", reason=str(exc), n_patches=0)
