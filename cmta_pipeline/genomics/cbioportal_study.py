@@ -112,18 +112,20 @@ def _choose(root: Path, metas: list[tuple[Path, dict]], audit: list | None) -> d
 
 def read_study(
     root: str | os.PathLike, gene_panels: str | os.PathLike | None = None, audit: list | None = None,
+    files_used: bool = True,
 ) -> Study:
     """The study folder ``root``: its data files by kind, and who was profiled for
     mutations and copy number (case lists ``<study>_sequenced`` and ``<study>_cna``, the
     gene panel matrix, or the sample table's GENE_PANEL column; panel gene lists from the
-    folder and ``gene_panels``)."""
+    folder and ``gene_panels``). ``files_used``: the audit names the data file chosen for
+    each input (not when the study only lends its case lists to files given)."""
     root = Path(root)
     if not root.is_dir():
         raise CMTAError(f"cBioPortal study folder not found: {root}")
     if not is_study(root):
         raise CMTAError(f"{root}: not a cBioPortal study folder (no meta_study.txt)")
     metas = [(p, read_meta(p)) for p in sorted(root.glob("meta_*.txt")) if p.name != "meta_study.txt"]
-    chosen = _choose(root, metas, audit)
+    chosen = _choose(root, metas, audit if files_used else None)
     study = Study(root=root)
     for modality, (meta_path, meta) in chosen.items():
         if "data_filename" not in meta:

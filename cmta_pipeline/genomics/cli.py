@@ -41,8 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "z-scores) or a folder of GDC STAR-counts files (with --gdc-sample-sheet)",
     )
     p.add_argument(
-        "--cnv", help="copy number, GISTIC -2..2: cBioPortal data_cna.txt (wide) or "
-        "data_cna_discrete.txt (long), or a folder of GDC gene-level copy-number files",
+        "--cnv", help="discrete copy number -2..2 (-1.5, MSK's partial deletion, read as -2): cBioPortal "
+        "data_cna.txt (wide) or data_cna_discrete.txt (long), or a folder of GDC gene-level copy-number files",
     )
     p.add_argument(
         "--maf", help="mutations: a MAF (.gz ok) or a folder of MAFs (*.maf, *.maf.gz, *.txt, *.txt.gz; "
@@ -69,7 +69,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="cBioPortal data_clinical_sample.txt (PATIENT_ID, SAMPLE_ID[, SAMPLE_TYPE]): each sample's "
         "patient, for studies whose sample ids do not start with the patient id",
     )
-    p.add_argument("--gdc-sample-sheet", help="GDC sample sheet: which sample each per-sample file belongs to")
+    p.add_argument(
+        "--gdc-sample-sheet",
+        help="the GDC cart's sample sheet (either layout): each file's Case ID (the patient, for every GDC "
+        "project) and sample; per-sample folders (STAR counts, copy number) need it, MAF folders use it",
+    )
     p.add_argument(
         "--rnaseq-unit", default="tpm_unstranded",
         help="column of the GDC STAR-counts files to use (default tpm_unstranded; log1p is applied)",

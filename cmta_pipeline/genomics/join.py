@@ -96,8 +96,8 @@ def _study(study, given: dict, gene_panels, audit: list) -> Study | None:
     if root is None:
         return None
     audit.append((str(root), "cBioPortal study folder of the files given: its case lists, gene panels "
-                  "and sample table are used", 1, ""))
-    st = read_study(root, gene_panels, audit)
+                  "and (unless --clinical-samples) sample table are used", 1, ""))
+    st = read_study(root, gene_panels, audit, files_used=False)
     if given["samples"] is None and "samples" in st.files:
         given["samples"] = st.files["samples"]
     return st
