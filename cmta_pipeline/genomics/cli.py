@@ -36,6 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="comma-separated extra non-gene columns of the wide table (besides case_id, "
         "slide_id, site, is_female, oncotree_code, age, survival_months, censorship, train)",
     )
+    add_per_modality_arguments(p)
+
+
+def add_per_modality_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of per-modality inputs (cBioPortal, GDC) and of survival."""
     p.add_argument(
         "--rnaseq", help="RNA-seq: a gene x sample matrix (cBioPortal data_mrna_*.txt, RSEM or "
         "z-scores) or a folder of GDC STAR-counts files (with --gdc-sample-sheet)",

@@ -42,8 +42,10 @@ def _row_samples(row: pd.Series, n_row: int, path: Path) -> list[tuple[str, str,
             "do not list the same number of samples"
         )
 
-    def column(name):
-        vals = _split(row.get(name)) if name in row.index else []
+    def column(name):  # one value per sample ("Blood Derived Cancer - Bone Marrow, Post-treatment" is one)
+        if name not in row.index or pd.isna(row[name]):
+            return None
+        vals = [str(row[name]).strip()] if len(samples) == 1 else _split(row[name])
         return vals if len(vals) == len(samples) else None
 
     names, tissue, descr = column("Sample Type"), column("Tissue Type"), column("Tumor Descriptor")

@@ -27,15 +27,13 @@ from .tables import NA_VALUES, examples, read_table
 
 
 def read_meta(path: Path) -> dict[str, str]:
-    """A cBioPortal ``key: value`` file (meta files, case lists, gene panel files)."""
+    """A cBioPortal ``key: value`` file (meta files, case lists, gene panel files); a line
+    without a colon (a wrapped description) is passed over."""
     out = {}
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
+    for line in path.read_text(errors="replace").splitlines():
         key, sep, value = line.partition(":")
-        if not sep:
-            raise CMTAError(f"{path}: line {n}: {line[:40]!r} is not a 'key: value' line")
-        out[key.strip()] = value.strip()
+        if sep and key.strip() and key.strip() not in out:
+            out[key.strip()] = value.strip()
     return out
 
 
