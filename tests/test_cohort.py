@@ -249,7 +249,8 @@ def test_rerun_removes_stale_marker_and_folds(small_gdir, tmp_path):
     assert json.loads((out / "folds.json").read_text())["n_folds"] == 3
     with pytest.raises(CMTAError):
         build_cohort(small_gdir, out, n_folds=3, labels_from="bogus")
-    assert (out / "folds.json").exists()  # argument errors are raised before touching outputs
+    # a failed rerun, even on a bad argument, leaves no earlier folder to be taken for its own
+    assert not (out / "folds.json").exists() and not (out / "folds").exists()
 
 
 # ---------------------------------------------------------------- the Snakemake rules

@@ -323,8 +323,11 @@ def test_interrupted_write_leaves_no_output(cmu, cmu_coords, tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         extract_slide(cmu, cmu_coords, out, _opts(), model=model, info=info)
     left = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    # the .pt is written first; the .h5, written last, is what marks a slide as done
-    assert left == ["CMU-1-Small-Region.pt"], left
+    # the .pt is written first, the .h5 (what marks a slide as done) last; a run that fails
+    # between them removes the .pt too (fileio.fresh_outputs); the partial rows stay
+    assert left == [], left
+    assert sorted(p.name for p in out.iterdir()) == [".CMU-1-Small-Region.features.partial",
+                                                     ".CMU-1-Small-Region.features.partial.json"]
     monkeypatch.setattr(h5py, "File", real_file)
     # every row was encoded: the rerun only writes the files, then removes the partial ones
     res = extract_slide(cmu, cmu_coords, out, _opts(), model=model, info=info)

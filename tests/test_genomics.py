@@ -191,7 +191,6 @@ GOOD = (
     [
         (GOOD.replace("censorship,", "cens,"), "missing required column.*censorship"),
         (GOOD.replace("0.1,0", "abc,0"), r"row 4 \(P2\), column 'A_rnaseq'.*'abc' is not a number"),
-        (GOOD.replace("P2,s3,20,", "P2,s3,,"), "row 4 .*survival_months is missing"),
         (GOOD.replace("P2,s3,20,1", "P2,s3,20,2"), "censorship is 2"),
         (GOOD.replace("P1,s2,10,0,0.5,1", "P1,s2,10,0,0.7,1"), "case_id P1: .*disagree on gene column 'A_rnaseq'"),
         (GOOD.replace("P1,s2,10,0,", "P1,s2,11,0,"), "case_id P1: .*disagree on survival"),
@@ -204,11 +203,16 @@ def test_bad_wide_table(tmp_path, text, message):
     assert str(path) in str(err.value)
 
 
-def test_missing_survival_can_be_dropped(tmp_path):
+def test_missing_survival_is_dropped_by_default(tmp_path):
     path = _write(tmp_path / "t.csv", GOOD.replace("P2,s3,20,", "P2,s3,,"))
-    data = g.load_wide_table(path, missing_survival="drop")
+    data = g.load_wide_table(path)
     assert list(data.survival.index) == ["P1"]
-    assert data.dropped.values.tolist() == [["P2", "no survival"]]
+    assert data.dropped.values.tolist() == [["P2", "survival_months missing"]]
+    # `error` still stops, and says how to go on: the flag and the config key
+    with pytest.raises(CMTAError, match="row 4 .*no usable survival .survival_months missing") as err:
+        g.load_wide_table(path, missing_survival="error")
+    assert str(path) in str(err.value)
+    assert "--missing-survival drop" in str(err.value) and "genomics.missing_survival: drop" in str(err.value)
 
 
 def test_family_file_with_no_gene_in_data(tmp_path, capsys):
@@ -223,7 +227,7 @@ def test_family_file_with_no_gene_in_data(tmp_path, capsys):
 
 def test_cnv_out_of_range_and_bad_maf(tmp_path):
     cna = _write(tmp_path / "cna.txt", "Hugo_Symbol\tTCGA-AA-0001-01\nTP53\t0.37\n")
-    with pytest.raises(CMTAError, match="gene TP53, sample TCGA-AA-0001-01: CNV value 0.37"):
+    with pytest.raises(CMTAError, match="gene TP53, sample TCGA-AA-0001-01: copy-number value 0.37 is not a discrete level"):
         g.read_gene_matrix(cna, "cnv")
     maf = _write(tmp_path / "m.maf", "Hugo_Symbol\tTumor_Sample_Barcode\nTP53\tTCGA-AA-0001-01\n")
     with pytest.raises(CMTAError, match="Variant_Classification"):
@@ -296,7 +300,8 @@ def test_cbioportal_study_layout(tmp_path):
     assert surv.loc["TCGA-XA-0004"].tolist() == [60.02, 1]  # "LIVING"
     dropped = dict(pd.read_csv(out / "dropped.tsv", sep="\t").values)
     assert dropped["TCGA-XA-0005"] == "follow-up <= 0 (survival_months 0)"
-    assert dropped["TCGA-XA-0006"] == dropped["TCGA-XA-0007"] == "no survival"  # empty, [Not Available]
+    assert dropped["TCGA-XA-0006"] == "OS_STATUS and OS_MONTHS missing"  # empty cells
+    assert dropped["TCGA-XA-0007"] == "OS_MONTHS missing (1:DECEASED)"  # [Not Available]
     audit = _audit(out)
     rows = dict(zip(audit["item"] + " @ " + audit["source"].map(lambda s: Path(s).name), audit["detail"]))
     assert "TCGA-XA-0002-02 (chose TCGA-XA-0002-01)" in rows[
@@ -339,8 +344,10 @@ def test_cbioportal_sample_table_maps_non_tcga_ids(tmp_path):
     data = g.load_per_modality(cnv=cna, clinical=clin, sample_table=samples)
     assert data.matrix["TP53_cnv"].to_dict() == {"P-0000001": -1, "P-0000002": 0}  # the primary
     assert any("P-0000001-T02-IM5 (chose P-0000001-T01-IM3)" in r[3] for r in data.audit)
-    # without the table the sample ids are taken as patients and match no clinical row
-    assert g.load_per_modality(cnv=cna, clinical=clin, missing_survival="drop").matrix.empty
+    # without the table the sample ids are taken as patients and match no clinical row:
+    # an error with an example of each side, not an empty cohort
+    with pytest.raises(CMTAError, match=r"only 0 of the 3 patients .* P-0000001-T01-IM3.*clinical ids: P-0000001"):
+        g.load_per_modality(cnv=cna, clinical=clin)
 
 
 # ---------------------------------------------------------------- the GDC as distributed
@@ -513,20 +520,28 @@ def test_bad_gdc_inputs(gdc_files, tmp_path, capsys):
     _fails(capsys, _gdc_args(f, out), out, str(star), "'TP53' is carried by several gene ids",
            "ENSG00000141510, ENSG00000000001")
     _star(star, {"TP53": 1.0, "KRAS": 2.0, "OLDNAME": 3.0})
-    # two files of one sample in the sheet
+    # one sample under two cases in the sheet
     original = f["sheet"].read_text()
     sheet = original.splitlines()
     s1, s2 = sheet[1].split("\t"), sheet[2].split("\t")
     s2[4] = s1[4]
     f["sheet"].write_text("\n".join([sheet[0], sheet[1], "\t".join(s2)] + sheet[3:]) + "\n")
-    _fails(capsys, _gdc_args(f, out), out, str(f["sheet"]), f"sample {s1[4]} has several rnaseq files", "duplicate samples")
+    _fails(capsys, _gdc_args(f, out), out, str(f["sheet"]), f"sample {s1[4]} is listed under two cases")
+    # two files of one sample (the GDC has such samples: TCGA-44-2656-01A in LUAD): the first
+    # by file name is used, the other listed in the audit
+    s2[6] = s1[6]
+    f["sheet"].write_text("\n".join([sheet[0], sheet[1], "\t".join(s2)] + sheet[3:]) + "\n")
+    assert main(_gdc_args(f, out)) == 0
+    second = _audit(out).query("item.str.contains('another file of the same sample')", engine="python")
+    assert second["count"].tolist() == [1] and s1[4] in second["detail"].iloc[0]
+    out = tmp_path / "o2"
     # per-sample files without a sample sheet
     _fails(capsys, _gdc_args(f, out, **{"--gdc-sample-sheet": None, "--gene-aliases": None}), out,
            str(f["rnaseq"]), "--gdc-sample-sheet")
     f["sheet"].write_text(original)
     # a copy number that is not a whole number
     cn = next(f["cnv"].rglob("*.tsv"))
-    cn.write_text(CN_HEADER + "ENSG1.1\tTP53\tchr17\t1\t2\t2.5\t2\t3\n")
+    _cn(cn, {"TP53": "2.5", "KRAS": "3", "OLDNAME": "2"})
     _fails(capsys, _gdc_args(f, out), out, str(cn), "line 2 (gene TP53): copy_number 2.5")
 
 

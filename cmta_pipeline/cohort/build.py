@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CMTAError
-from ..fileio import atomic_output, write_text_atomic
+from ..fileio import atomic_output, fresh_outputs, write_text_atomic
 from ..genomics.output import read_genomics_dir
 from .assemble import assemble_cohort, read_slides
 from .files import SPLITS, write_fold
@@ -42,6 +40,11 @@ from .labels import assign_labels, fit_bin_edges
 from .preprocessing import fit_transform_fold
 
 log = logging.getLogger(__name__)
+
+#: Written last: its presence marks a finished cohort folder.
+MARKER = "folds.json"
+#: Everything else a run writes (removed, with the marker, before a run and after a failed one).
+COHORT_OUTPUTS = ("cohort.tsv", "audit.tsv", "folds")
 
 
 @dataclass
@@ -70,67 +73,64 @@ def build_cohort(
 ) -> dict:
     """Assemble the cohort, make folds, preprocess per fold and write OUTDIR (see module
     docstring). Returns the content of ``folds.json``."""
-    _check_settings(labels_from, inner_val_fraction, n_bins)
     outdir = Path(outdir)
-    marker = outdir / "folds.json"
-    if marker.exists():
-        marker.unlink()  # a crash below must not leave an old marker over new files
+    # the earlier run's marker first, then its outputs: a failure below leaves none of them
+    with fresh_outputs(outdir, COHORT_OUTPUTS, marker=MARKER):
+        _check_settings(labels_from, inner_val_fraction, n_bins)
+        families, matrix, survival, gdropped = read_genomics_dir(genomics_dir)
+        survival, gdropped = _without_survival_moved_to_dropped(survival, gdropped)
+        slides = read_slides(slide_sheet, tiles_summary)
+        cohort, audit = assemble_cohort(survival, matrix.index, gdropped, slides)
+        ids = cohort.index.to_numpy()
+        times = cohort["survival_months"].to_numpy(float)
+        cens = cohort["censorship"].to_numpy(int)
 
-    families, matrix, survival, gdropped = read_genomics_dir(genomics_dir)
-    survival, gdropped = _without_survival_moved_to_dropped(survival, gdropped)
-    slides = read_slides(slide_sheet, tiles_summary)
-    cohort, audit = assemble_cohort(survival, matrix.index, gdropped, slides)
-    ids = cohort.index.to_numpy()
-    times = cohort["survival_months"].to_numpy(float)
-    cens = cohort["censorship"].to_numpy(int)
-
-    fold_train, fold_heldout, split_source = heldout_folds(
-        ids, times, cens, set(audit["case_id"]), splits, n_folds, n_bins, seed
-    )
-    n_folds = len(fold_train)
-    all_edges = fit_bin_edges(times, cens, n_bins) if labels_from == "all" else None
-    names = sorted({f for feats in families.values() for f in feats})
-    features = Features(
-        families=families, names=names, X=matrix.loc[ids, names].to_numpy(np.float64),
-        modality=np.array([f.rsplit("_", 1)[1] for f in names]),
-    )
-
-    # Write everything but the marker.
-    with atomic_output(outdir / "cohort.tsv") as tmp:
-        cohort.to_csv(tmp, sep="\t")
-    with atomic_output(outdir / "audit.tsv") as tmp:
-        audit.to_csv(tmp, sep="\t", index=False)
-    _remove_extra_folds(outdir / "folds", n_folds)
-    per_fold = []
-    for k in range(n_folds):
-        split = fold_split(k, fold_train[k], fold_heldout[k], times, cens, n_bins, inner_val_fraction, seed)
-        info = build_fold(
-            outdir / "folds" / f"fold_{k}", k, cohort, split, features, n_bins, all_edges,
-            log1p_rnaseq, standardize,
+        fold_train, fold_heldout, split_source = heldout_folds(
+            ids, times, cens, set(audit["case_id"]), splits, n_folds, n_bins, seed
         )
-        per_fold.append(info)
-        log.info("fold %d: %s, omic sizes %s", k, info["n"], info["omic_sizes"])
+        n_folds = len(fold_train)
+        all_edges = fit_bin_edges(times, cens, n_bins) if labels_from == "all" else None
+        names = sorted({f for feats in families.values() for f in feats})
+        features = Features(
+            families=families, names=names, X=matrix.loc[ids, names].to_numpy(np.float64),
+            modality=np.array([f.rsplit("_", 1)[1] for f in names]),
+        )
 
-    summary = {
-        "n_folds": n_folds,
-        "family_names": list(families),
-        "omic_sizes": [f["omic_sizes"] for f in per_fold],
-        "raw_omic_sizes": [len(families[n]) for n in families],
-        "n_bins": n_bins,
-        "bin_edges": [f["bin_edges"] for f in per_fold],
-        "labels_from": labels_from,
-        "splits": split_source,
-        "seed": seed,
-        "inner_val_fraction": inner_val_fraction,
-        "log1p_rnaseq": log1p_rnaseq,
-        "standardize": standardize,
-        "n_patients": int(len(ids)),
-        "n_dropped": int(len(audit)),
-        "with_slides": slides is not None,
-        "genomics_dir": str(genomics_dir),
-    }
-    write_text_atomic(marker, json.dumps(summary, indent=1) + "\n")
-    return summary
+        # Write everything but the marker.
+        with atomic_output(outdir / "cohort.tsv") as tmp:
+            cohort.to_csv(tmp, sep="\t")
+        with atomic_output(outdir / "audit.tsv") as tmp:
+            audit.to_csv(tmp, sep="\t", index=False)
+        per_fold = []
+        for k in range(n_folds):
+            split = fold_split(k, fold_train[k], fold_heldout[k], times, cens, n_bins, inner_val_fraction, seed)
+            info = build_fold(
+                outdir / "folds" / f"fold_{k}", k, cohort, split, features, n_bins, all_edges,
+                log1p_rnaseq, standardize,
+            )
+            per_fold.append(info)
+            log.info("fold %d: %s, omic sizes %s", k, info["n"], info["omic_sizes"])
+
+        summary = {
+            "n_folds": n_folds,
+            "family_names": list(families),
+            "omic_sizes": [f["omic_sizes"] for f in per_fold],
+            "raw_omic_sizes": [len(families[n]) for n in families],
+            "n_bins": n_bins,
+            "bin_edges": [f["bin_edges"] for f in per_fold],
+            "labels_from": labels_from,
+            "splits": split_source,
+            "seed": seed,
+            "inner_val_fraction": inner_val_fraction,
+            "log1p_rnaseq": log1p_rnaseq,
+            "standardize": standardize,
+            "n_patients": int(len(ids)),
+            "n_dropped": int(len(audit)),
+            "with_slides": slides is not None,
+            "genomics_dir": str(genomics_dir),
+        }
+        write_text_atomic(outdir / MARKER, json.dumps(summary, indent=1) + "\n")
+        return summary
 
 
 def _check_settings(labels_from: str, inner_val_fraction: float, n_bins: int) -> None:
@@ -186,15 +186,6 @@ def heldout_folds(
         fold_heldout.append(np.flatnonzero(fold_of == k))
         fold_train.append(np.flatnonzero(fold_of != k))
     return fold_train, fold_heldout, f"stratified by event x time bin, seed {seed}"
-
-
-def _remove_extra_folds(folds_root: Path, n_folds: int) -> None:
-    """Folds of an earlier run with more folds."""
-    if folds_root.is_dir():
-        for d in folds_root.glob("fold_*"):
-            m = re.fullmatch(r"fold_(\d+)", d.name)
-            if m and int(m.group(1)) >= n_folds and d.is_dir():
-                shutil.rmtree(d)
 
 
 def fold_split(

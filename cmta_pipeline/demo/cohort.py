@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CMTAError
-from ..fileio import atomic_output, write_text_atomic
+from ..fileio import atomic_output, fresh_outputs, write_text_atomic
 from ..slides.synthetic import BACKGROUND, Shape, render_mask
 from .summary import oracle_cindexes
 
@@ -246,9 +246,15 @@ def write_demo_cohort(settings: DemoSettings, families_file: str | os.PathLike, 
     """Write the demo cohort into ``outdir`` (patients.tsv, genomics.csv, slides/, planted.json);
     return the contents of planted.json. Slides are written before the tables, so that the
     tables' presence means the cohort is complete."""
+    out = Path(outdir)
+    # the previous cohort's planted.json, then the rest: a failed run leaves none of it
+    with fresh_outputs(out, ("genomics.csv", "patients.tsv", "slides"), marker="planted.json"):
+        return _write_demo_cohort(settings, families_file, out)
+
+
+def _write_demo_cohort(settings: DemoSettings, families_file, out: Path) -> dict:
     from ..genomics.families import read_families
 
-    out = Path(outdir)
     families = read_families(families_file)
     patients = plant_patients(settings)
     table = genomic_table(patients, families, settings)

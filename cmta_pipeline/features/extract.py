@@ -18,7 +18,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import CMTAError
-from ..fileio import atomic_output
+from ..fileio import atomic_output, fresh_outputs, remove_outputs
 from .encode import encode
 from .encoder import FEATURE_DIM, EncoderInfo, build_encoder
 from .patches import READ_AT, load_patch_grid, open_slide
@@ -161,6 +161,14 @@ def extract_slide(slide_path, coords_path, outdir, opts: ExtractOptions,
     """
     slide_path = Path(slide_path)
     slide_id = slide_id or default_slide_id(slide_path, coords_path)
+    # the previous run's .features.h5 (the marker), then its .pt: a failure leaves neither;
+    # the partial features a killed run resumes from are kept
+    with fresh_outputs(outdir, (f"{slide_id}.pt",), marker=f"{slide_id}.features.h5"):
+        return _extract_slide(slide_path, coords_path, outdir, opts, slide_id, model, info, runners)
+
+
+def _extract_slide(slide_path: Path, coords_path, outdir, opts: ExtractOptions, slide_id: str,
+                   model, info, runners) -> ExtractResult:
     slide_path, grid, model, info = _prepare(slide_path, coords_path, opts, model, info)
     sink = PartialFeatures(outdir, slide_id, len(grid.coords))
     if not opts.resume:
@@ -254,10 +262,12 @@ def extract_slides(jobs: list[SlideJob], outdir, opts: ExtractOptions) -> list[E
     runners: dict = {}  # the encoder runners built for the first slide, reused by the next
     results = []
     t0 = time.perf_counter()
-    for i, job in enumerate(jobs, 1):
+    ids = [job.slide_id or default_slide_id(job.slide, job.coords) for job in jobs]
+    # no earlier run's features of a slide this run does not reach (it stops at a failure)
+    remove_outputs(outdir, [f"{s}.features.h5" for s in ids] + [f"{s}.pt" for s in ids])
+    for i, (job, slide_id) in enumerate(zip(jobs, ids), 1):
         reason = tiling_failed(job.tile_status) if job.tile_status else None
         if reason is not None:
-            slide_id = job.slide_id or default_slide_id(job.slide, job.coords)
             write_failed_feature_files(outdir, slide_id, reason)
             log.info("%s: tiling failed (%s); empty feature files marked failed", slide_id,
                      reason)
@@ -265,7 +275,7 @@ def extract_slides(jobs: list[SlideJob], outdir, opts: ExtractOptions) -> list[E
             if model is None:
                 model, info = build_encoder(opts.weights)
             results.append(extract_slide(job.slide, job.coords, outdir, opts,
-                                         slide_id=job.slide_id, model=model, info=info,
+                                         slide_id=slide_id, model=model, info=info,
                                          runners=runners))
         if len(jobs) > 1:
             log.info("slide %d of %d done, %.1f s in all", i, len(jobs),

@@ -34,6 +34,10 @@ ANNOTATION_COLUMNS = {
 LONG_SAMPLE_COLUMNS = ("Sample_Id", "SAMPLE_ID", "Sample_ID", "sample_id")
 
 
+#: Discrete copy-number levels cBioPortal's validator accepts (validateData.py).
+CNA_LEVELS = (-2, -1.5, -1, 0, 1, 2)
+
+
 def _layout_error(path: Path, col: str, value) -> CMTAError:
     return CMTAError(
         f"{path}: layout not recognised: column {col!r} holds sample ids such as {value!r}, "
@@ -79,14 +83,31 @@ def read_gene_table(
     else:
         values = _wide_values(path, df, gene_col, aliases, audit)
     if modality == "cnv":
-        bad = values.notna() & ~values.isin([-2, -1, 0, 1, 2])
-        if bad.to_numpy().any():
-            r, c = np.argwhere(bad.to_numpy())[0]
-            raise CMTAError(
-                f"{path}: gene {values.index[r]}, sample {values.columns[c]}: CNV value "
-                f"{values.iat[r, c]:g} is not a GISTIC level -2..2 (use the thresholded "
-                "gene-level file, not log2 ratios)"
-            )
+        values = discrete_levels(path, values, audit)
+    return values
+
+
+def discrete_levels(path: Path, values: pd.DataFrame, audit: list | None) -> pd.DataFrame:
+    """Discrete copy number as cBioPortal's validator accepts it: -2 (deep deletion), -1.5
+    (partial deletion, MSK-IMPACT), -1, 0, 1, 2, or missing. -1.5 becomes -2, as
+    cBioPortal's importer and portal treat it (a deep deletion). Any other value (a log2
+    ratio, an absolute copy number) is an error."""
+    bad = values.notna() & ~values.isin(CNA_LEVELS)
+    if bad.to_numpy().any():
+        r, c = np.argwhere(bad.to_numpy())[0]
+        raise CMTAError(
+            f"{path}: gene {values.index[r]}, sample {values.columns[c]}: copy-number value "
+            f"{values.iat[r, c]:g} is not a discrete level (-2, -1.5, -1, 0, 1, 2 as in "
+            "cBioPortal's data_cna.txt or GISTIC's all_thresholded.by_genes.txt); log2 "
+            "ratios and segment files are not read"
+        )
+    partial = values == -1.5
+    n = int(partial.to_numpy().sum())
+    if n:
+        values = values.mask(partial, -2.0)
+        if audit is not None:
+            audit.append((str(path), "copy number -1.5 (partial deletion) read as -2 (deep deletion), as cBioPortal does",
+                          n, ""))
     return values
 
 

@@ -1,5 +1,5 @@
-"""Survival per patient from a clinical table: cBioPortal's patient table or the GDC's
-``clinical.tsv``."""
+"""Survival per patient from clinical tables: cBioPortal's patient table, or the GDC's
+``clinical.tsv`` (with its ``follow_up.tsv``: :mod:`.gdc_clinical`)."""
 
 from __future__ import annotations
 
@@ -10,51 +10,86 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CMTAError
-from .survival import DAYS_PER_MONTH, check_survival
+from .gdc_clinical import gdc_survival, is_gdc_clinical, is_gdc_follow_up
+from .survival import check_survival
 from .tables import NA_VALUES, read_table
 
-GDC_PREFIXES = ("cases.", "demographic.", "diagnoses.", "follow_ups.", "exposures.", "treatments.")
+#: what a folder given as the clinical input holds: a GDC clinical download, extracted
+GDC_CLINICAL_FILES = ("clinical.tsv", "follow_up.tsv")
+
+
+def clinical_files(paths) -> list[Path]:
+    """The clinical tables given: files, or a folder of an extracted GDC clinical
+    download (its ``clinical.tsv`` and ``follow_up.tsv``)."""
+    if paths is None:
+        return []
+    out = []
+    for p in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+        p = Path(p)
+        if p.is_dir():
+            found = [p / n for n in GDC_CLINICAL_FILES if (p / n).is_file()]
+            if not found:
+                raise CMTAError(f"{p}: a clinical folder must hold the GDC's clinical.tsv (and follow_up.tsv)")
+            out += found
+        else:
+            out.append(p)
+    return out
 
 
 def read_clinical(
-    path: str | os.PathLike, missing_survival: str = "error", nonpositive_followup: str = "drop",
-    audit: list | None = None,
+    path, missing_survival: str = "drop", nonpositive_followup: str = "drop", audit: list | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Survival per patient from a cBioPortal or a GDC clinical table.
+    """Survival per patient from clinical tables (one path, several, or a folder).
 
     cBioPortal (``data_clinical_patient.txt``): PATIENT_ID, OS_MONTHS, OS_STATUS
     (``1:DECEASED``/``0:LIVING`` or ``DECEASED``/``LIVING``); ``#`` header rows skipped.
-    GDC (``clinical.tsv``, with or without the ``cases.``/``demographic.``/``diagnoses.``
-    column prefixes of today's download): case_submitter_id, vital_status (Dead/Alive),
-    days_to_death, days_to_last_follow_up and/or days_to_follow_up (the follow_ups node,
-    where the GDC moved TCGA's follow-up in 2025); one row per case x diagnosis x
-    follow-up x treatment, so per case the largest days_to_death and follow-up are used; months =
-    days / 30.44, rounded to 2 decimals as in the published tables. Returns (survival
-    indexed by case_id, patient -> reason for those left out).
+    GDC ``clinical.tsv`` of any layout, with ``follow_up.tsv`` when given
+    (:mod:`.gdc_clinical`); months = days / 30.44, rounded to 2 decimals as in the
+    published tables. Patients without usable survival are handled by
+    ``missing_survival`` (:func:`check_survival`: dropped with their reason by default).
+    Returns (survival indexed by case_id, patient -> reason for those left out).
     """
-    path = Path(path)
-    df = read_table(path, "clinical", dtype=str, na_values=NA_VALUES, keep_default_na=False)
-    df.columns = [next((c[len(p):] for p in GDC_PREFIXES if c.startswith(p)), c) for c in map(str, df.columns)]
-    if {"PATIENT_ID", "OS_MONTHS", "OS_STATUS"} <= set(df.columns):
-        kind, surv = "cBioPortal patient table", cbioportal_survival(path, df)
-    else:
-        kind, surv = "GDC clinical table", gdc_survival(path, df)
-    dup = surv["case_id"].duplicated()
-    if dup.any():
+    files = clinical_files(path)
+    if not files:
+        raise CMTAError("no clinical table given")
+    tables = [(f, read_table(f, "clinical", dtype=str, na_values=NA_VALUES, keep_default_na=False)) for f in files]
+    cbio = [(f, df) for f, df in tables if "PATIENT_ID" in df.columns]
+    gdc = [(f, df) for f, df in tables if is_gdc_clinical(df)]
+    follow = [(f, df) for f, df in tables if is_gdc_follow_up(df)]
+    other = [f for f, df in tables if not any(df is d for _, d in cbio + gdc + follow)]
+    if other:
         raise CMTAError(
-            f"{path}: patient {surv.loc[dup, 'case_id'].iloc[0]}: several rows with different "
-            "survival; keep one survival record per patient"
+            f"{other[0]}: not a cBioPortal patient table (PATIENT_ID, OS_MONTHS, OS_STATUS) nor a GDC "
+            "clinical table (cases.submitter_id or case_submitter_id, vital_status, days_to_death, "
+            "days_to_last_follow_up) nor its follow_up.tsv"
         )
+    if cbio and (gdc or follow) or len(cbio) > 1 or (follow and not gdc):
+        raise CMTAError(
+            f"{', '.join(map(str, files))}: give one cBioPortal patient table, or the GDC clinical.tsv "
+            "(with its follow_up.tsv)"
+        )
+    source = str(files[0]) if len(files) == 1 else ", ".join(map(str, files))
+    if cbio:
+        surv = cbioportal_survival(*cbio[0])
+        if audit is not None:
+            audit.append((str(cbio[0][0]), "patients found (cBioPortal patient table)", len(surv), ""))
+    else:
+        surv = gdc_survival(gdc, follow, audit)
     surv = surv.set_index("case_id")
-    surv, dropped = check_survival(surv, str(path), "patient", missing_survival, nonpositive_followup)
-    if audit is not None:
-        audit.append((str(path), f"patients found ({kind})", len(surv) + len(dropped), ""))
-    return surv, dropped
+    reasons = surv.pop("reason").replace("", np.nan)
+    return check_survival(surv, source, "patient", missing_survival, nonpositive_followup, reasons)
 
 
 def cbioportal_survival(path: Path, df: pd.DataFrame) -> pd.DataFrame:
-    """case_id, survival_months, censorship of a cBioPortal patient table (OS_MONTHS,
-    OS_STATUS)."""
+    """case_id, survival_months, censorship, reason of a cBioPortal patient table
+    (OS_MONTHS, OS_STATUS; the reason says which is missing)."""
+    miss = [c for c in ("OS_STATUS", "OS_MONTHS") if c not in df.columns]
+    if miss:
+        pairs = sorted(c for c in df.columns if c.endswith("_STATUS") and c[:-7] + "_MONTHS" in df.columns)
+        have = f"; it has {', '.join(p[:-7] + '_STATUS/_MONTHS' for p in pairs)}" if pairs else ""
+        raise CMTAError(
+            f"{path}: missing column(s) {', '.join(miss)} (overall survival, which CMTA models){have}"
+        )
     ids = df["PATIENT_ID"].astype(str).str.strip()
     status = df["OS_STATUS"].astype(str).str.strip().str.upper()
     cens = pd.Series(np.nan, index=df.index, dtype=object)
@@ -67,55 +102,17 @@ def cbioportal_survival(path: Path, df: pd.DataFrame) -> pd.DataFrame:
             f"{path}: patient {ids[i]}: OS_STATUS {df.at[i, 'OS_STATUS']!r} is neither "
             "LIVING nor DECEASED (0:LIVING / 1:DECEASED)"
         )
-    surv = pd.DataFrame({"case_id": ids, "survival_months": df["OS_MONTHS"], "censorship": cens})
+    no_status, no_months = df["OS_STATUS"].isna(), df["OS_MONTHS"].isna()
+    reason = np.select(
+        [no_status & no_months, no_status, no_months],
+        ["OS_STATUS and OS_MONTHS missing", "OS_STATUS missing",
+         "OS_MONTHS missing (" + df["OS_STATUS"].astype(str) + ")"], default="")
+    surv = pd.DataFrame({"case_id": ids, "survival_months": df["OS_MONTHS"], "censorship": cens, "reason": reason})
     surv = surv.drop_duplicates()
-    return surv
-
-
-def gdc_survival(path: Path, df: pd.DataFrame) -> pd.DataFrame:
-    """case_id, survival_months, censorship of a GDC clinical table: per case the largest
-    days_to_death (Dead) or follow-up (Alive), in months."""
-    id_col = next((c for c in ("case_submitter_id", "submitter_id") if c in df.columns), None)
-    fu_cols = [c for c in ("days_to_last_follow_up", "days_to_follow_up") if c in df.columns]
-    need = ["vital_status", "days_to_death"]
-    miss = [c for c in need if c not in df.columns] + ([] if id_col else ["case_submitter_id"])
-    miss += [] if fu_cols else ["days_to_last_follow_up (or follow_ups.days_to_follow_up)"]
-    if miss:
+    dup = surv["case_id"].duplicated()
+    if dup.any():
         raise CMTAError(
-            f"{path}: not a cBioPortal patient table (PATIENT_ID, OS_MONTHS, OS_STATUS) "
-            f"nor a GDC clinical table: missing column(s) {', '.join(miss)}"
+            f"{path}: patient {surv.loc[dup, 'case_id'].iloc[0]}: several rows with different "
+            "survival; keep one survival record per patient"
         )
-    ids = df[id_col].astype(str).str.strip()
-    vital = df["vital_status"].astype(str).str.strip().str.lower()
-    bad = df["vital_status"].notna() & ~vital.isin(["dead", "alive"])
-    if bad.any():
-        i = bad.idxmax()
-        raise CMTAError(
-            f"{path}: line {i + 2}, case {ids[i]}: vital_status {df.at[i, 'vital_status']!r} "
-            "is neither Dead nor Alive"
-        )
-    cols = {}
-    for col in ["days_to_death"] + fu_cols:
-        num = pd.to_numeric(df[col], errors="coerce")
-        badn = num.isna() & df[col].notna()
-        if badn.any():
-            i = badn.idxmax()
-            raise CMTAError(f"{path}: line {i + 2}, case {ids[i]}: {col} {df.at[i, col]!r} is not a number")
-        cols[col] = num
-    follow_up = pd.concat([cols.pop(c) for c in fu_cols], axis=1).max(axis=1)
-    per_row = pd.DataFrame({
-        "case_id": ids, "vital": vital.where(df["vital_status"].notna()),
-        "days_to_death": cols["days_to_death"], "days_to_last_follow_up": follow_up,
-    })
-    per_case = []
-    for case, g in per_row.groupby("case_id", sort=False):
-        v = set(g["vital"].dropna())
-        if len(v) > 1:
-            raise CMTAError(f"{path}: case {case}: its rows disagree on vital_status ({', '.join(sorted(v))})")
-        v = v.pop() if v else None
-        days = g["days_to_death"].max() if v == "dead" else g["days_to_last_follow_up"].max()
-        cens = 0 if v == "dead" else 1 if v == "alive" else np.nan
-        months = np.round(days / DAYS_PER_MONTH, 2) if pd.notna(days) else np.nan
-        per_case.append((case, months, cens))
-    surv = pd.DataFrame(per_case, columns=["case_id", "survival_months", "censorship"])
     return surv

@@ -15,9 +15,12 @@ belongs to. :func:`read_gdc_folder` reads every file of one kind under a folder 
   chromosome, start, end, copy_number, min_copy_number, max_copy_number): the absolute
   ``copy_number`` mapped to GISTIC-like levels by :func:`copy_number_to_level`.
 
-Gene names are matched to the family symbols after the optional aliases
-(:func:`.aliases.apply_aliases`). The sample -> patient step is the same as for every other
-input (:func:`.samples.samples_to_patients`).
+Only whole files are read: a STAR file must have its ``# gene-model`` line, the ``N_*``
+rows, a last line ending with a newline, and the gene model and gene rows of the other
+files of the run (an interrupted download fails one of these). Gene names are matched to
+the family symbols after the optional aliases (:func:`.aliases.apply_aliases`). The
+patient of each file is the sample sheet's Case ID (:mod:`.gdc_sheet`); the sample ->
+patient step is then the same as for every other input (:func:`.samples.samples_to_patients`).
 """
 
 from __future__ import annotations
@@ -30,10 +33,20 @@ import pandas as pd
 
 from ..errors import CMTAError
 from .aliases import apply_aliases
-from .samples import patient_of_sample
-from .tables import NA_VALUES, examples, leading_comment_lines, numeric_block, read_header, read_table
+from .gdc_sheet import matched_files
+from .samples import SampleMap
+from .tables import (
+    NA_VALUES,
+    examples,
+    last_line,
+    leading_comment_lines,
+    numeric_block,
+    open_text,
+    read_header,
+    read_table,
+)
 
-SHEET_COLUMNS = ("File Name", "Sample ID")
+STAR_SUMMARY_ROWS = ("N_unmapped", "N_multimapping", "N_noFeature", "N_ambiguous")
 RNASEQ_UNITS = ("tpm_unstranded", "fpkm_unstranded", "fpkm_uq_unstranded", "unstranded",
                 "stranded_first", "stranded_second")
 _KINDS = {
@@ -56,37 +69,12 @@ def copy_number_to_level(cn: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(cn), np.nan, out)
 
 
-def read_sample_sheet(path: str | os.PathLike) -> pd.DataFrame:
-    """The GDC sample sheet: columns file_name, sample_id (the tumour sample of each file;
-    a paired file lists "tumour, normal"), and the sheet's other columns."""
-    path = Path(path)
-    df = read_table(path, "GDC sample sheet", dtype=str)
-    miss = [c for c in SHEET_COLUMNS if c not in df.columns]
-    if miss:
-        raise CMTAError(
-            f"{path}: missing column(s) {', '.join(miss)} (the GDC sample sheet has File ID, "
-            "File Name, Data Category, Data Type, Project ID, Case ID, Sample ID, Sample Type)"
-        )
-    dup = df["File Name"].duplicated()
-    if dup.any():
-        line = int(np.flatnonzero(dup)[0]) + 2
-        raise CMTAError(f"{path}: line {line}: file {df['File Name'][dup].iloc[0]} is listed twice")
-    tumour = []
-    for i, ids in enumerate(df["Sample ID"].fillna("")):
-        cands = [s.strip() for s in ids.split(",") if s.strip()]
-        t = [s for s in cands if patient_of_sample(s)[1] < 10]
-        if len(t) > 1:
-            raise CMTAError(f"{path}: line {i + 2}: file {df['File Name'].iloc[i]} has several tumour samples ({ids})")
-        tumour.append(t[0] if t else (cands[0] if cands else ""))
-    df["file_name"] = df["File Name"].str.strip()
-    df["sample_id"] = tumour
-    return df
-
-
-def _read_one(path: Path, modality: str, unit: str) -> tuple[pd.DataFrame, int]:
-    """One per-sample file as read: columns gene_id, gene_name (text), value (float);
-    and the file line of data row 0."""
+def _read_one(path: Path, modality: str, unit: str) -> tuple[pd.DataFrame, int, str]:
+    """One per-sample file as read: columns gene_id, gene_name (text), value (float); the
+    file line of data row 0; its gene model (STAR files, checked whole)."""
     col = unit if modality == "rnaseq" else "copy_number"
+    if path.stat().st_size == 0:
+        raise CMTAError(f"{path}: the file is empty (0 bytes): an interrupted download? download it again")
     header = read_header(path)
     miss = [c for c in ("gene_id", "gene_name", col) if c not in header]
     if miss:
@@ -97,7 +85,8 @@ def _read_one(path: Path, modality: str, unit: str) -> tuple[pd.DataFrame, int]:
                      usecols=["gene_id", "gene_name", col], na_values=NA_VALUES, keep_default_na=False)
     first = leading_comment_lines(path) + 2
     vals = numeric_block(df[[col]], str(path), [f"line {first + i}" for i in range(len(df))])[col]
-    return pd.DataFrame({"gene_id": df["gene_id"], "gene_name": df["gene_name"], "value": vals}), first
+    raw = pd.DataFrame({"gene_id": df["gene_id"], "gene_name": df["gene_name"], "value": vals})
+    return raw, first, check_star_file(path, raw) if modality == "rnaseq" else ""
 
 
 def _check_values(path: Path, modality: str, unit: str, one: pd.DataFrame, first: int) -> None:
@@ -118,15 +107,18 @@ def read_gdc_folder(
     folder: str | os.PathLike, modality: str, sample_sheet: str | os.PathLike | None,
     rnaseq_unit: str = "tpm_unstranded", aliases: dict[str, str] | None = None,
     audit: list | None = None, wanted: set[str] | None = None,
-) -> pd.DataFrame:
-    """Every GDC per-sample file of ``modality`` under ``folder`` as a gene x sample table.
+) -> tuple[pd.DataFrame, SampleMap]:
+    """Every GDC per-sample file of ``modality`` under ``folder`` as a gene x sample table,
+    with the sample sheet's sample map (sample -> Case ID and sample type).
 
     Files are matched to samples through ``sample_sheet`` (only files it lists are
-    used; those it lists but the folder lacks, and the reverse, go to the audit). Two
-    files of one sample are an error. A gene name carried by several gene ids is a
-    gene-symbol collision: an error when the name is in ``wanted`` (the family genes),
-    otherwise left out and counted in the audit. RNA-seq: ``rnaseq_unit`` column,
-    log1p applied. Copy number: :func:`copy_number_to_level`.
+    used; those it lists but the folder lacks, the reverse, and second files of one
+    sample go to the audit: :func:`.gdc_sheet.matched_files`). Every file must be whole
+    (:func:`check_star_file`) and have the gene rows of the others (:func:`same_genes`).
+    A gene name carried by several gene ids is a gene-symbol collision: an error when the
+    name is in ``wanted`` (the family genes), otherwise left out and counted in the
+    audit. RNA-seq: ``rnaseq_unit`` column, log1p applied. Copy number:
+    :func:`copy_number_to_level`.
     """
     folder = Path(folder)
     if modality not in _KINDS:
@@ -138,68 +130,76 @@ def read_gdc_folder(
             f"{folder}: a folder of GDC per-sample files needs the GDC sample sheet "
             "(--gdc-sample-sheet) to know each file's sample"
         )
-    sheet, on_disk, absent, unlisted = matched_files(folder, modality, sample_sheet)
-    columns = {}
-    collisions: set[str] = set()
-    layout = None  # the gene rows of the previous file, processed once: files share them
+    marker, data_type = _KINDS[modality]
+    sheet, on_disk, sample_map = matched_files(folder, marker, data_type, sample_sheet, modality, audit)
+    columns, first_file, layout = {}, None, None
     for name, sample in zip(sheet["file_name"], sheet["sample_id"]):
         path = on_disk[name]
-        raw, first = _read_one(path, modality, rnaseq_unit)
-        if layout is None or not (raw["gene_id"].equals(layout[0]) and raw["gene_name"].equals(layout[1])):
-            layout = _gene_layout(path, raw, aliases, audit if layout is None else None, wanted)
-            collisions |= layout[5]
+        raw, first, model = _read_one(path, modality, rnaseq_unit)
+        if first_file is None:
+            first_file = (path, model, raw["gene_id"])
+            layout = _gene_layout(path, raw, aliases, audit, wanted)
+        else:
+            same_genes(first_file, (path, model, raw["gene_id"]))
         _, _, keep, use, index, _ = layout
         _check_values(path, modality, rnaseq_unit, raw[keep], first)
         columns[sample] = pd.Series(raw["value"][use].to_numpy(), index=index)
     values = pd.DataFrame(columns)
-    values = values.loc[[g for g in values.index if g not in collisions]]  # clashes of any file
     values = np.log1p(values) if modality == "rnaseq" else pd.DataFrame(
         copy_number_to_level(values.to_numpy()), index=values.index, columns=values.columns
     )
     if audit is not None:
         src = str(folder)
         what = f"{rnaseq_unit}, log1p" if modality == "rnaseq" else "copy_number -> -2..2 (0:-2, 1:-1, 2:0, 3-4:1, >=5:2)"
-        audit.append((src, f"GDC {modality} files read ({what})", len(sheet), ""))
-        if absent:
-            audit.append((src, "files in the sample sheet but not in the folder", len(absent), examples(absent)))
-        if unlisted:
-            audit.append((src, "files not in the sample sheet (not used)", len(unlisted), examples(unlisted)))
-        if collisions:
-            audit.append((src, "gene names carried by several gene ids (left out)", len(collisions),
-                          examples(sorted(collisions))))
-    return values
+        model = f"gene model {first_file[1]}; " if first_file[1] else ""
+        audit.append((src, f"GDC {modality} files read ({what})", len(sheet),
+                      f"{model}{len(first_file[2])} rows each, checked whole"))
+        if layout[5]:
+            audit.append((src, "gene names carried by several gene ids (left out)", len(layout[5]),
+                          examples(sorted(layout[5]))))
+    return values, sample_map
 
 
-def matched_files(
-    folder: Path, modality: str, sample_sheet: str | os.PathLike
-) -> tuple[pd.DataFrame, dict[str, Path], list[str], list[str]]:
-    """(sample-sheet rows of the files of ``modality`` found under ``folder``, file name
-    -> path, names listed but absent, names present but unlisted). One file per sample."""
-    marker, data_type = _KINDS[modality]
-    sheet = read_sample_sheet(sample_sheet)
-    of_kind = sheet["file_name"].str.contains(marker, regex=False)
-    if "Data Type" in sheet.columns:
-        of_kind |= sheet["Data Type"].eq(data_type)
-    sheet = sheet[of_kind]
-    on_disk = {p.name: p for p in folder.rglob("*") if p.is_file() and marker in p.name}
-    listed = set(sheet["file_name"])
-    absent = sorted(listed - set(on_disk))
-    unlisted = sorted(set(on_disk) - listed)
-    sheet = sheet[sheet["file_name"].isin(set(on_disk))]
-    if sheet.empty:
+def check_star_file(path: Path, raw: pd.DataFrame) -> str:
+    """The gene model of a STAR - Counts file that its own content says is whole: the
+    ``# gene-model:`` first line, the four ``N_*`` rows, and a last line ending with a
+    newline (the last row's fields are checked by :func:`.tables.read_table`)."""
+    with open_text(path) as fh:
+        first = fh.readline().strip()
+    cut = "the file is cut off or not a whole GDC STAR - Counts file (an interrupted download?); download it again"
+    if not first.startswith("# gene-model:"):
+        raise CMTAError(f"{path}: no '# gene-model: ...' first line: {cut}")
+    missing = [n for n in STAR_SUMMARY_ROWS if not raw["gene_id"].eq(n).any()]
+    if missing:
+        raise CMTAError(f"{path}: no {', '.join(missing)} row: {cut}")
+    last, ends = last_line(path)
+    if not ends:
+        raise CMTAError(f"{path}: the last line ({last[:50]!r}) does not end with a newline: {cut}")
+    return first.split(":", 1)[1].strip()
+
+
+def same_genes(ref: tuple[Path, str, pd.Series], other: tuple[Path, str, pd.Series]) -> None:
+    """Every file of a run has the gene model and the gene rows of the first one read.
+    A file whose rows are the first part of the other's is named as cut off."""
+    (p0, m0, g0), (p1, m1, g1) = ref, other
+    if m0 != m1:
+        raise CMTAError(f"{p1}: gene model {m1!r}, but {p0} has {m0!r}: every file of a run must come from one gene model")
+    if len(g0) == len(g1) and g0.to_numpy().tolist() == g1.to_numpy().tolist():
+        return
+    short, n_short, long, n_long = (p1, len(g1), p0, len(g0)) if len(g1) < len(g0) else (p0, len(g0), p1, len(g1))
+    shorter = g1 if short == p1 else g0
+    longer = g0 if short == p1 else g1
+    if longer[: len(shorter)].to_numpy().tolist() == shorter.to_numpy().tolist():
         raise CMTAError(
-            f"{folder}: none of its {len(on_disk)} *{marker}* files is listed in the sample sheet "
-            f"{sample_sheet} (match by File Name)"
+            f"{short}: {n_short:,} gene rows where {long} has {n_long:,} (it ends at "
+            f"{shorter.iloc[-1]}): the file is cut off (an interrupted download?); download it again"
         )
-    dup = sheet["sample_id"].duplicated(keep=False)
-    if dup.any():
-        s = sheet.loc[dup, "sample_id"].iloc[0]
-        files = sheet.loc[sheet["sample_id"] == s, "file_name"].tolist()
-        raise CMTAError(
-            f"{sample_sheet}: sample {s} has several {modality} files ({', '.join(files)}): "
-            "duplicate samples; keep one file per sample in the folder or the sheet"
-        )
-    return sheet, on_disk, absent, unlisted
+    i = next(k for k, (a, b) in enumerate(zip(g0, g1)) if a != b) if min(len(g0), len(g1)) else 0
+    raise CMTAError(
+        f"{p1}: its gene rows differ from those of {p0} ({len(g1):,} vs {len(g0):,} rows; "
+        f"row {i + 1}: {g1.iloc[i] if i < len(g1) else '-'} vs {g0.iloc[i] if i < len(g0) else '-'}): "
+        "every file of a run must have the same gene set"
+    )
 
 
 def _gene_layout(path: Path, raw: pd.DataFrame, aliases, audit, wanted):

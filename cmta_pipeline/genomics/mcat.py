@@ -38,7 +38,7 @@ def load_wide_table(
     path: str | os.PathLike,
     unsuffixed: str | None = None,
     meta_columns: tuple[str, ...] | list[str] = DEFAULT_META_COLUMNS,
-    missing_survival: str = "error",
+    missing_survival: str = "drop",
     nonpositive_followup: str = "drop",
     drop_last_column: bool = False,
 ) -> GenomicData:

@@ -21,6 +21,10 @@ GENOMICS_FILES = ("families.tsv", "features.tsv", "patients.tsv", "dropped.tsv",
 AUDIT_FILE = "audit.tsv"
 
 
+#: Written last: its presence marks a finished folder.
+MARKER = "families.tsv"
+
+
 AUDIT_COLUMNS = ("source", "item", "count", "detail")
 
 

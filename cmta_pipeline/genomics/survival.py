@@ -24,15 +24,48 @@ DAYS_PER_MONTH = 30.44
 NONPOSITIVE_POLICIES = ("drop", "keep", "error")
 
 
+#: What to do with a patient without usable survival (``--missing-survival``).
+MISSING_POLICIES = ("drop", "error", "keep")
+
+
+#: Drop reasons of a follow-up of zero or below start with this; every other reason that
+#: :func:`check_survival` gives is "no usable survival".
+NONPOSITIVE_REASON = "follow-up <= 0"
+
+
+def missing_survival_error(source: str, where: str, reason: str, n: int) -> CMTAError:
+    """The error of ``--missing-survival error``: the first patient, why, how many, and
+    how to go on (the flag and the config key)."""
+    return CMTAError(
+        f"{source}: {where}: no usable survival ({reason}; {n} patient(s) in all); fix the "
+        "input, or leave such patients out with --missing-survival drop (config "
+        "genomics.missing_survival: drop; they are listed in audit.tsv and dropped.tsv)"
+    )
+
+
+def unusable_survival_audit(source: str, reasons: dict[str, str], policy: str) -> list[tuple[str, str, int, str]]:
+    """One summary row: how many patients had no usable survival, what was done, and the
+    count per reason (each reason also has its own "patients dropped" row)."""
+    if not reasons:
+        return []
+    counts = pd.Series(list(reasons.values())).value_counts()
+    detail = "; ".join(f"{r}: {n}" for r, n in counts.items())
+    what = ("kept with empty survival (--missing-survival keep: for prediction only)" if policy == "keep"
+            else "dropped (--missing-survival drop)")
+    return [(source, f"patients without usable survival: {what}", len(reasons), detail)]
+
+
 def check_survival(
-    surv: pd.DataFrame, source: str, row_label: str = "case_id", missing: str = "error",
-    nonpositive: str = "drop",
+    surv: pd.DataFrame, source: str, row_label: str = "case_id", missing: str = "drop",
+    nonpositive: str = "drop", reasons: pd.Series | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Validate ``survival_months`` and ``censorship``; return (kept rows, dropped).
 
     ``dropped`` maps each row left out to its reason. ``missing``: rows without a
-    survival time or censorship are an error (``"error"``), dropped as "no survival"
-    (``"drop"``) or kept with empty survival (``"keep"``: new patients, for ``cmta
+    survival time or censorship are dropped (``"drop"``, the default) with their reason
+    (``reasons``, aligned with ``surv``, from the reader: "Dead without days_to_death",
+    ...; else "survival_months missing" / "censorship missing"), an error
+    (``"error"``) or kept with empty survival (``"keep"``: new patients, for ``cmta
     predict``). ``nonpositive``: a follow-up of 0 months or below is dropped (``"drop"``,
     the default: reason "follow-up <= 0"), kept when it is 0 (``"keep"``: an event or
     censoring at time 0 is valid for scikit-survival; below 0 stays an error) or an
@@ -60,16 +93,18 @@ def check_survival(
         if not missing_rows.any():
             surv["censorship"] = surv["censorship"].astype(int)
         return surv, dropped
+    if missing not in MISSING_POLICIES:
+        raise CMTAError(f"missing_survival: {missing!r} is not one of {', '.join(MISSING_POLICIES)}")
     if missing_rows.any():
-        if missing != "drop":
-            i = missing_rows.idxmax()
+        why = {}
+        for i in surv.index[missing_rows]:
+            given = reasons.get(i) if reasons is not None else None
             col = "survival_months" if pd.isna(surv.at[i, "survival_months"]) else "censorship"
-            raise CMTAError(
-                f"{source}: {where(i)}: {col} is missing ({int(missing_rows.sum())} "
-                "rows in all); fix the input or set missing_survival: drop to leave such "
-                "patients out (they are listed in the cohort audit)"
-            )
-        dropped.update({str(i): "no survival" for i in surv.index[missing_rows]})
+            why[i] = given if isinstance(given, str) and given else f"{col} missing"
+        if missing == "error":
+            i = surv.index[missing_rows][0]
+            raise missing_survival_error(source, where(i), why[i], int(missing_rows.sum()))
+        dropped.update({str(i): r for i, r in why.items()})
         surv = surv[~missing_rows]
     surv = _drop_nonpositive(surv, nonpositive, source, where, dropped)
     badc = ~surv["censorship"].isin([0, 1])
@@ -111,6 +146,6 @@ def _drop_nonpositive(surv: pd.DataFrame, nonpositive: str, source: str, where, 
                 f"{source}: {where(i)}: survival_months is {t:g} (must be > 0 months; {hint})"
             )
         for i in surv.index[nonpos]:
-            dropped[str(i)] = f"follow-up <= 0 (survival_months {float(surv.at[i, 'survival_months']):g})"
+            dropped[str(i)] = f"{NONPOSITIVE_REASON} (survival_months {float(surv.at[i, 'survival_months']):g})"
         surv = surv[~nonpos]
     return surv

@@ -5,6 +5,7 @@ this package."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 from pathlib import Path
 
@@ -53,12 +54,70 @@ def read_table(path: Path, what: str, default_sep: str = "\t", **kw) -> pd.DataF
         sep = ","
     elif name.endswith((".tsv", ".txt", ".maf")):
         sep = "\t"
-    if kw.pop("skip_comments", True):
-        kw.setdefault("skiprows", leading_comment_lines(path))
+    skip = leading_comment_lines(path) if kw.pop("skip_comments", True) else 0
+    kw.setdefault("skiprows", skip)
+    if kw.pop("check_complete", True):
+        check_last_row(path, what, sep, skip)
     try:
         return pd.read_csv(path, sep=sep, low_memory=False, **kw)
     except Exception as exc:
         raise CMTAError(f"{path}: not a readable {what} table ({exc})") from exc
+
+
+def last_line(path: Path) -> tuple[str, bool]:
+    """(the file's last line that is not empty, whether the file ends with a newline).
+    Read from the end of the file (a gzip file is read through)."""
+    if path.name.endswith(".gz"):
+        tail = b""
+        try:
+            with gzip.open(path, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    tail = (tail + block)[-(1 << 16):]
+        except (OSError, EOFError) as exc:
+            raise CMTAError(f"{path}: the gzip file is cut off or damaged ({exc}); download it again") from None
+    else:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            step, tail = 1 << 16, b""
+            while True:
+                start = max(0, size - step)
+                fh.seek(start)
+                tail = fh.read(size - start)
+                if start == 0 or tail.rstrip(b"\r\n").count(b"\n") >= 1:
+                    break
+                step *= 4
+    ends = tail.endswith(b"\n")
+    lines = [ln for ln in tail.decode("utf-8", errors="replace").splitlines() if ln.strip()]
+    return (lines[-1] if lines else ""), ends
+
+
+def count_fields(line: str, sep: str) -> int:
+    """Fields of one line, quoted cells as pandas reads them."""
+    return len(next(csv.reader([line], delimiter=sep)))
+
+
+def check_last_row(path: Path, what: str, sep: str, skip: int) -> None:
+    """A table whose last row has fewer or more fields than its header was cut off (an
+    interrupted download) or is ragged: an error naming the file. An empty file too."""
+    if path.stat().st_size == 0:
+        raise CMTAError(f"{path}: the {what} file is empty (0 bytes): an interrupted download? download it again")
+    header = None
+    with open_text(path) as fh:
+        for i, line in enumerate(fh):
+            if i == skip:
+                header = line.rstrip("\r\n")
+                break
+    last, _ = last_line(path)
+    if header is None or last == header:
+        return  # a header alone: the readers say what is missing
+    n_head, n_last = count_fields(header, sep), count_fields(last, sep)
+    if n_last != n_head:
+        raise CMTAError(
+            f"{path}: the last row has {n_last} fields where the header has {n_head} "
+            f"(it starts {last[:40]!r}): the file is cut off (an interrupted download?) or "
+            "ragged; download it again"
+        )
 
 
 def check_unique_header(path: Path, columns, what: str) -> None:

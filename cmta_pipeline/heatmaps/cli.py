@@ -23,18 +23,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder for <slide_id>.attention.h5, <slide_id>.heatmap.png and heatmaps.tsv")
 
 
+#: What ``cmta heatmap`` writes besides heatmaps.tsv, its completion marker (written last).
+OUTPUTS = ("*.attention.h5", "*.heatmap.png")
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import pandas as pd
     import torch
+
+    from ..fileio import fresh_outputs
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # the previous run's heatmaps.tsv, then its maps: a failed run leaves none of them
+    with fresh_outputs(Path(args.outdir), OUTPUTS, marker="heatmaps.tsv") as out:
+        write_heatmaps(args, out)
+    return 0
+
+
+def write_heatmaps(args: argparse.Namespace, out) -> None:
+    """The maps of the chosen patients' slides, then heatmaps.tsv."""
+    import pandas as pd
 
     from ..errors import CMTAError
     from ..fileio import atomic_output
     from .maps import choose_cases, heatmaps_for_case, slide_paths_from_tiles
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     slide_paths = None
     if args.slides:
         try:
@@ -50,7 +65,6 @@ def run(args: argparse.Namespace) -> int:
     cases = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else None
     if cases is None and args.top_k < 1:
         raise CMTAError("--top-k must be at least 1")
-    out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for case, fold, why in choose_cases(args.run_dir, cases, args.top_k):
@@ -58,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
                                   slide_paths, why)
     with atomic_output(out / "heatmaps.tsv") as tmp:
         pd.DataFrame(rows).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    return 0
 
 
 #: command -> (add its arguments to a parser, run it); see cmta_pipeline/cli.py

@@ -33,19 +33,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import torch
 
+    from ..fileio import fresh_outputs
     from .risk import predict_run, write_predictions
 
     if args.threads:
         torch.set_num_threads(args.threads)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else None
-    df = predict_run(
-        args.run_dir, args.cohort, genomics_dir=args.genomics, features_dir=args.features_dir,
-        slide_sheet=args.slides, tiles_summary=args.tiles_summary,
-        impute_missing_genes=args.impute_missing_genes, device=args.device, cases=cases,
-    )
-    write_predictions(df, args.output)
+    out = Path(args.output)
+    with fresh_outputs(out.parent, (), marker=out.name):  # no earlier risk.tsv beside a failed run
+        df = predict_run(
+            args.run_dir, args.cohort, genomics_dir=args.genomics, features_dir=args.features_dir,
+            slide_sheet=args.slides, tiles_summary=args.tiles_summary,
+            impute_missing_genes=args.impute_missing_genes, device=args.device, cases=cases,
+        )
+        write_predictions(df, out)
     log.info("%d patients, %d fold models: %d high / %d low risk -> %s", len(df),
              int(df["n_folds"].iloc[0]), int((df["risk_group"] == "high").sum()),
              int((df["risk_group"] == "low").sum()), args.output)

@@ -50,15 +50,25 @@ def run_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import CMTAError
-    from ..fileio import atomic_output, write_text_atomic
-    from .comparison import read_reports, table1, to_markdown
-    from .figures import plot_comparison
+    from ..fileio import fresh_outputs
+    from .comparison import read_reports
     from .metrics import METRICS
 
     if args.metric not in METRICS:
         raise CMTAError(f"--metric must be one of {', '.join(METRICS)}")
-    long = read_reports(args.result_dirs)
     out = Path(args.outdir)
+    with fresh_outputs(out, ("compare.tsv", "table1_*.tsv", "compare_*.png", "compare_*.svg"), marker="compare.md"):
+        _write_compare(read_reports(args.result_dirs), out, args.metric)
+    return 0
+
+
+def _write_compare(long, out, metric: str) -> None:
+    """compare.tsv, table1_<metric>.tsv, compare_<metric>.png/.svg and, last, compare.md."""
+    from ..fileio import atomic_output, write_text_atomic
+    from .comparison import table1, to_markdown
+    from .figures import plot_comparison
+    from .metrics import METRICS
+
     out.mkdir(parents=True, exist_ok=True)
     with atomic_output(out / "compare.tsv") as tmp:
         long[["cohort", "run", "protocol", "metric", "mean", "sd", "folds"]].to_csv(
@@ -73,12 +83,11 @@ def run_compare(args: argparse.Namespace) -> int:
         with atomic_output(out / f"table1_{m}.tsv") as tmp:
             wide.to_csv(tmp, sep="\t", index_label="model")
         md += [to_markdown(wide, label), ""]
-    write_text_atomic(out / "compare.md", "\n".join(md))
-    fig = long[long["metric"] == args.metric].assign(
+    fig = long[long["metric"] == metric].assign(
         row=lambda d: [r if p == "honest" else f"{r} [optimistic]" for r, p in zip(d["run"], d["protocol"])])
-    plot_comparison(fig, METRICS[args.metric], out / f"compare_{args.metric}")
-    print(table1(long, args.metric).to_string())
-    return 0
+    plot_comparison(fig, METRICS[metric], out / f"compare_{metric}")
+    write_text_atomic(out / "compare.md", "\n".join(md))
+    print(table1(long, metric).to_string())
 
 
 #: command -> (add its arguments to a parser, run it); see cmta_pipeline/cli.py

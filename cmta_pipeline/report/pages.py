@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import CMTAError
-from ..fileio import atomic_output, write_text_atomic
+from ..fileio import atomic_output, fresh_outputs, write_text_atomic
 from .figures import plot_km, plot_per_fold
 from .metrics import METRICS, evaluate_run, logrank, metrics_long, metrics_summary
 
@@ -57,17 +57,27 @@ def summary_markdown(results, table, km_threshold: str, run_notes: list[str]) ->
     return "\n".join(lines) + "\n"
 
 
+#: What ``cmta report`` writes besides report.html, its completion marker (written last).
+REPORT_OUTPUTS = ("cindex.tsv", "cindex_summary.tsv", "metrics.tsv", "metrics_summary.tsv", "summary.md",
+                  "cindex_per_fold.png", "cindex_per_fold.svg", "km_*.png", "km_*.svg")
+
+
 def write_report(train_dir, outdir, runs: list[str] | None = None,
                  km_threshold: str = "train_median") -> tuple[list, list[dict], list[str]]:
     """Evaluate the runs under ``train_dir`` and write the report to ``outdir``; returns
-    (one result per run, the summary rows, notes on runs left out)."""
-    root = Path(train_dir)
+    (one result per run, the summary rows, notes on runs left out). The previous report
+    in ``outdir`` is removed first (report.html, then the rest), and whatever a failed run
+    wrote is removed again: nothing is left that looks like a finished report."""
+    with fresh_outputs(outdir, REPORT_OUTPUTS, marker="report.html"):
+        return _write_report(Path(train_dir), Path(outdir), runs, km_threshold)
+
+
+def _write_report(root: Path, out: Path, runs: list[str] | None, km_threshold: str):
     if not root.is_dir():
         raise CMTAError(f"{root}: training folder not found")
     runs = runs or sorted(p.name for p in root.iterdir() if p.is_dir())
     if not runs:
         raise CMTAError(f"{root}: no trained runs found")
-    out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     results, summary, sections, run_notes = [], [], [], []
     for name in runs:

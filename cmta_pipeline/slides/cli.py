@@ -9,23 +9,40 @@ from pathlib import Path
 import yaml
 
 from ..errors import CMTAError
-from ..fileio import atomic_output, write_text_atomic
+from ..fileio import atomic_output, fresh_outputs, write_text_atomic
 
 # ---- cmta slides ----------------------------------------------------------------
 
 
 def add_slides_arguments(p) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--folder", help="folder of slides named by TCGA barcode")
+    src.add_argument("--folder", help="folder of slides: named by TCGA/TARGET barcode, or a gdc-client "
+                                      "download folder with --gdc-sample-sheet / --gdc-manifest")
     src.add_argument("--sheet", help="an existing sheet to check")
     p.add_argument("--recursive", action="store_true", help="also look in sub-folders")
+    gdc = p.add_mutually_exclusive_group()
+    gdc.add_argument("--gdc-sample-sheet", help="the GDC cart's sample sheet (gdc_sample_sheet.<date>.tsv): "
+                                                "each slide file's Case ID, for TCGA and every other project")
+    gdc.add_argument("--gdc-manifest", help="the GDC manifest (gdc_manifest.<date>.txt) of the slides: file "
+                                            "sizes checked; patients from TCGA/TARGET barcodes")
     p.add_argument("-o", "--output", help="write the sheet here (TSV); default: print it")
 
 
 def run_slides(args) -> int:
-    from .sheet import load_slide_table
+    import sys
 
-    table = load_slide_table(sheet=args.sheet, folder=args.folder, recursive=args.recursive)
+    from .table import load_slide_table
+
+    listing = args.gdc_sample_sheet or args.gdc_manifest
+    if listing and args.folder:
+        from .gdc import gdc_slide_table
+
+        table, notes = gdc_slide_table(args.folder, listing)
+        for note in notes:
+            print(f"cmta slides: {note}", file=sys.stderr)
+    else:
+        table = load_slide_table(sheet=args.sheet, folder=args.folder, recursive=args.recursive,
+                                 gdc_sample_sheet=args.gdc_sample_sheet, gdc_manifest=args.gdc_manifest)
     if args.output:
         with atomic_output(args.output) as tmp:
             table.to_csv(tmp, sep="\t", index=False)
@@ -97,14 +114,18 @@ def run_tile(args) -> int:
 
     slide_id = args.slide_id or slide_id_from_path(args.slide)
     status = {"slide_id": slide_id, "case_id": args.case_id, "slide_path": str(args.slide)}
+    outputs = (f"{slide_id}.coords.h5", f"{slide_id}.qc.png")
     try:
-        settings = load_settings(args.settings)
-        for key in list(_FLAGS) + ["allow_upsampling"]:
-            value = getattr(args, key)
-            if value is not None:
-                settings[key] = value
-        params = TilingParams.from_mapping(settings, "tiling settings")
-        result = tile_slide(args.slide, args.outdir, params, slide_id=slide_id, mpp=args.mpp)
+        # the previous run's status file, then its coords and picture: a failure leaves none
+        status_file = Path(args.status).resolve() if args.status else None  # not under outdir
+        with fresh_outputs(args.outdir, outputs, marker=status_file):
+            settings = load_settings(args.settings)
+            for key in list(_FLAGS) + ["allow_upsampling"]:
+                value = getattr(args, key)
+                if value is not None:
+                    settings[key] = value
+            params = TilingParams.from_mapping(settings, "tiling settings")
+            result = tile_slide(args.slide, args.outdir, params, slide_id=slide_id, mpp=args.mpp)
     except CMTAError as exc:
         if args.status:
             status.update(status="failed", reason=str(exc), n_patches=0)

@@ -3,8 +3,9 @@
 A sheet is a TSV with columns ``slide_id``, ``case_id``, ``path`` and the optional
 ``mpp`` (micrometres per pixel, overrides the slide's metadata) and ``stain``
 (``brightfield`` or ``fluorescence``). A folder is scanned for slide files and the
-case id is taken from the TCGA barcode at the start of each file name, as slides
-downloaded from the GDC are named (``TCGA-2F-A9KO-01Z-00-DX1.<uuid>.svs``).
+case id is taken from the TCGA (or TARGET) barcode at the start of each file name, as
+slides downloaded from the GDC are named (``TCGA-2F-A9KO-01Z-00-DX1.<uuid>.svs``); a GDC
+download of any project is read with its sample sheet or manifest (:mod:`.gdc`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ SLIDE_EXTENSIONS = (
 SHEET_COLUMNS = ("slide_id", "case_id", "path")
 OPTIONAL_COLUMNS = ("mpp", "stain")
 
-_TCGA_CASE = re.compile(r"^(TCGA-[A-Z0-9]{2}-[A-Z0-9]{4})", re.IGNORECASE)
+_CASE_BARCODE = re.compile(r"^(TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}|TARGET-\d{2}-[A-Z0-9]{6})(?=[-.]|$)", re.IGNORECASE)
 
 
 def slide_id_from_path(path: str | os.PathLike) -> str:
@@ -40,8 +41,9 @@ def slide_id_from_path(path: str | os.PathLike) -> str:
 
 
 def case_id_from_barcode(name: str) -> str | None:
-    """``TCGA-XX-XXXX`` from a TCGA slide or sample barcode, or None if it is not one."""
-    m = _TCGA_CASE.match(Path(name).name)
+    """``TCGA-XX-XXXX`` (or ``TARGET-NN-XXXXXX``) from a TCGA (TARGET) slide or sample
+    barcode, or None if it is not one."""
+    m = _CASE_BARCODE.match(Path(name).name)
     return m.group(1).upper() if m else None
 
 
@@ -67,7 +69,7 @@ def discover_slides(folder: str | os.PathLike, recursive: bool = False) -> pd.Da
             rows.append({"slide_id": sid, "case_id": case, "path": str(f)})
     if not rows:
         raise CMTAError(f"no slide files ({', '.join(SLIDE_EXTENSIONS)}) in {root}")
-    return _check_table(pd.DataFrame(rows), str(root))
+    return check_table(pd.DataFrame(rows), str(root))
 
 
 def read_sheet(sheet: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -92,10 +94,12 @@ def read_sheet(sheet: str | os.PathLike, base_dir: str | os.PathLike | None = No
         raise CMTAError(f"{sheet}: unknown column(s) {', '.join(unknown)}")
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     df["path"] = [p if Path(p).is_absolute() else os.path.abspath(base / p) for p in df["path"]]
-    return _check_table(df, str(sheet))
+    return check_table(df, str(sheet))
 
 
-def _check_table(df: pd.DataFrame, source: str) -> pd.DataFrame:
+def check_table(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """``df`` (slide_id, case_id, path[, mpp][, stain]) checked: no empty cells, unique slide
+    ids that can be file names, positive mpp, a known stain; the optional columns filled."""
     import pandas as pd
 
     df = df.copy()
@@ -134,24 +138,3 @@ def _check_table(df: pd.DataFrame, source: str) -> pd.DataFrame:
     else:
         df["stain"] = "brightfield"
     return df[list(SHEET_COLUMNS + OPTIONAL_COLUMNS)].reset_index(drop=True)
-
-
-def load_slide_table(
-    sheet: str | None = None,
-    folder: str | None = None,
-    recursive: bool = False,
-    base_dir: str | os.PathLike | None = None,
-) -> pd.DataFrame:
-    """The slide table from a sheet or, failing that, from a folder (exactly one is needed)."""
-    if sheet and folder:
-        raise CMTAError(
-            f"config slides: both sheet ({sheet}) and folder ({folder}) are set; "
-            "set the one you do not use to null"
-        )
-    if not sheet and not folder:
-        raise CMTAError("config slides: give a sheet (TSV of slide_id, case_id, path) or a folder of slides")
-    if sheet:
-        return read_sheet(sheet, base_dir)
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
-    folder_path = Path(os.path.abspath(base / folder))
-    return discover_slides(folder_path, recursive)

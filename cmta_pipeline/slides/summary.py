@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import CMTAError
-from ..fileio import atomic_output
+from ..fileio import atomic_output, fresh_outputs
 
 COLUMNS = ["slide_id", "case_id", "status", "n_patches", "read_level", "mpp", "upsampled", "reason"]
 
@@ -34,10 +34,11 @@ def summarize(status_files: list[str]) -> pd.DataFrame:
 
 def write_summary(status_files: list[str], outdir: str | os.PathLike) -> pd.DataFrame:
     """Write ``failed_slides.tsv`` then ``summary.tsv`` under ``outdir``; returns the table."""
-    df = summarize(status_files)
     out = Path(outdir)
-    with atomic_output(out / "failed_slides.tsv") as tmp:
-        df[df["status"] != "ok"][["slide_id", "case_id", "reason"]].to_csv(tmp, sep="\t", index=False)
-    with atomic_output(out / "summary.tsv") as tmp:
-        df.to_csv(tmp, sep="\t", index=False)
+    with fresh_outputs(out, ("failed_slides.tsv",), marker="summary.tsv"):
+        df = summarize(status_files)
+        with atomic_output(out / "failed_slides.tsv") as tmp:
+            df[df["status"] != "ok"][["slide_id", "case_id", "reason"]].to_csv(tmp, sep="\t", index=False)
+        with atomic_output(out / "summary.tsv") as tmp:
+            df.to_csv(tmp, sep="\t", index=False)
     return df

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from ..errors import CMTAError
-from ..fileio import atomic_output, write_text_atomic
+from ..fileio import atomic_output, fresh_outputs, write_text_atomic
 from ..models import MODELS, build_model, modalities
 from .evaluate import evaluate
 from .loop import train_fold
@@ -40,6 +40,8 @@ from .settings import Patient, TrainSettings
 
 log = logging.getLogger(__name__)
 
+#: What a fold run writes, summary.json (the completion marker) last; the resume state
+#: (.resume.pt) is not among them: a rerun after a crash picks it up.
 OUTPUTS = ("model.pt", "epochs.tsv", "predictions.tsv", "train_predictions.tsv", "summary.json")
 
 
@@ -90,51 +92,53 @@ def run_fold(
     """Train ``model_name`` on fold ``fold`` and write the outputs; returns the summary."""
     from ..cohort.files import load_fold
 
-    s = (settings or TrainSettings()).validate()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    fd = load_fold(cohort_dir, fold)
-    if model_name.lower() not in MODELS:
-        raise CMTAError(f"unknown model {model_name!r}; choose one of {', '.join(MODELS)}")
-    mods = modalities(model_name)
-    sets, skipped = fold_patients(fd, features_dir, "path" in mods, "omics" in mods, cache_bags)
-    if skipped:
-        log.warning("fold %d: %d patients without slides left out of %s", fold, len(skipped), model_name)
-    train = sets.get("train", [])
-    if not train:
-        raise CMTAError(f"{cohort_dir}: fold {fold} has no training patients usable by {model_name}")
-    model, spec = _build_model(model_name, fd.omic_sizes, train, "path" in mods, s, size, fusion,
-                               model_options)
-    eval_sets = {k: v for k, v in sets.items() if k in (s.val_set, s.heldout_set) and v}
-    log.info("fold %d, %s: %d train, %s; %s selection%s", fold, model_name, len(train),
-             ", ".join(f"{len(v)} {k}" for k, v in eval_sets.items()), s.selection,
-             " (OPTIMISTIC: the reported fold picks the epoch)" if s.selection == "best_heldout" else "")
+    # the earlier run's summary.json first, then its other outputs; the resume state stays
+    with fresh_outputs(outdir, OUTPUTS, marker="summary.json"):
+        s = (settings or TrainSettings()).validate()
+        t0 = time.perf_counter()
+        fd = load_fold(cohort_dir, fold)
+        if model_name.lower() not in MODELS:
+            raise CMTAError(f"unknown model {model_name!r}; choose one of {', '.join(MODELS)}")
+        mods = modalities(model_name)
+        sets, skipped = fold_patients(fd, features_dir, "path" in mods, "omics" in mods, cache_bags)
+        if skipped:
+            log.warning("fold %d: %d patients without slides left out of %s", fold, len(skipped), model_name)
+        train = sets.get("train", [])
+        if not train:
+            raise CMTAError(f"{cohort_dir}: fold {fold} has no training patients usable by {model_name}")
+        model, spec = _build_model(model_name, fd.omic_sizes, train, "path" in mods, s, size, fusion,
+                                   model_options)
+        eval_sets = {k: v for k, v in sets.items() if k in (s.val_set, s.heldout_set) and v}
+        log.info("fold %d, %s: %d train, %s; %s selection%s", fold, model_name, len(train),
+                 ", ".join(f"{len(v)} {k}" for k, v in eval_sets.items()), s.selection,
+                 " (OPTIMISTIC: the reported fold picks the epoch)" if s.selection == "best_heldout" else "")
 
-    state_path = outdir / ".resume.pt"
-    res = train_fold(model, train, eval_sets, s, state_path=state_path, resume_key=spec)
+        state_path = outdir / ".resume.pt"
+        res = train_fold(model, train, eval_sets, s, state_path=state_path, resume_key=spec)
 
-    ckpt = _write_outputs(outdir, model, res, spec, s, fd, fold, train)
-    summary = {
-        "fold": int(fold),
-        "model": model_name.lower(),
-        "selection": res.selection,
-        "optimistic": bool(res.optimistic),
-        "selected_epoch": int(res.selected_epoch),
-        "epochs_run": len(res.history),
-        "metrics": {k: (None if math.isnan(v) else round(float(v), 6)) for k, v in res.metrics.items()},
-        "n_patients": {k: len(v) for k, v in sets.items()},
-        "n_left_out_without_slides": len(skipped),
-        "omic_sizes": spec["omic_sizes"],
-        "path_dim": spec["path_dim"],
-        "bin_edges": ckpt["bin_edges"],
-        "seed": s.seed,
-        "device": str(next(model.parameters()).device),
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    write_text_atomic(outdir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    state_path.unlink(missing_ok=True)
-    return summary
+        ckpt = _write_outputs(outdir, model, res, spec, s, fd, fold, train)
+        summary = {
+            "fold": int(fold),
+            "model": model_name.lower(),
+            "selection": res.selection,
+            "optimistic": bool(res.optimistic),
+            "selected_epoch": int(res.selected_epoch),
+            "epochs_run": len(res.history),
+            "metrics": {k: (None if math.isnan(v) else round(float(v), 6)) for k, v in res.metrics.items()},
+            "n_patients": {k: len(v) for k, v in sets.items()},
+            "n_left_out_without_slides": len(skipped),
+            "omic_sizes": spec["omic_sizes"],
+            "path_dim": spec["path_dim"],
+            "bin_edges": ckpt["bin_edges"],
+            "seed": s.seed,
+            "device": str(next(model.parameters()).device),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        write_text_atomic(outdir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        state_path.unlink(missing_ok=True)
+        return summary
 
 
 def _build_model(model_name, omic_sizes, train, reads_path, s, size, fusion, model_options):

@@ -46,7 +46,7 @@ if cmta_pipeline.__version__ != VERSION or (
     )
 
 from cmta_pipeline.report.protocol import resolve_protocol
-from cmta_pipeline.slides.sheet import load_slide_table
+from cmta_pipeline.slides.table import load_slide_table
 
 # protocol: paper sets the authors' evaluation (cohort.labels_from, training.selection,
 # training.alpha); every setting it changes is printed, marked OPTIMISTIC.
@@ -91,6 +91,8 @@ else:
         sheet=config["slides"]["sheet"],
         folder=config["slides"]["folder"],
         recursive=config["slides"]["recursive"],
+        gdc_sample_sheet=config["slides"]["gdc_sample_sheet"],
+        gdc_manifest=config["slides"]["gdc_manifest"],
     )
 validate(SLIDES, schema="../schemas/slides.schema.yaml")
 SLIDES = SLIDES.set_index("slide_id", drop=False)

@@ -13,7 +13,15 @@ GENOMICS_OUTPUTS = [
 
 
 def genomics_configured():
-    return bool(GENOMICS["table"] or GENOMICS["clinical"])
+    return bool(GENOMICS["table"] or GENOMICS["clinical"] or GENOMICS["cbioportal"])
+
+
+def clinical_files():
+    """The configured clinical table(s): one path or a list (clinical.tsv, follow_up.tsv)."""
+    clinical = GENOMICS["clinical"]
+    if not clinical:
+        return []
+    return [clinical] if isinstance(clinical, str) else list(clinical)
 
 
 def families_file():
@@ -25,16 +33,19 @@ def genomics_input(wildcards):
     files = {"families": families_file()}
     for key in (
         "table",
+        "cbioportal",
+        "gene_panels",
         "rnaseq",
         "cnv",
         "maf",
-        "clinical",
         "clinical_samples",
         "gdc_sample_sheet",
         "gene_aliases",
     ):
         if GENOMICS[key]:
             files[key] = GENOMICS[key]
+    if clinical_files():
+        files["clinical"] = clinical_files()
     return files
 
 
@@ -49,9 +60,11 @@ def genomics_args(wildcards):
             args.append(
                 f"--meta-columns {shlex.quote(','.join(GENOMICS['meta_columns']))}"
             )
-    for key in ("rnaseq", "cnv", "maf", "clinical"):
+    for key in ("cbioportal", "rnaseq", "cnv", "maf"):
         if GENOMICS[key]:
             args.append(f"--{key} {shlex.quote(input[key])}")
+    if clinical_files():
+        args.append("--clinical " + " ".join(shlex.quote(f) for f in clinical_files()))
     if GENOMICS["variant_classes"]:
         args.append(
             f"--variant-classes {shlex.quote(','.join(GENOMICS['variant_classes']))}"
@@ -59,7 +72,12 @@ def genomics_args(wildcards):
     if GENOMICS["table"] and GENOMICS["drop_last_column"]:
         args.append("--drop-last-column")
     if not GENOMICS["table"]:
-        for key in ("clinical_samples", "gdc_sample_sheet", "gene_aliases"):
+        for key in (
+            "clinical_samples",
+            "gdc_sample_sheet",
+            "gene_aliases",
+            "gene_panels",
+        ):
             if GENOMICS[key]:
                 args.append(f"--{key.replace('_', '-')} {shlex.quote(input[key])}")
         args.append(f"--rnaseq-unit {GENOMICS['rnaseq_unit']}")
