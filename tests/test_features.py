@@ -240,10 +240,18 @@ def test_bf16_cosine_check_decides(cmu, tmp_path):
 
 
 def test_default_batching_by_device(monkeypatch):
+    from cmta_pipeline import compute
+
     monkeypatch.setattr(extract_mod, "available_cpus", lambda: 16)
-    assert extract_mod.default_batching(torch.device("cpu"), None, None) == (32, 1)
-    assert extract_mod.default_batching(torch.device("cuda"), None, None) == (256, 14)
-    assert extract_mod.default_batching(torch.device("cuda"), 8, 0) == (8, 0)
+    monkeypatch.setattr(compute, "shm_free_bytes", lambda path="/dev/shm": 64 * 1024**3)
+
+    def sizes(*a):
+        p = extract_mod.default_batching(*a)
+        return p.batch_size, p.workers, p.item_patches
+
+    assert sizes(torch.device("cpu"), None, None) == (32, 1, 32)
+    assert sizes(torch.device("cuda"), None, None) == (256, 14, 32)  # items joined into 256
+    assert sizes(torch.device("cuda"), 8, 0) == (8, 0, 8)
     with pytest.raises(CMTAError, match="--batch-size"):
         extract_mod.default_batching(torch.device("cpu"), 0, None)
 
@@ -483,6 +491,10 @@ def test_compile_auto_needs_enough_patches(monkeypatch):
     assert extract_mod.resolve_compile("auto", cpu, 600, 512)
     assert extract_mod.resolve_compile("auto", cpu, 512) and not extract_mod.resolve_compile(
         "auto", torch.device("cuda"), 512)  # defaults by device
+    # CUDA: auto never compiles until a measurement says it pays; on, or a threshold, does
+    assert not extract_mod.resolve_compile("auto", torch.device("cuda"), 10**6)
+    assert extract_mod.resolve_compile("on", torch.device("cuda"), 1)
+    assert extract_mod.resolve_compile("auto", torch.device("cuda"), 5000, 4096)
     assert not extract_mod.resolve_compile("auto", cpu, 511, 512)
     assert extract_mod.resolve_compile("on", cpu, 1, 512)
     assert not extract_mod.resolve_compile("off", cpu, 10**6, 512)

@@ -78,24 +78,51 @@ def test_available_cpus_takes_affinity_quota_and_slurm(tmp_path, monkeypatch):
     assert compute.available_cpus({}, root3, pc3) == 1  # half a CPU: still one
 
 
-def test_readers_sized_from_cpus_and_shared_memory():
-    batch = compute.batch_bytes(256, 224)  # 38.5 MB per batch, 2 in flight per reader
-    assert round(batch / MB) == 37
+def test_readers_sized_from_cpus_and_shared_memory(monkeypatch):
+    item = compute.batch_bytes(32, 224)  # 4.8 MB per item of 32 patches, 2 in flight per reader
+    assert round(item / MB, 1) == 4.6
     big = compute.plan_readers(True, cpus=16, shm_free=64 * 1024 * MB)
-    assert (big.batch_size, big.workers, big.threads) == (256, 14, 2)
-    # 500 MB free: half of it holds 3 readers x 2 batches of 37 MB
-    small = compute.plan_readers(True, cpus=16, shm_free=500 * MB)
-    assert small.workers == 3 and "/dev/shm" in small.why
-    assert compute.plan_readers(True, cpus=16, shm_free=10 * MB).workers == 0  # main process
-    assert compute.plan_readers(True, cpus=2, shm_free=None).workers == 1
-    assert compute.plan_readers(True, cpus=16, shm_free=None,
+    assert (big.batch_size, big.workers, big.threads, big.item_patches) == (256, 14, 2, 32)
+    assert big.warning is None
+    # 100 MB free: half of it holds 5 readers x 2 items of 4.6 MB; said, not silent
+    small = compute.plan_readers(True, cpus=16, shm_free=100 * MB)
+    assert small.workers == 5 and "/dev/shm has 100 MB free: 5 of 14 readers" in small.warning
+    # items of patches as read (512 px, resized on the GPU) take more
+    raw = compute.plan_readers(True, cpus=16, shm_free=1024 * MB, item_px=512)
+    assert raw.workers == 10 and "10 of 14" in raw.warning
+    none = compute.plan_readers(True, cpus=16, shm_free=5 * MB)
+    assert none.workers == 0 and "reading in the main process" in none.warning
+    # no /dev/shm at all is not "no limit": on Linux, read in the main process, and say so
+    monkeypatch.setattr(compute.sys, "platform", "linux")
+    missing = compute.plan_readers(True, cpus=16, shm_free=None)
+    assert missing.workers == 0 and "no /dev/shm" in missing.warning
+    monkeypatch.setattr(compute, "shm_free_bytes", lambda path="/dev/shm": None)
+    assert compute.plan_readers(True, cpus=16).workers == 0
+    monkeypatch.setattr(compute.sys, "platform", "darwin")  # no /dev/shm file system there
+    assert compute.plan_readers(True, cpus=16, shm_free=None).workers == 14
+    assert compute.plan_readers(True, cpus=16, shm_free=64 * 1024 * MB,
                                 gpu_memory=6 * 1024 * MB).batch_size == 64
-    cpu = compute.plan_readers(False, cpus=8, shm_free=None)
-    assert (cpu.batch_size, cpu.workers, cpu.threads) == (32, 1, 8)
+    cpu = compute.plan_readers(False, cpus=8, shm_free=64 * 1024 * MB)
+    assert (cpu.batch_size, cpu.workers, cpu.threads, cpu.item_patches) == (32, 1, 8, 32)
     given = compute.plan_readers(True, batch_size=8, workers=5, threads=3, cpus=16, shm_free=0)
     assert (given.batch_size, given.workers, given.threads) == (8, 5, 3)  # as asked
     with pytest.raises(CMTAError, match="--batch-size"):
         compute.plan_readers(False, batch_size=0, cpus=2)
+
+
+def test_readers_resize_on_the_gpu_unless_shared_memory_is_short(monkeypatch, caplog):
+    from cmta_pipeline.features import settings
+
+    monkeypatch.setattr(settings, "available_cpus", lambda: 16)
+    cuda = torch.device("cuda")
+    opts = settings.ExtractOptions()
+    for free, on_device in ((64 * 1024 * MB, True), (100 * MB, False)):
+        monkeypatch.setattr(compute, "shm_free_bytes", lambda path="/dev/shm", f=free: f)
+        plan, dev = settings.reading_plan(cuda, opts, 224, "tiles", 512)
+        assert dev is on_device
+    assert "/dev/shm has 100 MB free: 5 of 14" in caplog.text  # said, not silent
+    assert settings.reading_plan(cuda, opts, 224, "openslide", 512)[1] is False
+    assert settings.reading_plan(torch.device("cpu"), opts, 224, "tiles", 512)[1] is False
 
 
 def test_extract_uses_the_job_cpus(monkeypatch):
@@ -104,7 +131,8 @@ def test_extract_uses_the_job_cpus(monkeypatch):
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
     monkeypatch.setattr(compute, "affinity_cpus", lambda: 64)
     monkeypatch.setattr(compute, "shm_free_bytes", lambda path="/dev/shm": 64 * 1024 * MB)
-    assert extract.default_batching(torch.device("cuda"), None, None) == (256, 4)
+    plan = extract.default_batching(torch.device("cuda"), None, None)
+    assert (plan.batch_size, plan.workers) == (256, 4)
 
 
 # ---------------------------------------------------------------- device indices
