@@ -5,6 +5,8 @@ GradScaler, and the GPU check's own comparisons (which must fail on wrong featur
 from __future__ import annotations
 
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -544,3 +546,85 @@ def test_memory_available_takes_the_cgroup_limit(tmp_path):
     assert compute.memory_available_bytes(root1, pc1, meminfo) == 3 * 1024 * MB
     none_root, none_pc = _cgroup(tmp_path / "n", "0::/\n", {"memory.max": "max\n"})
     assert compute.memory_available_bytes(none_root, none_pc, meminfo) == 50000000 * 1024
+
+
+# ---------------------------------------------------------------- the GPU check's gates
+
+
+def test_amp_gate_passes_mixed_precision_and_fails_its_control():
+    """The AMP gate on CPU bf16 autocast (the same code as CUDA autocast): the loop's
+    mixed-precision step against fp32 passes (loss within 1e-2, gradient cosine >= 0.98);
+    the negative control, the same mixed-precision step with the weights rounded to 3
+    significant bits, fails it."""
+    import gpu_check
+    from cmta_pipeline.models import build_model
+
+    sizes = [30, 40, 50, 20, 60, 35]
+    old = gpu_check.OMIC_SIZES
+    gpu_check.OMIC_SIZES = sizes
+    try:
+        torch.manual_seed(0)
+        model = build_model("cmta", sizes)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        r = gpu_check.amp_gate(torch.device("cpu"), torch.bfloat16, 256, model)
+    finally:
+        gpu_check.OMIC_SIZES = old
+    assert r["ok"] and r["control_fails"], r
+    assert r["loss_rel_diff"] <= 1e-2 and r["grad_cosine"] >= 0.98
+    assert r["control"]["grad_cosine"] < 0.98 or r["control"]["loss_rel_diff"] > 1e-2
+    for k, v in before.items():  # the model is left as it was
+        assert torch.equal(model.state_dict()[k], v)
+    # the verdict itself: a NaN gradient fails
+    g = torch.ones(10, dtype=torch.float64)
+    bad = gpu_check.amp_verdict({"loss": 1.0, "grad": g * float("nan")}, {"loss": 1.0, "grad": g})
+    assert not bad["ok"]
+
+
+def test_attention_comparison_has_teeth():
+    import gpu_check
+    from torch.nn.attention import SDPBackend
+
+    shape = ((1, 2, 40, 16), (1, 2, 24, 16), (1, 2, 24, 16), None)
+    r = gpu_check.compare_attention(torch.device("cpu"), shape, SDPBackend.MATH)
+    assert r["ok"] and r["shuffled_fails"] and r["min_cosine"] >= 0.999
+    # a backend that cannot run here is reported, not failed
+    cudnn = getattr(SDPBackend, "CUDNN_ATTENTION", None)
+    if cudnn is not None:
+        assert gpu_check.compare_attention(torch.device("cpu"), shape, cudnn)["ok"] is None
+
+
+def test_stages_start_from_the_same_backend_state():
+    """A stage that sets threads, cuDNN plan timing and the fp32 flags (as extraction does)
+    does not hand them to the next (training never times cuDNN plans)."""
+    import gpu_check
+    from cmta_pipeline.features.runner import fp32_flags, ieee_fp32
+
+    state = gpu_check.backend_state()
+    torch.set_num_threads(3)
+    torch.backends.cudnn.benchmark = not state["cudnn_benchmark"]
+    ieee_fp32().__enter__()  # left set, as a crashed stage would
+    assert gpu_check.backend_state() != state
+    gpu_check.restore_backend(state)
+    assert gpu_check.backend_state() == state and fp32_flags() == state["fp32"]
+
+
+def test_gpu_check_warns_when_it_runs_another_torch(tmp_path):
+    import gpu_check
+
+    pinned = gpu_check.pinned_torch()
+    assert pinned and pinned == torch.__version__.split("+")[0]  # the tests run the pinned one
+    assert gpu_check.torch_warning(f"{pinned}+cu130", pinned) is None
+    w = gpu_check.torch_warning("2.11.0+cu130", pinned)
+    assert "2.11.0+cu130" in w and pinned in w
+    (tmp_path / "envs").mkdir()
+    (tmp_path / "envs" / "torch-cuda.yaml").write_text("dependencies:\n  - pytorch=2.5.1=cuda*\n")
+    assert gpu_check.pinned_torch(tmp_path) == "2.5.1"
+
+
+def test_prepare_gpu_wheels_fails_without_the_slide(tmp_path):
+    r = subprocess.run(["bash", str(REPO / "scripts" / "prepare_gpu_wheels.sh"),
+                        str(tmp_path / "gpu")], env={**os.environ, "SLIDE": str(tmp_path / "no.svs"),
+                                                     "PIP": "false"},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "no.svs not found" in r.stderr
+    assert not (tmp_path / "gpu").exists()  # nothing downloaded

@@ -14,9 +14,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from _feature_helpers import write_grid_coords
 from PIL import Image
 
-from _feature_helpers import write_grid_coords
 from cmta_pipeline.errors import CMTAError
 from cmta_pipeline.features import readers as readers_mod
 from cmta_pipeline.features.batches import make_loader, model_batches
