@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -199,12 +200,25 @@ def test_nan_cosine_falls_back_to_fp32(tmp_path, monkeypatch):
         return math.nan
 
     monkeypatch.setattr(encode, "cosine_min", fake_cosine)
+    from cmta_pipeline.features.runner import EncoderRunner
+
+    runs = []
+    real_call = EncoderRunner.__call__
+
+    def spy(self, pixels):
+        runs.append((self.precision, self.tune))
+        return real_call(self, pixels)
+
+    monkeypatch.setattr(EncoderRunner, "__call__", spy)
     model, info = build_encoder("random")
     opts = ExtractOptions(weights="random", device="cpu", batch_size=2, workers=0,
                           precision="bf16", threads=1, check_patches=4, progress=False,
                           compile="off")
     feats, _, meta = extract_features(slide, coords, opts, model=model, info=info)
     assert calls == [2]
+    # bf16 on batch 1, its untuned fp32 reference; then batch 2 on a tuned fp32 runner
+    # (cuDNN's timed plans on CUDA), not on the check's untuned reference
+    assert runs == [("bf16", True), ("fp32", False), ("fp32", True)]
     assert meta["precision"] == "fp32" and "precision_fallback" in meta
     assert math.isnan(meta["precision_check_min_cosine"])
     assert feats.shape == (4, 1024) and np.isfinite(feats).all()
@@ -628,3 +642,23 @@ def test_prepare_gpu_wheels_fails_without_the_slide(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "no.svs not found" in r.stderr
     assert not (tmp_path / "gpu").exists()  # nothing downloaded
+
+
+def test_a_stalled_stage_is_stopped_and_the_next_ones_run(tmp_path, monkeypatch):
+    """A stage that hangs (a stalled compile, a stuck loader) is stopped after
+    --stage-timeout-s with an error; the following stages still run."""
+    import json
+
+    import gpu_check
+
+    def stalls(ctx):
+        time.sleep(60)
+
+    monkeypatch.setattr(gpu_check, "STAGES", [("stalls", stalls, True),
+                                              ("machine", gpu_check.stage_machine, False)])
+    out = tmp_path / "r.json"
+    t = time.perf_counter()
+    assert gpu_check.main(["--device", "cpu", "--json", str(out), "--stage-timeout-s", "2"]) == 1
+    assert time.perf_counter() - t < 40
+    r = json.loads(out.read_text())
+    assert "ran past 2 s" in r["stalls"]["error"] and r["machine"]["ok"]

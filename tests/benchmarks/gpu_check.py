@@ -54,13 +54,16 @@ Exit status: 0 if every correctness check passed, 1 if one failed, 2 if imports 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
 import os
 import platform
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -748,7 +751,9 @@ def stage_extraction(ctx) -> dict:
             "level 0 -> 224", "write_slide_s": write_s, "patches": n, "wall_s": wall,
             "loop_s": r.seconds, "patches_per_s": n / wall, "loop_patches_per_s": r.patches_per_s,
             "read_wait_s": r.read_wait_s, "workers": r.stats["workers"],
-            "batch_size": r.stats["batch_size"], "precision": r.precision,
+            "batch_size": r.stats["batch_size"], "item_patches": r.stats["item_patches"],
+            "reader": r.stats["reader"], "resize": r.stats["resize"],
+            "compiled": r.stats["compiled"], "precision": r.precision,
             "precision_check_min_cosine": r.min_cosine}
 
 
@@ -956,6 +961,34 @@ STAGES = [("machine", stage_machine, False), ("features", stage_features, True),
           ("cmta_throughput", stage_cmta_throughput, False), ("compile", stage_compile, False)]
 
 
+#: stages that take long: started only if the budget has this many seconds left
+STAGE_NEEDS_S = {"compile": 100}
+
+
+class StageTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def stage_alarm(seconds: float, name: str):
+    """Stop a stage that runs past ``seconds`` (SIGALRM: a stalled compile, a stuck loader;
+    the main thread only, where signals are delivered)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise StageTimeout(f"stage {name} ran past {seconds:.0f} s (--stage-timeout-s)")
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 class Context:
     pass
 
@@ -988,6 +1021,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=380,
                     help="stages not started by then are skipped (default 380; gpu_check.sh "
                     "kills the check at 470 s)")
+    ap.add_argument("--stage-timeout-s", type=float, default=150,
+                    help="a stage still running after this long is stopped (an error) so "
+                    "that the next stages run (default 150)")
     ap.add_argument("--only", default=None, help="comma-separated stages to run")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -1026,15 +1062,19 @@ def main(argv=None) -> int:
         for name, fn, is_check in STAGES:
             if only and name not in only:
                 continue
-            if time.perf_counter() - t0 > a.budget_s:
-                results[name] = {"ok": None, "skipped": f"time budget {a.budget_s:.0f} s spent"}
+            spent = time.perf_counter() - t0
+            if spent > a.budget_s - STAGE_NEEDS_S.get(name, 0):
+                results[name] = {"ok": None, "skipped": f"time budget {a.budget_s:.0f} s: "
+                                 f"{spent:.0f} s spent, the stage needs about "
+                                 f"{STAGE_NEEDS_S.get(name, 0)} s"}
                 print(f"== {name}: skipped (time budget)", flush=True)
                 continue
             print(f"== {name}", flush=True)
             t = time.perf_counter()
             state = backend_state()
             try:
-                r = fn(ctx)
+                with stage_alarm(a.stage_timeout_s, name):
+                    r = fn(ctx)
             except Exception as exc:
                 traceback.print_exc()
                 r = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
