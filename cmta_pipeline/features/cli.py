@@ -36,17 +36,19 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive, default=None,
                    help="patches per batch (default: 32 on CPU, 256 on CUDA)")
     p.add_argument("--workers", type=int, default=None,
-                   help="reader processes, each opens the slide once; 0 = read in the main "
-                   "process (default: 1 on CPU, where the model is the bottleneck; on CUDA "
-                   "the job's CPUs (affinity, cgroup quota, SLURM_CPUS_PER_TASK) minus 2, "
-                   "as many as fit in half of the free /dev/shm)")
+                   help="reader processes, each opens the slide once and hands over items "
+                   "of 32 patches (on CUDA) joined into the model's batch; 0 = read in the "
+                   "main process (default: 1 on CPU, where the model is the bottleneck; on "
+                   "CUDA the job's CPUs (affinity, cgroup quota, SLURM_CPUS_PER_TASK) minus "
+                   "2, as many as fit in half of the free /dev/shm, with a warning if fewer)")
     p.add_argument("--reader", default="auto",
                    choices=["auto", "openslide", "tiles", "tiles-half", "nvjpeg"],
                    help="how reader processes read patches. auto (default): tiles where the "
                    "slide's level is JPEG tiles in a TIFF/SVS (aperio, generic-tiff), else "
                    "openslide. openslide: OpenSlide read_region, every format. tiles: the "
                    "JPEG tiles decoded by libjpeg-turbo, OpenSlide's pixels bit for bit, "
-                   "about 3x faster per reader on CUDA (the GPU resizes). tiles-half "
+                   "about 4x faster per reader on CUDA (where the GPU resizes), 2.5x on "
+                   "CPU. tiles-half "
                    "(departure): tiles decoded at half size, faster, other features. nvjpeg "
                    "(departure, CUDA only): readers fetch the compressed tiles, the GPU "
                    "decodes them. The reader used is recorded in the feature file")
