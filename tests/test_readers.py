@@ -327,3 +327,37 @@ def test_default_reader_features_agree_with_openslide(slides_dir, tmp_path):
     assert used_half == "tiles-half"
     lo, med = _agreement(half, exact)
     assert not (lo >= 0.999 and med >= 0.9999), (lo, med)
+
+
+def test_the_gpu_reading_paths_emulated_on_the_cpu(slides_dir, tmp_path, monkeypatch):
+    """`cmta extract`'s loop as it runs on CUDA, with the CPU standing in for the GPU: the
+    `tiles` readers hand over patches as read and the device resizes them; `nvjpeg` readers
+    hand over tile bytes and the device decodes (here torchvision's CPU decoder), pastes and
+    resizes. Both give the OpenSlide reader's features exactly, and say so in the file."""
+    from cmta_pipeline.features import ExtractOptions, build_encoder, extract_features
+    from cmta_pipeline.features import settings
+
+    cmu = slides_dir / "CMU-1-Small-Region.svs"
+    coords = write_grid_coords(cmu, tmp_path / "c.h5", size0=257, n=24)
+    model, info = build_encoder("random")
+
+    def run(reader):
+        opts = ExtractOptions(weights="random", device="cpu", batch_size=10, workers=2,
+                              threads=1, reader=reader, progress=False, compile="off")
+        return extract_features(cmu, coords, opts, model=model, info=info)
+
+    ref, _, meta = run("openslide")
+    assert meta["reader"] == "openslide"
+    real_plan = settings.reading_plan
+
+    def as_on_cuda(device, opts, input_px, reader, read_px):
+        plan, _ = real_plan(device, opts, input_px, reader, read_px)
+        return plan, reader in ("tiles", "nvjpeg")
+
+    from cmta_pipeline.features import encode
+
+    monkeypatch.setattr(encode, "reading_plan", as_on_cuda)
+    monkeypatch.setattr(readers_mod, "check_reader", lambda asked, cuda: None)
+    for reader in ("tiles", "nvjpeg"):
+        feats, _, meta = run(reader)
+        assert meta["reader"] == reader and np.array_equal(feats, ref), reader
