@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,12 +155,19 @@ def available_cpus(env: dict | None = None, root: Path = CGROUP_ROOT,
 
 
 def shm_free_bytes(path: str = "/dev/shm") -> int | None:
-    """Free bytes of the shared-memory file system the DataLoader's batches travel through."""
+    """Free bytes of the shared-memory file system the DataLoader's items travel through;
+    None if there is none."""
     try:
         st = os.statvfs(path)
     except OSError:
         return None
     return st.f_bavail * st.f_frsize
+
+
+#: Patches per DataLoader item on CUDA: items are joined into the model's batch on the main
+#: side, so even a 1,000-patch slide keeps 30 readers busy (whole 256-patch batches as
+#: items kept only 4 of them busy).
+ITEM_PATCHES = 32
 
 
 @dataclass(frozen=True)
@@ -171,6 +179,8 @@ class ReaderPlan:
     threads: int | None  # torch CPU threads; None = leave torch's setting
     cpus: int
     why: str
+    item_patches: int = ITEM_PATCHES  # patches per DataLoader item
+    warning: str | None = None  # fewer readers than the CPUs allow, and why (log it)
 
 
 def batch_bytes(batch_size: int, input_px: int) -> int:
@@ -180,14 +190,17 @@ def batch_bytes(batch_size: int, input_px: int) -> int:
 
 def plan_readers(cuda: bool, batch_size: int | None = None, workers: int | None = None,
                  threads: int | None = None, input_px: int = 224, cpus: int | None = None,
-                 shm_free: int | None = -1, gpu_memory: int | None = None) -> ReaderPlan:
+                 shm_free: int | None = -1, gpu_memory: int | None = None,
+                 item_px: int | None = None, item_patches: int | None = None) -> ReaderPlan:
     """Sizes for the extraction loop; given values are kept, ``None`` ones are chosen.
 
-    CPU: batch 32, 1 reader (the model is the bottleneck), torch threads = the CPUs.
-    CUDA (reading is the bottleneck): batch 256 (64 on GPUs under 8 GB), readers =
-    CPUs - 2 (the main process and its pin-memory thread keep one core each), at most as
-    many as fit half of the free ``/dev/shm`` with ``PREFETCH`` batches each (0 = read in
-    the main process when not even one fits); torch threads 2.
+    CPU: batch 32 in one item, 1 reader (the model is the bottleneck), torch threads = the
+    CPUs. CUDA (reading is the bottleneck): batch 256 (64 on GPUs under 8 GB) in items of
+    :data:`ITEM_PATCHES`, readers = CPUs - 2 (the main process and its pin-memory thread
+    keep one core each), at most as many as fit half of the free ``/dev/shm`` with
+    ``PREFETCH`` items of ``item_px``-px patches (default ``input_px``) each; torch threads
+    2. Fewer readers than the CPUs allow (a small ``/dev/shm``; none at all on Linux: read
+    in the main process) come with a ``warning`` to log.
     ``shm_free=-1`` reads ``/dev/shm``; ``cpus=None`` calls :func:`available_cpus`.
     """
     cpus = available_cpus() if cpus is None else cpus
@@ -197,20 +210,42 @@ def plan_readers(cuda: bool, batch_size: int | None = None, workers: int | None 
         batch_size = (64 if small_gpu else 256) if cuda else 32
     if batch_size < 1 or (workers is not None and workers < 0):
         raise CMTAError("--batch-size must be >= 1 and --workers >= 0")
+    if item_patches is None:
+        item_patches = min(ITEM_PATCHES, batch_size) if cuda else batch_size
+    warning = None
     if workers is None:
         workers = max(1, cpus - 2) if cuda else 1
         shm = shm_free_bytes() if shm_free == -1 else shm_free
-        if shm is not None and workers:
-            per_reader = PREFETCH * batch_bytes(batch_size, input_px)
-            fit = int(shm * SHM_SHARE // per_reader)
-            if fit < workers:
-                why.append(f"/dev/shm has {shm / 1024**2:.0f} MB free: {fit} readers of "
-                           f"{per_reader / 1024**2:.0f} MB fit")
-                workers = fit
+        workers, warning = _readers_in_shm(workers, shm, PREFETCH * batch_bytes(
+            item_patches, item_px or input_px))
+        if warning:
+            why.append(warning)
     if threads is None:
         threads = cpus if not cuda else min(2, cpus)
-    why.append(f"{workers} readers, batch {batch_size}, {threads} torch threads")
-    return ReaderPlan(int(batch_size), int(workers), threads, cpus, "; ".join(why))
+    why.append(f"{workers} readers, items of {item_patches} patches, batch {batch_size}, "
+               f"{threads} torch threads")
+    return ReaderPlan(int(batch_size), int(workers), threads, cpus, "; ".join(why),
+                      int(item_patches), warning)
+
+
+def _readers_in_shm(workers: int, shm: int | None, per_reader: int) -> tuple[int, str | None]:
+    """(readers whose items in flight fit half of ``shm`` free bytes, a warning if fewer
+    than ``workers``)."""
+    if shm is None:
+        if sys.platform.startswith("linux"):
+            return 0, ("no /dev/shm, through which reader processes hand over patches: "
+                       "reading in the main process (slow); mount one, e.g. docker run "
+                       "--shm-size 2g")
+        return workers, None  # elsewhere shared memory is not a /dev/shm file system
+    fit = int(shm * SHM_SHARE // per_reader)
+    if fit >= workers:
+        return workers, None
+    return fit, (f"/dev/shm has {shm / 1024**2:.0f} MB free: {fit} of {workers} readers fit "
+                 f"(each keeps {per_reader / 1024**2:.0f} MB of patches in flight, and half "
+                 f"of /dev/shm is used)"
+                 f"{'; reading in the main process (slow)' if fit == 0 else ''}; give the job "
+                 f"more shared memory (docker run --shm-size, a larger /dev/shm) or set "
+                 f"--workers")
 
 
 def resolve_device(name: str, option: str = "--device") -> torch.device:

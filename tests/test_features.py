@@ -240,10 +240,18 @@ def test_bf16_cosine_check_decides(cmu, tmp_path):
 
 
 def test_default_batching_by_device(monkeypatch):
+    from cmta_pipeline import compute
+
     monkeypatch.setattr(extract_mod, "available_cpus", lambda: 16)
-    assert extract_mod.default_batching(torch.device("cpu"), None, None) == (32, 1)
-    assert extract_mod.default_batching(torch.device("cuda"), None, None) == (256, 14)
-    assert extract_mod.default_batching(torch.device("cuda"), 8, 0) == (8, 0)
+    monkeypatch.setattr(compute, "shm_free_bytes", lambda path="/dev/shm": 64 * 1024**3)
+
+    def sizes(*a):
+        p = extract_mod.default_batching(*a)
+        return p.batch_size, p.workers, p.item_patches
+
+    assert sizes(torch.device("cpu"), None, None) == (32, 1, 32)
+    assert sizes(torch.device("cuda"), None, None) == (256, 14, 32)  # items joined into 256
+    assert sizes(torch.device("cuda"), 8, 0) == (8, 0, 8)
     with pytest.raises(CMTAError, match="--batch-size"):
         extract_mod.default_batching(torch.device("cpu"), 0, None)
 
@@ -348,25 +356,39 @@ def test_cli_error_is_one_line(cmu, tmp_path):
 
 
 def test_workflow_plans_fetch_weights_and_gpu(shared_data, tmp_path):
-    """Dry run: imagenet weights come from rule fetch_weights; device cuda asks for gpu=1."""
+    """Dry run: imagenet weights come from rule fetch_weights; device cuda asks for gpu=1;
+    a local run with one GPU runs GPU jobs one at a time; the reader is passed."""
+    import os
+
     target = f"{tmp_path}/wf/features/CMU-1-Small-Region.features.h5"
     extra = tmp_path / "gpu.yaml"
     extra.write_text("features:\n  device: cuda\n  workers: 8\n  threads: 10\n")
-    r = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "-n",
-         "-p", "--cores", "16", "--configfile", "config/examples/shared_slides.yaml", str(extra), "--config",
-         f"outdir={tmp_path}/wf", "--", target],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
-    out = r.stdout + r.stderr
+
+    def dry_run(*args, env=None):
+        r = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
+             "-n", "-p", "--cores", "16", "--configfile", "config/examples/shared_slides.yaml",
+             *args, "--config", f"outdir={tmp_path}/wf", "--", target],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+            env={**os.environ, **(env or {})})
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout + r.stderr
+
+    out = dry_run(str(extra), env={"CUDA_VISIBLE_DEVICES": "0"})
     assert "rule fetch_weights:" in out
     assert "--weights resources/weights/resnet50-0676ba61.pth" in out
     assert "gpu=1" in out
+    assert "local run: jobs asking for a GPU run 1 at a time" in out
     line = next(x for x in out.splitlines() if "cmta_pipeline extract" in x)
     # a CUDA job: readers as configured, batch sized by cmta extract (256), no CPU threads
-    assert "--device cuda" in line and "--workers 8" in line
+    assert "--device cuda" in line and "--workers 8" in line and "--reader auto" in line
     assert "--batch-size" not in line and "--threads" not in line
+    # the defaults (device auto, a GPU asked for): no torch threads passed either; told
+    # how many GPU jobs at a time: nothing added
+    out = dry_run("--resources", "gpu=2", env={"CUDA_VISIBLE_DEVICES": "0"})
+    line = next(x for x in out.splitlines() if "cmta_pipeline extract" in x)
+    assert "--device auto" in line and "--threads" not in line
+    assert "local run" not in out
 
 
 def test_readers_do_not_hang_after_opencv_in_parent(cmu, cmu_coords, tmp_path):
@@ -486,6 +508,10 @@ def test_compile_auto_needs_enough_patches(monkeypatch):
     assert extract_mod.resolve_compile("auto", cpu, 600, 512)
     assert extract_mod.resolve_compile("auto", cpu, 512) and not extract_mod.resolve_compile(
         "auto", torch.device("cuda"), 512)  # defaults by device
+    # CUDA: auto never compiles until a measurement says it pays; on, or a threshold, does
+    assert not extract_mod.resolve_compile("auto", torch.device("cuda"), 10**6)
+    assert extract_mod.resolve_compile("on", torch.device("cuda"), 1)
+    assert extract_mod.resolve_compile("auto", torch.device("cuda"), 5000, 4096)
     assert not extract_mod.resolve_compile("auto", cpu, 511, 512)
     assert extract_mod.resolve_compile("on", cpu, 1, 512)
     assert not extract_mod.resolve_compile("off", cpu, 10**6, 512)

@@ -5,7 +5,10 @@ GradScaler, and the GPU check's own comparisons (which must fail on wrong featur
 from __future__ import annotations
 
 import math
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -78,24 +81,51 @@ def test_available_cpus_takes_affinity_quota_and_slurm(tmp_path, monkeypatch):
     assert compute.available_cpus({}, root3, pc3) == 1  # half a CPU: still one
 
 
-def test_readers_sized_from_cpus_and_shared_memory():
-    batch = compute.batch_bytes(256, 224)  # 38.5 MB per batch, 2 in flight per reader
-    assert round(batch / MB) == 37
+def test_readers_sized_from_cpus_and_shared_memory(monkeypatch):
+    item = compute.batch_bytes(32, 224)  # 4.8 MB per item of 32 patches, 2 in flight per reader
+    assert round(item / MB, 1) == 4.6
     big = compute.plan_readers(True, cpus=16, shm_free=64 * 1024 * MB)
-    assert (big.batch_size, big.workers, big.threads) == (256, 14, 2)
-    # 500 MB free: half of it holds 3 readers x 2 batches of 37 MB
-    small = compute.plan_readers(True, cpus=16, shm_free=500 * MB)
-    assert small.workers == 3 and "/dev/shm" in small.why
-    assert compute.plan_readers(True, cpus=16, shm_free=10 * MB).workers == 0  # main process
-    assert compute.plan_readers(True, cpus=2, shm_free=None).workers == 1
-    assert compute.plan_readers(True, cpus=16, shm_free=None,
+    assert (big.batch_size, big.workers, big.threads, big.item_patches) == (256, 14, 2, 32)
+    assert big.warning is None
+    # 100 MB free: half of it holds 5 readers x 2 items of 4.6 MB; said, not silent
+    small = compute.plan_readers(True, cpus=16, shm_free=100 * MB)
+    assert small.workers == 5 and "/dev/shm has 100 MB free: 5 of 14 readers" in small.warning
+    # items of patches as read (512 px, resized on the GPU) take more
+    raw = compute.plan_readers(True, cpus=16, shm_free=1024 * MB, item_px=512)
+    assert raw.workers == 10 and "10 of 14" in raw.warning
+    none = compute.plan_readers(True, cpus=16, shm_free=5 * MB)
+    assert none.workers == 0 and "reading in the main process" in none.warning
+    # no /dev/shm at all is not "no limit": on Linux, read in the main process, and say so
+    monkeypatch.setattr(compute.sys, "platform", "linux")
+    missing = compute.plan_readers(True, cpus=16, shm_free=None)
+    assert missing.workers == 0 and "no /dev/shm" in missing.warning
+    monkeypatch.setattr(compute, "shm_free_bytes", lambda path="/dev/shm": None)
+    assert compute.plan_readers(True, cpus=16).workers == 0
+    monkeypatch.setattr(compute.sys, "platform", "darwin")  # no /dev/shm file system there
+    assert compute.plan_readers(True, cpus=16, shm_free=None).workers == 14
+    assert compute.plan_readers(True, cpus=16, shm_free=64 * 1024 * MB,
                                 gpu_memory=6 * 1024 * MB).batch_size == 64
-    cpu = compute.plan_readers(False, cpus=8, shm_free=None)
-    assert (cpu.batch_size, cpu.workers, cpu.threads) == (32, 1, 8)
+    cpu = compute.plan_readers(False, cpus=8, shm_free=64 * 1024 * MB)
+    assert (cpu.batch_size, cpu.workers, cpu.threads, cpu.item_patches) == (32, 1, 8, 32)
     given = compute.plan_readers(True, batch_size=8, workers=5, threads=3, cpus=16, shm_free=0)
     assert (given.batch_size, given.workers, given.threads) == (8, 5, 3)  # as asked
     with pytest.raises(CMTAError, match="--batch-size"):
         compute.plan_readers(False, batch_size=0, cpus=2)
+
+
+def test_readers_resize_on_the_gpu_unless_shared_memory_is_short(monkeypatch, caplog):
+    from cmta_pipeline.features import settings
+
+    monkeypatch.setattr(settings, "available_cpus", lambda: 16)
+    cuda = torch.device("cuda")
+    opts = settings.ExtractOptions()
+    for free, on_device in ((64 * 1024 * MB, True), (100 * MB, False)):
+        monkeypatch.setattr(compute, "shm_free_bytes", lambda path="/dev/shm", f=free: f)
+        plan, dev = settings.reading_plan(cuda, opts, 224, "tiles", 512)
+        assert dev is on_device
+    assert "/dev/shm has 100 MB free: 5 of 14" in caplog.text  # said, not silent
+    assert settings.reading_plan(cuda, opts, 224, "openslide", 512)[1] is False
+    assert settings.reading_plan(torch.device("cpu"), opts, 224, "tiles", 512)[1] is False
 
 
 def test_extract_uses_the_job_cpus(monkeypatch):
@@ -104,7 +134,8 @@ def test_extract_uses_the_job_cpus(monkeypatch):
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
     monkeypatch.setattr(compute, "affinity_cpus", lambda: 64)
     monkeypatch.setattr(compute, "shm_free_bytes", lambda path="/dev/shm": 64 * 1024 * MB)
-    assert extract.default_batching(torch.device("cuda"), None, None) == (256, 4)
+    plan = extract.default_batching(torch.device("cuda"), None, None)
+    assert (plan.batch_size, plan.workers) == (256, 4)
 
 
 # ---------------------------------------------------------------- device indices
@@ -169,12 +200,25 @@ def test_nan_cosine_falls_back_to_fp32(tmp_path, monkeypatch):
         return math.nan
 
     monkeypatch.setattr(encode, "cosine_min", fake_cosine)
+    from cmta_pipeline.features.runner import EncoderRunner
+
+    runs = []
+    real_call = EncoderRunner.__call__
+
+    def spy(self, pixels):
+        runs.append((self.precision, self.tune))
+        return real_call(self, pixels)
+
+    monkeypatch.setattr(EncoderRunner, "__call__", spy)
     model, info = build_encoder("random")
     opts = ExtractOptions(weights="random", device="cpu", batch_size=2, workers=0,
                           precision="bf16", threads=1, check_patches=4, progress=False,
                           compile="off")
     feats, _, meta = extract_features(slide, coords, opts, model=model, info=info)
     assert calls == [2]
+    # bf16 on batch 1, its untuned fp32 reference; then batch 2 on a tuned fp32 runner
+    # (cuDNN's timed plans on CUDA), not on the check's untuned reference
+    assert runs == [("bf16", True), ("fp32", False), ("fp32", True)]
     assert meta["precision"] == "fp32" and "precision_fallback" in meta
     assert math.isnan(meta["precision_check_min_cosine"])
     assert feats.shape == (4, 1024) and np.isfinite(feats).all()
@@ -516,3 +560,105 @@ def test_memory_available_takes_the_cgroup_limit(tmp_path):
     assert compute.memory_available_bytes(root1, pc1, meminfo) == 3 * 1024 * MB
     none_root, none_pc = _cgroup(tmp_path / "n", "0::/\n", {"memory.max": "max\n"})
     assert compute.memory_available_bytes(none_root, none_pc, meminfo) == 50000000 * 1024
+
+
+# ---------------------------------------------------------------- the GPU check's gates
+
+
+def test_amp_gate_passes_mixed_precision_and_fails_its_control():
+    """The AMP gate on CPU bf16 autocast (the same code as CUDA autocast): the loop's
+    mixed-precision step against fp32 passes (loss within 1e-2, gradient cosine >= 0.98);
+    the negative control, the same mixed-precision step with the weights rounded to 3
+    significant bits, fails it."""
+    import gpu_check
+    from cmta_pipeline.models import build_model
+
+    sizes = [30, 40, 50, 20, 60, 35]
+    old = gpu_check.OMIC_SIZES
+    gpu_check.OMIC_SIZES = sizes
+    try:
+        torch.manual_seed(0)
+        model = build_model("cmta", sizes)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        r = gpu_check.amp_gate(torch.device("cpu"), torch.bfloat16, 256, model)
+    finally:
+        gpu_check.OMIC_SIZES = old
+    assert r["ok"] and r["control_fails"], r
+    assert r["loss_rel_diff"] <= 1e-2 and r["grad_cosine"] >= 0.98
+    assert r["control"]["grad_cosine"] < 0.98 or r["control"]["loss_rel_diff"] > 1e-2
+    for k, v in before.items():  # the model is left as it was
+        assert torch.equal(model.state_dict()[k], v)
+    # the verdict itself: a NaN gradient fails
+    g = torch.ones(10, dtype=torch.float64)
+    bad = gpu_check.amp_verdict({"loss": 1.0, "grad": g * float("nan")}, {"loss": 1.0, "grad": g})
+    assert not bad["ok"]
+
+
+def test_attention_comparison_has_teeth():
+    import gpu_check
+    from torch.nn.attention import SDPBackend
+
+    shape = ((1, 2, 40, 16), (1, 2, 24, 16), (1, 2, 24, 16), None)
+    r = gpu_check.compare_attention(torch.device("cpu"), shape, SDPBackend.MATH)
+    assert r["ok"] and r["shuffled_fails"] and r["min_cosine"] >= 0.999
+    # a backend that cannot run here is reported, not failed
+    cudnn = getattr(SDPBackend, "CUDNN_ATTENTION", None)
+    if cudnn is not None:
+        assert gpu_check.compare_attention(torch.device("cpu"), shape, cudnn)["ok"] is None
+
+
+def test_stages_start_from_the_same_backend_state():
+    """A stage that sets threads, cuDNN plan timing and the fp32 flags (as extraction does)
+    does not hand them to the next (training never times cuDNN plans)."""
+    import gpu_check
+    from cmta_pipeline.features.runner import fp32_flags, ieee_fp32
+
+    state = gpu_check.backend_state()
+    torch.set_num_threads(3)
+    torch.backends.cudnn.benchmark = not state["cudnn_benchmark"]
+    ieee_fp32().__enter__()  # left set, as a crashed stage would
+    assert gpu_check.backend_state() != state
+    gpu_check.restore_backend(state)
+    assert gpu_check.backend_state() == state and fp32_flags() == state["fp32"]
+
+
+def test_gpu_check_warns_when_it_runs_another_torch(tmp_path):
+    import gpu_check
+
+    pinned = gpu_check.pinned_torch()
+    assert pinned and pinned == torch.__version__.split("+")[0]  # the tests run the pinned one
+    assert gpu_check.torch_warning(f"{pinned}+cu130", pinned) is None
+    w = gpu_check.torch_warning("2.11.0+cu130", pinned)
+    assert "2.11.0+cu130" in w and pinned in w
+    (tmp_path / "envs").mkdir()
+    (tmp_path / "envs" / "torch-cuda.yaml").write_text("dependencies:\n  - pytorch=2.5.1=cuda*\n")
+    assert gpu_check.pinned_torch(tmp_path) == "2.5.1"
+
+
+def test_prepare_gpu_wheels_fails_without_the_slide(tmp_path):
+    r = subprocess.run(["bash", str(REPO / "scripts" / "prepare_gpu_wheels.sh"),
+                        str(tmp_path / "gpu")], env={**os.environ, "SLIDE": str(tmp_path / "no.svs"),
+                                                     "PIP": "false"},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "no.svs not found" in r.stderr
+    assert not (tmp_path / "gpu").exists()  # nothing downloaded
+
+
+def test_a_stalled_stage_is_stopped_and_the_next_ones_run(tmp_path, monkeypatch):
+    """A stage that hangs (a stalled compile, a stuck loader) is stopped after
+    --stage-timeout-s with an error; the following stages still run."""
+    import json
+
+    import gpu_check
+
+    def stalls(ctx):
+        time.sleep(60)
+
+    monkeypatch.setattr(gpu_check, "STAGES", [("stalls", stalls, True),
+                                              ("machine", gpu_check.stage_machine, False)])
+    out = tmp_path / "r.json"
+    t = time.perf_counter()
+    assert gpu_check.main(["--device", "cpu", "--json", str(out), "--stage-timeout-s", "2"]) == 1
+    assert time.perf_counter() - t < 40
+    r = json.loads(out.read_text())
+    assert "ran past 2 s" in r["stalls"]["error"] and r["machine"]["ok"]

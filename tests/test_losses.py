@@ -96,7 +96,7 @@ def test_cmta_loss_total_is_nll_plus_alpha_sim():
     total, parts = cmta_loss(out, y, c, alpha=0.5)
     sur = nll_survival_loss(out["hazards"], out["survival"], y, c).item()
     sim = alignment_loss(out).item()
-    assert parts["sur"] == pytest.approx(sur) and parts["sim"] == pytest.approx(sim)
+    assert float(parts["sur"]) == pytest.approx(sur) and float(parts["sim"]) == pytest.approx(sim)
     assert total.item() == pytest.approx(sur + 0.5 * sim, rel=1e-6)
     total0, parts0 = cmta_loss(out, y, c, alpha=0.0)
     assert "sim" not in parts0 and total0.item() == pytest.approx(sur)

@@ -3,7 +3,10 @@ patches (``cmta extract``, ``cmta fetch-weights``; rule file ``workflow/rules/fe
 docs/features.md).
 
 Rooms: :mod:`.encoder` (the network and its weights), :mod:`.patches` (coords file and
-parallel slide reading), :mod:`.settings` (options, device, batching, precision, compile),
+the OpenSlide reader), :mod:`.readers` (which reader reads a slide; the tile readers),
+:mod:`.tiles` (JPEG tiles read straight from a TIFF/SVS level), :mod:`.resize` (PIL's
+resize in torch, on the GPU), :mod:`.batches` (reader processes' items joined into the
+model's batches), :mod:`.settings` (options, device, batching, precision, compile),
 :mod:`.runner` (the encoder as it runs on batches), :mod:`.encode` (one slide's loop and
 its precision check), :mod:`.sinks` (in memory, or on disk to resume), :mod:`.extract`
 (one slide or several, to files), :mod:`.files` (reading feature files: ours and those

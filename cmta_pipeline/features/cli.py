@@ -36,10 +36,22 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive, default=None,
                    help="patches per batch (default: 32 on CPU, 256 on CUDA)")
     p.add_argument("--workers", type=int, default=None,
-                   help="reader processes, each opens the slide once; 0 = read in the main "
-                   "process (default: 1 on CPU, where the model is the bottleneck; on CUDA "
-                   "the job's CPUs (affinity, cgroup quota, SLURM_CPUS_PER_TASK) minus 2, "
-                   "as many as fit in half of the free /dev/shm)")
+                   help="reader processes, each opens the slide once and hands over items "
+                   "of 32 patches (on CUDA) joined into the model's batch; 0 = read in the "
+                   "main process (default: 1 on CPU, where the model is the bottleneck; on "
+                   "CUDA the job's CPUs (affinity, cgroup quota, SLURM_CPUS_PER_TASK) minus "
+                   "2, as many as fit in half of the free /dev/shm, with a warning if fewer)")
+    p.add_argument("--reader", default="auto",
+                   choices=["auto", "openslide", "tiles", "tiles-half", "nvjpeg"],
+                   help="how reader processes read patches. auto (default): tiles where the "
+                   "slide's level is JPEG tiles in a TIFF/SVS (aperio, generic-tiff), else "
+                   "openslide. openslide: OpenSlide read_region, every format. tiles: the "
+                   "JPEG tiles decoded by libjpeg-turbo, OpenSlide's pixels bit for bit, "
+                   "about 4x faster per reader on CUDA (where the GPU resizes), 2.5x on "
+                   "CPU. tiles-half "
+                   "(departure): tiles decoded at half size, faster, other features. nvjpeg "
+                   "(departure, CUDA only): readers fetch the compressed tiles, the GPU "
+                   "decodes them. The reader used is recorded in the feature file")
     p.add_argument("--threads", type=_positive, default=None,
                    help="torch CPU threads (default: the job's CPUs on CPU, 2 on CUDA)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
@@ -59,12 +71,13 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="run the encoder through torch.compile (inductor, frozen weights; "
                    "CUDA graphs on CUDA), checked on the first batch against eager fp32 "
-                   "(cosine >= 0.9999, else eager fp32). auto: when the slide has at least "
-                   "--compile-min-patches patches, except fp32 on AVX-512 CPUs, where it "
-                   "was measured to gain nothing (default: auto)")
+                   "(cosine >= 0.9999, else eager fp32). auto: on CPU when the slide has at "
+                   "least --compile-min-patches patches, except fp32 on AVX-512 CPUs, where "
+                   "it was measured to gain nothing; on CUDA not (no gain measured yet) "
+                   "unless --compile-min-patches is given (default: auto)")
     p.add_argument("--compile-min-patches", type=_positive, default=None,
                    help="patches from which --compile auto compiles (default: 512 on CPU, "
-                   "where compiling paid on 2 cores; 4096 on CUDA, not measured yet)")
+                   "where compiling paid on 2 cores; none on CUDA, not measured yet)")
     p.add_argument("--compile-cache", default=None,
                    help="folder for inductor's compiled code, shared by the jobs of a cohort "
                    "so that only the first one pays the full compilation (default: "
@@ -101,7 +114,8 @@ def run_extract(args: argparse.Namespace) -> int:
 
     opts = ExtractOptions(
         weights=args.weights, device=args.device, batch_size=args.batch_size,
-        workers=args.workers, precision=args.precision, input_px=args.input_px,
+        workers=args.workers, reader=args.reader, precision=args.precision,
+        input_px=args.input_px,
         read_at=args.read_at, on_error=args.on_error, threads=args.threads,
         progress=args.progress, compile=args.compile,
         compile_min_patches=args.compile_min_patches,

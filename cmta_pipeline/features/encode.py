@@ -15,14 +15,15 @@ from torch import nn
 
 from .. import __version__
 from ..errors import CMTAError
+from .batches import make_loader, model_batches
 from .encoder import EncoderInfo
-from .patches import PatchBatches
+from .readers import choose_reader, make_dataset
 from .runner import EncoderRunner, Engine, build_runner, cosine_min, prepare_backend
 from .settings import (
     COMPILED_MIN_COSINE,
     MIN_COSINE,
     ExtractOptions,
-    default_batching,
+    reading_plan,
     resolve_compile,
     resolve_device,
     resolve_precision,
@@ -37,7 +38,7 @@ class Fallback(Exception):
 
 
 def run_settings(slide_path: Path, grid, info: EncoderInfo, input_px: int, opts: ExtractOptions,
-              batch_size: int, device: torch.device, threads: int) -> dict:
+                 batch_size: int, device: torch.device, threads: int, reader: str) -> dict:
     """Everything the bytes of the features depend on, for deciding whether to resume."""
     import hashlib
 
@@ -47,6 +48,7 @@ def run_settings(slide_path: Path, grid, info: EncoderInfo, input_px: int, opts:
         "coords_sha256": coords, "patch_level": grid.patch_level,
         "patch_size": grid.patch_size, "weights": info.weights,
         "weights_sha256": info.weights_sha256, "input_px": input_px, "read_at": opts.read_at,
+        "reader": reader,
         "batch_size": batch_size, "device": str(device), "compile": opts.compile,
         "precision": opts.precision,
         "threads": threads if device.type == "cpu" else None,
@@ -55,23 +57,29 @@ def run_settings(slide_path: Path, grid, info: EncoderInfo, input_px: int, opts:
 
 
 def encode(slide_path: Path, grid, opts: ExtractOptions, model: nn.Module, info: EncoderInfo,
-            sink, runners: dict | None = None) -> dict:
+           sink, runners: dict | None = None) -> dict:
     """Encode every patch of ``grid`` into ``sink`` (resuming what it holds); the run's facts.
 
-    Engine: eager fp32 is the reference. Any other (compiled, or reduced precision) is
-    checked on the first batch this run encodes: every patch's cosine to eager fp32 must be
-    at least ``COMPILED_MIN_COSINE`` (fp32) or ``MIN_COSINE`` (bf16/fp16), else the slide
-    is encoded in eager fp32 (one log line). A failure to compile falls back the same way.
+    Reader: ``opts.reader`` for this slide (:func:`.readers.choose_reader`: OpenSlide where
+    the tile path does not cover it). Engine: eager fp32 is the reference. Any other
+    (compiled, or reduced precision) is checked on the first batch this run encodes: every
+    patch's cosine to eager fp32 must be at least ``COMPILED_MIN_COSINE`` (fp32) or
+    ``MIN_COSINE`` (bf16/fp16), else the slide is encoded in eager fp32 (one log line). A
+    failure to compile falls back the same way.
     """
     input_px = int(opts.input_px or grid.encoder_input_px or 224)
     device = resolve_device(opts.device)
     precision = resolve_precision(opts.precision, device)
-    batch_size, workers = default_batching(device, opts.batch_size, opts.workers, input_px,
-                                           opts.threads)
+    level0 = opts.read_at == "level0"
+    level = 0 if level0 else grid.patch_level
+    size = grid.patch_size_level0 if level0 else grid.patch_size
+    choice = choose_reader(opts.reader, slide_path, level, size, input_px, device.type == "cuda")
+    plan, on_device = reading_plan(device, opts, input_px, choice.name, size)
     threads = prepare_backend(device, opts.threads)
     n = len(grid.coords)
-    settings = run_settings(slide_path, grid, info, input_px, opts, batch_size, device, threads)
-    dataset = PatchBatches(slide_path, grid, input_px, opts.read_at)
+    settings = run_settings(slide_path, grid, info, input_px, opts, plan.batch_size, device,
+                            threads, choice.name)
+    dataset = make_dataset(choice, slide_path, grid, input_px, opts.read_at, on_device)
 
     state = sink.resume(settings)
     if state is not None:
@@ -81,18 +89,18 @@ def encode(slide_path: Path, grid, opts: ExtractOptions, model: nn.Module, info:
     else:
         state = {"rows": 0}
         engine = Engine(resolve_compile(opts.compile, device, n, opts.compile_min_patches,
-                                         precision), precision)
+                                        precision), precision)
     if engine.compiled:
         use_compile_cache(opts.compile_cache)
-    resumed = int(state["rows"])
-    stats = {"input_px": input_px, "device": device, "batch_size": batch_size,
-             "workers": workers, "read_level": dataset.level, "read_size_px": dataset.size,
-             "resumed_rows": resumed}
+    stats = {"input_px": input_px, "device": device, "batch_size": plan.batch_size,
+             "workers": plan.workers, "item_patches": plan.item_patches,
+             "read_level": dataset.level, "read_size_px": dataset.size,
+             "resumed_rows": int(state["rows"]), "reader": choice.name,
+             "reader_note": choice.note, "resize": "device" if on_device else "reader"}
     while True:
         try:
             return {**stats, **encode_rows(slide_path, dataset, opts, model, engine, sink,
-                                            settings, state, batch_size, workers, device,
-                                            runners)}
+                                           settings, state, plan, device, runners)}
         except Fallback as fb:
             # the saved rows came from an engine that no longer passes its check here
             engine, state, stats["resumed_rows"] = fb.args[0], {"rows": 0}, 0
@@ -109,10 +117,14 @@ class _Check:
     start: int  # rows resumed: a rejected engine then restarts the slide (Fallback)
     settings: dict
     sink: object
+    batch_size: int
+    runners: dict | None
 
     def run(self, batch, ok, idx, feats, why, engine, check, runner):
         """(features of the batch, runner, engine, check) after checking ``feats``: a
-        rejected engine is replaced by eager fp32, and the slide starts again."""
+        rejected engine is replaced by eager fp32, and the slide starts again. The check's
+        reference runs untuned (cuDNN's heuristic plans, a few patches); the rest of a
+        rejected slide runs on a tuned eager fp32 runner (:func:`.runner.build_runner`)."""
         reference = EncoderRunner(self.model, self.device, "fp32", tune=False)
         take = min(len(idx), max(1, self.opts.check_patches))
         sel = torch.from_numpy(ok[:take])
@@ -134,16 +146,18 @@ class _Check:
                 raise Fallback(engine)
             check = {"min_cosine": cos, "fallback": f"{rejected}: {why}"}
             self.sink.begin(self.settings, {"rows": 0, "engine": asdict(engine)})
-            runner = reference
+            runner = build_runner(self.model, self.device, engine, self.batch_size,
+                                  self.slide_path, self.runners)
             feats = ref if take == len(idx) else runner(batch["pixels"])
         return feats, runner, engine, check
 
 
-def encode_rows(slide_path, dataset, opts, model, engine, sink, settings, state, batch_size,
-                workers, device, runners=None) -> dict:
+def encode_rows(slide_path, dataset, opts, model, engine, sink, settings, state, plan,
+                device, runners=None) -> dict:
     """Encode the rows of ``dataset`` from ``state["rows"]`` on into ``sink``; returns the
-    engine used, the check's outcome and the time spent (reading waits apart)."""
-    n = len(dataset)
+    engine used, the check's outcome, the time spent (reading waits apart) and, for a
+    compiled engine, the first batch's time (compilation) apart."""
+    n, batch_size = len(dataset), plan.batch_size
     start = int(state["rows"])
     sink.begin(settings, {**state, "engine": asdict(engine)})
     check = state.get("check")  # the first run's outcome, kept so resumed files are equal
@@ -153,64 +167,49 @@ def encode_rows(slide_path, dataset, opts, model, engine, sink, settings, state,
         if start:
             raise Fallback(engine)
         sink.begin(settings, {"rows": 0, "engine": asdict(engine)})
-        runner = EncoderRunner(model, device, "fp32", pad_to=batch_size)
+        runner = build_runner(model, device, engine, batch_size, slide_path, runners)
         check = {"min_cosine": None, "fallback": "compilation failed"}
     checking = engine != Engine(False, "fp32")
-    checker = _Check(model, device, opts, slide_path, start, settings, sink)
-    loader = _loader(dataset, start, n, batch_size, workers, device)
+    checker = _Check(model, device, opts, slide_path, start, settings, sink, batch_size,
+                     runners)
+    loader = make_loader(dataset, start, n, batch_size, plan.item_patches, plan.workers, device)
     progress = sys.stderr.isatty() if opts.progress is None else opts.progress
     from tqdm import tqdm
 
     bar = tqdm(total=n, initial=start, unit="patch", desc=slide_path.stem,
                disable=not progress, mininterval=2.0, file=sys.stderr)
-    read_wait = 0.0
+    read_wait, first = 0.0, None  # first: (rows, seconds) of a compiled engine's first batch
     t0 = time.perf_counter()
-    it = iter(loader)
+    batches = model_batches(loader, dataset, device, batch_size, str(slide_path))
     try:
-        while True:
-            t_wait = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                break
-            read_wait += time.perf_counter() - t_wait
-            ok = batch["ok"].numpy()
-            idx = batch["index"].numpy()
+        for batch, waited in batches:
+            read_wait += waited
+            ok, idx = batch["ok"], batch["index"]
             if not ok.all():
                 _undecodable(slide_path, batch, ok, opts.on_error)
-            why = ""
+            why, t_batch = "", time.perf_counter()
             try:
                 feats = runner(batch["pixels"])
             except Exception as exc:
                 if not (checking and runner.compiled):
                     raise
                 feats, why = None, f"compiled encoder failed ({type(exc).__name__}: {exc})"
+            if first is None and runner.compiled:
+                first = (len(idx), time.perf_counter() - t_batch)
             if checking and (feats is None or ok.any()):
-                feats, runner, engine, check = checker.run(batch, ok, idx, feats, why, engine, check, runner)
+                feats, runner, engine, check = checker.run(batch, ok, idx, feats, why, engine,
+                                                           check, runner)
                 checking = False
             if check is not None and "check" not in sink.state:
                 sink.state["check"] = check
             sink.append(feats.cpu().numpy(), [int(i) for i in idx[~ok]])
             bar.update(len(idx))
     finally:
+        batches.close()  # stops the reader processes
         bar.close()
-        del it  # stops the reader processes
     return {"engine": engine, "check": check or {"min_cosine": None, "fallback": ""},
-            "seconds": time.perf_counter() - t0, "read_wait_s": read_wait}
-
-
-def _loader(dataset, start: int, n: int, batch_size: int, workers: int, device: torch.device):
-    """Reader processes handing over batches of rows ``start`` .. ``n``, in order."""
-    batches = [list(range(i, min(i + batch_size, n))) for i in range(start, n, batch_size)]
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=None,  # items are already batches
-        sampler=batches,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=2 if workers else None,  # batches in flight per reader
-        persistent_workers=False,
-    )
+            "seconds": time.perf_counter() - t0, "read_wait_s": read_wait,
+            "compile_rows": first[0] if first else 0, "compile_s": first[1] if first else 0.0}
 
 
 def _undecodable(slide_path: Path, batch, ok: np.ndarray, on_error: str) -> None:

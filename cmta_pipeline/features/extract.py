@@ -54,6 +54,8 @@ def _finish(slide_path: Path, grid, info: EncoderInfo, opts: ExtractOptions, fac
         "feature_dim": FEATURE_DIM,
         "input_px": facts["input_px"],
         "read_at": opts.read_at,
+        "reader": facts["reader"],
+        "reader_note": facts["reader_note"],
         "read_level": facts["read_level"],
         "read_size_px": facts["read_size_px"],
         "patch_level": grid.patch_level,
@@ -190,22 +192,34 @@ def _extract_slide(slide_path: Path, coords_path, outdir, opts: ExtractOptions, 
     res = ExtractResult(
         slide_id=slide_id, h5=h5, pt=pt, n_patches=meta["n_patches"],
         n_skipped=meta["n_skipped"], seconds=facts["seconds"],
-        patches_per_s=done / max(facts["seconds"], 1e-9), read_wait_s=facts["read_wait_s"],
+        patches_per_s=steady_rate(done, facts), read_wait_s=facts["read_wait_s"],
         device=meta["device"], precision=meta["precision"],
         min_cosine=None if meta["precision_check_min_cosine"] < 0
         else meta["precision_check_min_cosine"],
         stats={**meta, "seconds": facts["seconds"], "read_wait_s": facts["read_wait_s"],
-               "resumed_rows": facts["resumed_rows"]},
+               "resumed_rows": facts["resumed_rows"], "compile_s": facts["compile_s"],
+               "resize": facts["resize"], "item_patches": facts["item_patches"]},
     )
     log.info(
-        "%s: %d patches -> %s in %.1f s (%.1f patches/s, waited %.1f s for reading; %s %s, "
-        "%s, weights %s%s%s)", slide_id, res.n_patches, h5, res.seconds, res.patches_per_s,
-        res.read_wait_s, res.device, facts["engine"].label(), meta["precision"],
-        meta["weights"],
+        "%s: %d patches -> %s in %.1f s (%.1f patches/s%s, waited %.1f s for reading; %s %s, "
+        "%s, reader %s, weights %s%s%s)", slide_id, res.n_patches, h5, res.seconds,
+        res.patches_per_s, f" after {facts['compile_s']:.1f} s for the compiled first batch"
+        if facts["compile_s"] else "", res.read_wait_s, res.device, facts["engine"].label(),
+        meta["precision"], meta["reader"], meta["weights"],
         f"; resumed after {facts['resumed_rows']}" if facts["resumed_rows"] else "",
         f"; {res.n_skipped} undecodable patches skipped" if res.n_skipped else "",
     )
     return res
+
+
+def steady_rate(done: int, facts: dict) -> float:
+    """Patches per second of the loop, the compiled engine's first batch (compilation, or
+    loading the compiled code) left out when later batches followed it."""
+    seconds, rows = facts["seconds"], done
+    if facts.get("compile_rows") and done > facts["compile_rows"]:
+        seconds -= facts["compile_s"]
+        rows -= facts["compile_rows"]
+    return rows / max(seconds, 1e-9)
 
 
 def default_slide_id(slide_path, coords_path) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import CMTAError
 from ..slides.patching import read_coords
 from ..slides.wsi import open_slide as _open_slide
+from .resize import pil_filter
 
 log = logging.getLogger(__name__)
 
@@ -106,26 +107,41 @@ def resize_patch(region, size: int, clam_pixels: bool) -> np.ndarray:
     when the parent used OpenCV before, and PIL is faster here anyway (box 512 -> 224 px:
     about 1.3 ms with the RGB conversion, OpenCV's area resize of the array about 3.7 ms).
     """
+    rgb = region.convert("RGB")
+    if rgb.size == (size, size):
+        return np.asarray(rgb)
+    return resize_array(np.asarray(rgb), size, pil_filter(rgb.size[0], size, clam_pixels))
+
+
+def resize_array(pixels: np.ndarray, size: int, filter_name: str | None) -> np.ndarray:
+    """uint8 (S, S, 3) -> (size, size, 3) with PIL's ``box`` or ``bilinear`` filter (None:
+    unchanged); :func:`cmta_pipeline.features.resize.resize_batch` gives the same bytes."""
     from PIL import Image
 
-    rgb = region.convert("RGB")
-    if rgb.size != (size, size):
-        shrink = rgb.size[0] > size
-        rgb = rgb.resize((size, size), Image.BILINEAR if clam_pixels or not shrink else Image.BOX)
-    return np.asarray(rgb)
+    if filter_name is None:
+        return pixels
+    flt = Image.BILINEAR if filter_name == "bilinear" else Image.BOX
+    return np.asarray(Image.fromarray(pixels).resize((size, size), flt))
 
 
 class PatchBatches:
-    """Map-style dataset: item = list of patch indices -> dict of a uint8 batch.
+    """Map-style dataset of the ``openslide`` reader: item = list of patch indices -> dict
+    of a uint8 batch.
 
-    Returned dict: ``index`` (B,) int64, ``pixels`` (B, S, S, 3) uint8, ``ok`` (B,) bool and
-    ``error`` (str: the first failure, "" if none). A patch that fails to decode is not
-    raised inside the worker (the DataLoader would wrap it in an unreadable traceback):
-    it comes back with ok=False and zero pixels, and the caller decides (stop or skip).
-    After an error OpenSlide refuses every further read on that handle, so it is reopened.
+    Returned dict: ``index`` (B,) int64, ``pixels`` (B, P, P, 3) uint8, ``ok`` (B,) bool and
+    ``error`` (str: the first failure, "" if none). P is ``input_px``, or the patch as read
+    (``size``) with ``resize=False``, when the encoder's device resizes it
+    (:func:`cmta_pipeline.features.resize.resize_batch`, the same bytes). A patch that fails
+    to decode is not raised inside the worker (the DataLoader would wrap it in an
+    unreadable traceback): it comes back with ok=False and zero pixels, and the caller
+    decides (stop or skip). After an error OpenSlide refuses every further read on that
+    handle, so it is reopened.
     """
 
-    def __init__(self, slide_path, grid: PatchGrid, input_px: int, read_at: str = "coords"):
+    reader = "openslide"
+
+    def __init__(self, slide_path, grid: PatchGrid, input_px: int, read_at: str = "coords",
+                 resize: bool = True):
         if read_at not in READ_AT:
             raise CMTAError(f"read_at must be one of {', '.join(READ_AT)}, got {read_at!r}")
         self.slide_path = str(slide_path)
@@ -136,7 +152,14 @@ class PatchBatches:
             self.level, self.size = 0, grid.patch_size_level0
         else:
             self.level, self.size = grid.patch_level, grid.patch_size
+        self.resize = bool(resize)
+        self.filter = pil_filter(self.size, self.input_px, self.clam_pixels)
         self._slide = None
+
+    @property
+    def out_px(self) -> int:
+        """Side of the pixels an item holds: the encoder input, or the patch as read."""
+        return self.input_px if self.resize else self.size
 
     def _open(self):
         import openslide
@@ -145,35 +168,50 @@ class PatchBatches:
             self._slide = openslide.OpenSlide(self.slide_path)
         return self._slide
 
-    def read(self, i: int) -> np.ndarray:
-        """Patch ``i`` as (input_px, input_px, 3) uint8 RGB; raises on a decoding error."""
+    def read_openslide(self, i: int) -> np.ndarray:
+        """Patch ``i`` through OpenSlide, (out_px, out_px, 3) uint8 RGB; raises on a
+        decoding error."""
         x, y = self.coords[i]
         region = self._open().read_region((int(x), int(y)), self.level, (self.size, self.size))
+        if not self.resize:
+            return np.asarray(region.convert("RGB"))
         return resize_patch(region, self.input_px, self.clam_pixels)
+
+    def read(self, i: int) -> np.ndarray:
+        """Patch ``i`` as (out_px, out_px, 3) uint8 RGB; raises on a decoding error."""
+        return self.read_openslide(i)
 
     def __len__(self) -> int:
         return len(self.coords)
 
+    def read_guarded(self, i: int, read) -> tuple[np.ndarray | None, str]:
+        """(``read(i)``, "") or (None, what failed), the OpenSlide handle reopened."""
+        try:
+            return read(i), ""
+        except Exception as exc:  # openslide.OpenSlideError and friends
+            x, y = self.coords[i]
+            error = (f"patch #{int(i)} at level-0 ({int(x)}, {int(y)}), level "
+                     f"{self.level}: {type(exc).__name__}: {exc}")
+            if self._slide is not None:
+                try:
+                    self._slide.close()
+                except Exception:
+                    pass
+            self._slide = None
+            return None, error
+
     def __getitem__(self, indices):
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        out = np.zeros((len(indices), self.input_px, self.input_px, 3), dtype=np.uint8)
+        out = np.zeros((len(indices), self.out_px, self.out_px, 3), dtype=np.uint8)
         ok = np.ones(len(indices), dtype=bool)
         error = ""
         for j, i in enumerate(indices):
-            try:
-                out[j] = self.read(int(i))
-            except Exception as exc:  # openslide.OpenSlideError and friends
+            px, why = self.read_guarded(int(i), self.read)
+            if px is None:
                 ok[j] = False
-                if not error:
-                    x, y = self.coords[i]
-                    error = (f"patch #{int(i)} at level-0 ({int(x)}, {int(y)}), level "
-                             f"{self.level}: {type(exc).__name__}: {exc}")
-                if self._slide is not None:
-                    try:
-                        self._slide.close()
-                    except Exception:
-                        pass
-                self._slide = None
+                error = error or why
+            else:
+                out[j] = px
         return {"index": indices, "pixels": out, "ok": ok, "error": error}
 
     def __getstate__(self):  # a worker gets the paths, never an open handle

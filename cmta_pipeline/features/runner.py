@@ -135,12 +135,40 @@ def cudnn_benchmark(on: bool):
     return backend_setting(torch.backends.cudnn, "benchmark", on)
 
 
+def new_fp32_api() -> bool:
+    """True where torch has the ``fp32_precision`` flags (>= 2.9): there only they are used,
+    since mixing them with the legacy ``allow_tf32`` flags raises."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    return conv is not None and hasattr(conv, "fp32_precision")
+
+
 def cudnn_ieee_fp32():
     """cuDNN convolutions in true fp32 instead of the TF32 that torch allows by default."""
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
-        return backend_setting(conv, "fp32_precision", "ieee")
+    if new_fp32_api():
+        return backend_setting(torch.backends.cudnn.conv, "fp32_precision", "ieee")
     return backend_setting(torch.backends.cudnn, "allow_tf32", False)
+
+
+def ieee_fp32():
+    """Matrix products and cuDNN convolutions in true fp32 (no TF32) for the block, through
+    one API: ``fp32_precision`` where torch has it, else the legacy ``allow_tf32`` flags."""
+    stack = contextlib.ExitStack()
+    if new_fp32_api():
+        stack.enter_context(backend_setting(torch.backends.cuda.matmul, "fp32_precision", "ieee"))
+        stack.enter_context(cudnn_ieee_fp32())
+    else:
+        stack.enter_context(backend_setting(torch.backends.cuda.matmul, "allow_tf32", False))
+        stack.enter_context(cudnn_ieee_fp32())
+    return stack
+
+
+def fp32_flags() -> dict:
+    """The fp32 precision flags, read through the API :func:`ieee_fp32` sets."""
+    if new_fp32_api():
+        return {"matmul": torch.backends.cuda.matmul.fp32_precision,
+                "cudnn_conv": torch.backends.cudnn.conv.fp32_precision}
+    return {"matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
 
 
 def prepare_backend(device: torch.device, threads: int | None) -> int:

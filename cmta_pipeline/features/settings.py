@@ -37,10 +37,10 @@ COMPILE_MODES = ("auto", "on", "off")
 
 
 #: ``--compile auto`` compiles when a slide has at least this many patches to encode.
-#: CPU: where compiling paid on 2 cores (docs/benchmarks.md, "Patch features"). CUDA: not
-#: measured yet (no GPU here); a guess that keeps small slides eager while compilation and
-#: CUDA-graph capture (tens of seconds cold) are unmeasured.
-COMPILE_MIN_PATCHES = {"cpu": 512, "cuda": 4096}
+#: CPU: where compiling paid on 2 cores (docs/benchmarks.md, "Patch features"). CUDA: never
+#: (None) until a measurement on a GPU says it pays (the GPU check times both); there
+#: ``--compile on``, or ``auto`` with an explicit ``--compile-min-patches``, compiles.
+COMPILE_MIN_PATCHES = {"cpu": 512, "cuda": None}
 
 
 @dataclass
@@ -49,6 +49,7 @@ class ExtractOptions:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     batch_size: int | None = None  # None: 32 on CPU, 256 on CUDA
     workers: int | None = None  # None: 1 on CPU (the model is the bottleneck), cores - 2 on CUDA
+    reader: str = "auto"  # auto | openslide | tiles | tiles-half | nvjpeg (readers.py)
     precision: str = "auto"
     input_px: int | None = None  # None: the coords file's encoder_input_px, else 224
     read_at: str = "coords"  # coords: the file's read level; level0: CLAM-identical pixels
@@ -84,18 +85,38 @@ def resolve_device(device: str) -> torch.device:
 
 def default_batching(device: torch.device, batch_size: int | None,
                      workers: int | None, input_px: int = 224,
-                     threads: int | None = None) -> tuple[int, int]:
-    """Batch size and reader processes: the given ones, else sized by
-    :func:`cmta_pipeline.compute.plan_readers` from the job's CPUs, ``/dev/shm`` and GPU."""
+                     threads: int | None = None, item_px: int | None = None) -> compute.ReaderPlan:
+    """Batch size, items and reader processes: the given ones, else sized by
+    :func:`cmta_pipeline.compute.plan_readers` from the job's CPUs, ``/dev/shm`` and GPU
+    (items of ``item_px``-px patches; default ``input_px``)."""
     cuda = device.type == "cuda"
     gpu_memory = (torch.cuda.get_device_properties(device).total_memory
                   if cuda and torch.cuda.is_available() else None)
-    plan = compute.plan_readers(cuda, batch_size, workers, threads=threads,
+    return compute.plan_readers(cuda, batch_size, workers, threads=threads,
                                 input_px=input_px, cpus=available_cpus(),
-                                gpu_memory=gpu_memory)
-    if batch_size is None or workers is None:
-        log.info("extraction sizing: %s", plan.why)
-    return plan.batch_size, plan.workers
+                                gpu_memory=gpu_memory, item_px=item_px)
+
+
+def reading_plan(device: torch.device, opts: ExtractOptions, input_px: int, reader: str,
+                 read_px: int) -> tuple[compute.ReaderPlan, bool]:
+    """(the loop's sizes, whether the encoder's device resizes the patches). On CUDA the
+    ``tiles`` readers hand over patches as read (``read_px``) and the GPU resizes them to
+    the same bytes, unless ``/dev/shm`` then holds fewer readers than with resized ones;
+    ``nvjpeg`` always resizes there. The plan is logged (a warning when ``/dev/shm``
+    limits the readers)."""
+    plan = default_batching(device, opts.batch_size, opts.workers, input_px, opts.threads)
+    on_device = reader == "nvjpeg"
+    if device.type == "cuda" and reader == "tiles" and read_px != input_px:
+        raw = default_batching(device, opts.batch_size, opts.workers, input_px, opts.threads,
+                               item_px=read_px)
+        if raw.workers >= plan.workers:
+            plan, on_device = raw, True
+    if plan.warning:
+        log.warning("extraction readers: %s", plan.warning)
+    if opts.batch_size is None or opts.workers is None:
+        log.info("extraction sizing: %s; patches resized %s", plan.why,
+                 "on the device" if on_device else "in the readers")
+    return plan, on_device
 
 
 def cpu_bf16_supported() -> bool:
@@ -145,13 +166,15 @@ def resolve_compile(mode: str, device: torch.device, n_patches: int,
                     min_patches: int | None = None, precision: str = "fp32") -> bool:
     """Whether to compile the encoder: ``on``, ``off``, or ``auto`` = where compilation
     pays for itself: the slide has at least ``min_patches`` patches (default:
-    :data:`COMPILE_MIN_PATCHES` of the device) to encode, and it is not fp32 on a CPU of
-    :data:`NO_FP32_COMPILE_GAIN`."""
+    :data:`COMPILE_MIN_PATCHES` of the device; never on CUDA) to encode, and it is not
+    fp32 on a CPU of :data:`NO_FP32_COMPILE_GAIN`."""
     if mode not in COMPILE_MODES:
         raise CMTAError(f"--compile {mode}: use one of {', '.join(COMPILE_MODES)}")
     if mode == "auto":
         if min_patches is None:
             min_patches = COMPILE_MIN_PATCHES[device.type]
+        if min_patches is None:  # CUDA: not until measured
+            return False
         if (device.type == "cpu" and precision == "fp32"
                 and cpu_capability() in NO_FP32_COMPILE_GAIN):
             return False

@@ -156,20 +156,29 @@ def _resume(run: _Run, state_path: Path | None, resume_key: dict) -> tuple[list,
     return history, best, start
 
 
+#: training steps between checks that the loss is finite: each check waits for the GPU
+#: once, instead of at every step (which stalls small bags)
+FINITE_CHECK_STEPS = 32
+
+
 def _train_epoch(run: _Run, train_patients: Sequence[Patient], epoch: int) -> dict:
     """One pass over the epoch's sample of training patients; returns the epoch's row
-    (learning rate, mean losses, train c-index)."""
+    (learning rate, mean losses, train c-index). Losses and risks are summed and kept on
+    the device and read once at the end; the loss is checked finite every
+    :data:`FINITE_CHECK_STEPS` steps and at the end (the error names the epoch and the
+    first patient whose loss was not)."""
     s, model, optimizer, scaler = run.settings, run.model, run.optimizer, run.scaler
     torch.manual_seed(s.seed * 100_003 + epoch)  # dropout, per epoch
     rng = np.random.default_rng([s.seed, epoch])
     order = epoch_order(len(train_patients), run.weights, rng)
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    sums = {"loss": 0.0, "sur": 0.0, "sim": 0.0}
-    train_risk: dict[int, float] = {}
+    sums = torch.zeros(3, dtype=torch.float64, device=run.device)  # loss, sur, sim
+    risks: list[torch.Tensor] = []
+    window: list[tuple[torch.Tensor, str]] = []  # (loss, patient) since the last check
     patients = [train_patients[i] for i in order]
-    for step, (i, (p, host_bag)) in enumerate(
-            zip(order, prefetched_bags(patients, run.device, s.max_train_patches, rng, run.cache)), start=1):
+    for step, (p, host_bag) in enumerate(
+            prefetched_bags(patients, run.device, s.max_train_patches, rng, run.cache), start=1):
         bag, omics = to_device(p, run.device, host_bag)
         y, c = targets(p, run.device)
         with torch.autocast(run.device.type, dtype=run.dtype, enabled=run.dtype is not None):
@@ -177,31 +186,46 @@ def _train_epoch(run: _Run, train_patients: Sequence[Patient], epoch: int) -> di
         loss, parts = cmta_loss(out, y, c, **run.loss_options)
         if s.l1 > 0:
             loss = loss + s.l1 * sum(w.abs().sum() for w in model.parameters())
-        if not torch.isfinite(loss):
-            raise CMTAError(f"training: loss is {float(loss)} at epoch {epoch}, patient "
-                            f"{p.case_id}; lower the learning rate")
+        window.append((loss.detach(), p.case_id))
+        if step % FINITE_CHECK_STEPS == 0:
+            window = _check_finite(window, epoch)
         scaler.scale(loss / s.grad_accum).backward()
         if step % s.grad_accum == 0 or step == len(order):
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-        sums["loss"] += float(loss.detach())
-        sums["sur"] += parts["sur"]
-        sums["sim"] += parts.get("sim", 0.0)
-        train_risk[int(i)] = float(out["risk"].detach().float()[0])
+        sums += torch.stack([loss.detach().double(), parts["sur"].double(),
+                             parts["sim"].double() if "sim" in parts else sums.new_zeros(())])
+        risks.append(out["risk"].detach().float()[0])
+    _check_finite(window, epoch)
     if run.scheduler is not None:
         run.scheduler.step()
-    idx = sorted(train_risk)
+    total, sur, sim = sums.tolist()
+    risk = dict(zip(order.tolist(), torch.stack(risks).cpu().tolist())) if risks else {}
+    idx = sorted(risk)
     return {
         "epoch": epoch,
         "lr": optimizer.param_groups[0]["lr"],
-        "train_loss": sums["loss"] / len(order),
-        "train_sur": sums["sur"] / len(order),
-        "train_sim": sums["sim"] / len(order),
-        "train_cindex": cindex([train_risk[i] for i in idx],
+        "train_loss": total / len(order),
+        "train_sur": sur / len(order),
+        "train_sim": sim / len(order),
+        "train_cindex": cindex([risk[i] for i in idx],
                                [train_patients[i].time for i in idx],
                                [train_patients[i].censorship for i in idx]),
     }
+
+
+def _check_finite(window: list[tuple[torch.Tensor, str]], epoch: int) -> list:
+    """Raise if a loss of ``window`` is not finite (one wait for the device); returns a
+    new, empty window."""
+    if window:
+        losses = torch.stack([loss for loss, _ in window])
+        bad = ~torch.isfinite(losses)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise CMTAError(f"training: loss is {float(losses[i])} at epoch {epoch}, patient "
+                            f"{window[i][1]}; lower the learning rate")
+    return []
 
 
 def _update_selection(best: dict, row: dict, epoch: int, s: TrainSettings, model) -> bool:

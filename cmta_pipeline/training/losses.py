@@ -79,17 +79,19 @@ def cmta_loss(
     similarity: str = "l1",
     detach: bool = True,
     censor_weight: float = 0.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss of one forward pass and its parts {"sur": ..., "sim": ...}.
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss of one forward pass and its parts {"sur": ..., "sim": ...} (detached
+    0-d tensors on the loss's device: reading them is left to the caller, so that a
+    training step does not wait for the GPU).
 
     The alignment term is added only when ``out`` has p/p_hat/g/g_hat (CMTA) and
     ``alpha`` > 0; for other models the loss is the NLL alone.
     """
     sur = nll_survival_loss(out["hazards"], out["survival"], label, censorship, censor_weight)
-    parts = {"sur": float(sur.detach())}
+    parts = {"sur": sur.detach()}
     total = sur
     if alpha > 0 and "p_hat" in out:
         sim = alignment_loss(out, similarity, detach)
-        parts["sim"] = float(sim.detach())
+        parts["sim"] = sim.detach()
         total = total + alpha * sim
     return total, parts

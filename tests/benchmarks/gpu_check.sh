@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (issue 13), one call on a bare GPU machine: Python 3.12 with a CUDA torch, h5py,
+# GPU check (issues 13, 21), one call on a bare GPU machine: Python 3.12 with a CUDA torch, h5py,
 # OpenCV, pandas; no internet; this repository copied over with the folder .gpu carried
 # beside it (scripts/prepare_gpu_wheels.sh fills it: wheels of what the image lacks, and the
 # real slide of the correctness checks). Run from anywhere:
@@ -8,7 +8,9 @@
 # Steps: install the carried wheels into a private folder (no network, no dependency
 # resolution), then tests/benchmarks/gpu_check.py: import check first (exit 2 with the
 # list of what is missing, in seconds), correctness checks, throughput. It stops starting
-# new stages after --budget-s (380 s) and is killed at 470 s in any case (under 8 minutes).
+# new stages after --budget-s (380 s; the compile stage only with 100 s of it left), stops
+# any stage after --stage-timeout-s (150 s) so that the next ones still run, and is killed
+# at 470 s in any case: the whole call, wheels included, fits one 540 s device call.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python3}

@@ -6,6 +6,10 @@
 include: "functions/features.smk"
 
 
+# Local runs: GPU jobs (extraction, and training of models that read slides) one per GPU.
+limit_local_gpus()
+
+
 # A local rule (runs where snakemake runs, not as a cluster job): it needs the internet.
 rule fetch_weights:
     output:

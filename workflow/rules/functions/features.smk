@@ -1,6 +1,8 @@
 # Input and argument functions of the features stage's rules (rules/features.smk, which
 # includes this file); they read the config and the slide sheet of rules/common.smk.
 
+import subprocess
+
 FEATURES = config["features"]
 
 
@@ -70,6 +72,7 @@ def features_args(wildcards):
         f"--device {FEATURES['device']}",
         f"--precision {FEATURES['precision']}",
         f"--read-at {FEATURES['read_at']}",
+        f"--reader {FEATURES['reader']}",
         f"--on-error {FEATURES['on_error']}",
         f"--compile {COMPILE_MODE.get(FEATURES['compile'], FEATURES['compile'])}",
         "--compile-cache "
@@ -84,5 +87,39 @@ def features_args(wildcards):
 
 
 def features_threads(wildcards, threads):
-    """torch threads on the CPU; a CUDA job's readers take its cores instead."""
-    return "" if FEATURES["device"].startswith("cuda") else f"--threads {threads}"
+    """torch threads for a job that asks for no GPU; a GPU job's readers take its cores
+    instead (cmta extract gives torch 2 threads there, with device auto too)."""
+    return "" if gpus_for(FEATURES["device"]) else f"--threads {threads}"
+
+
+def limit_local_gpus():
+    """Local runs (no cluster executor, no --resources gpu=N given): jobs asking for a GPU
+    run one per GPU this machine has (nvidia-smi -L, or CUDA_VISIBLE_DEVICES), e.g. one
+    extraction at a time on a one-GPU workstation instead of two jobs each planning all
+    the cores' readers. Without a GPU nothing is limited (such jobs run on the CPU)."""
+    try:
+        if workflow.nodes is not None or "gpu" in workflow.resource_settings.resources:
+            return  # a cluster (--jobs), or the user said how many
+        register = workflow.register_resource
+    except AttributeError:  # a Snakemake without these (before 8.x): leave it unlimited
+        return
+    n = visible_gpus()
+    if n:
+        register("gpu", n)
+        warn_once(
+            f"local run: jobs asking for a GPU run {n} at a time ({n} GPU(s) seen); "
+            "--resources gpu=N sets another number"
+        )
+
+
+def visible_gpus():
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in out.splitlines())
