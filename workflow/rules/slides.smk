@@ -30,9 +30,10 @@ rule tile:
     threads: 1
     resources:
         mem_mb=scaled_mem(2000),
-        runtime=30,
+        runtime=scaled_runtime(30),
     params:
-        path=lambda wc: SLIDES.loc[wc.slide, "path"],
+        path=slide_path,
+        slide=slide_file,
         args=tile_args,
         settings=lambda wc: json.dumps(config["tiling"]),
         on_error=config["slides"]["on_error"],
@@ -67,12 +68,13 @@ checkpoint tile_summary:
         f"{OUT}/logs/tile_summary.log",
     benchmark:
         f"{OUT}/benchmarks/tile_summary.tsv"
+    localrule: True
     conda:
         env_file("slides")
     threads: 1
     resources:
         mem_mb=scaled_mem(1000),
-        runtime=10,
+        runtime=scaled_runtime(10),
     params:
         outdir=lambda wc, output: os.path.dirname(output.summary),
         cmta=CMTA,
