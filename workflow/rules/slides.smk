@@ -12,10 +12,11 @@ rule tile:
         slide_input,
     output:
         status=f"{OUT}/tiles/{{slide}}.tile.json",
-        # <slide>.coords.h5 (read by extract) and <slide>.qc.png
+        # <slide>.coords.h5 (read by the encoder jobs), <slide>.qc.png and its small JPEG,
+        # <slide>.qc.jpg, which the Snakemake report embeds (the PNGs would make it huge)
         tiles=report(
             directory(f"{OUT}/tiles/{{slide}}"),
-            patterns=["{slide}.qc.png"],
+            patterns=["{slide}.qc.jpg"],
             caption="../report/slide_qc.rst",
             category="Slides",
             subcategory="{slide}",
