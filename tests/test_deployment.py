@@ -166,6 +166,9 @@ def test_module_from_a_git_commit_runs_the_slide_stage_and_the_consumers_own_rul
         if ok:
             assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
             assert re.search(r"^count_slides\s+1$", r.stdout, re.M) and re.search(r"^cmta_tile\s+2$", r.stdout, re.M)
+            scripts = [p.read_text() for p in (consumer / ".snakemake" / "cmta").glob("0.2.0-*/envs/slides.post-deploy.sh")]
+            assert sum("CMTA_PACKAGE=git+https://github.com/owner/cmta-pipeline@v0.2.0\nCMTA_EDITABLE=0" in t
+                       for t in scripts) == 1, scripts
         else:
             assert r.returncode != 0 and "names a branch: give tag=... or commit=..." in r.stdout + r.stderr
 

@@ -382,8 +382,11 @@ def test_report_has_figures_and_gpus_go_to_slide_models(tmp_path, tcga_dir):
         "cindex_per_fold.png", "summary.md",
     ]:
         assert name in page, f"{name} not in the Snakemake report"
-    assert ".qc.png" not in page  # the QC pictures are embedded as small JPEGs
-    assert (wd / "report.html").stat().st_size < 5e6
+    # each slide's QC picture is embedded as its small JPEG, never as the full-size PNG
+    embedded = re.findall(r"data:image/(\w+);charset=utf8;filename=([^;]+\.qc\.\w+);base64,([^\"]+)", page)
+    assert sorted((kind, name) for kind, name, _ in embedded) == sorted(
+        ("jpeg", f"{c}-01Z-00-DX1.qc.jpg") for c in cases), [e[:2] for e in embedded]
+    assert all(len(data) * 3 / 4 < 100_000 for _, _, data in embedded)
     assert "Kaplan-Meier curves of the high- and low-risk patients" in page  # a caption
 
     # a changed training setting reruns the training (and what reads it), nothing before it
