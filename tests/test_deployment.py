@@ -237,6 +237,11 @@ def test_gpu_setting_parses_from_the_command_line(tmp_path):
             assert f"gpu={gpus if run != 'snn' else 0}" in resources, (value, run, resources)
     r = snakemake(*base, "gpu=maybe", cwd=REPO)
     assert r.returncode != 0 and "'maybe' is not one of [True, False, 'auto']" in r.stdout + r.stderr
+    # a GPU model (sbatch --gpus=a100:1) for the jobs that ask for a GPU, and those only (a
+    # model alone would make the SLURM plugin ask for a GPU)
+    r = snakemake(*base, "gpu=true", "gpu_model=a100", auto, cwd=REPO)
+    jobs = _train_jobs(r.stdout)
+    assert "gpu_model=a100" in jobs["cmta"] and "a100" not in jobs["snn"], jobs
 
 
 def test_cpu_only_use_conda_run_needs_no_cuda_env(tmp_path):
