@@ -59,7 +59,7 @@ if not CONDA:
 
 # Snakemake plans with this workflow's own cmta_pipeline (the slide sheet, the model table,
 # the protocol), imported from its source: only its torch-free modules, so the Python that
-# runs Snakemake needs pandas, not torch or OpenCV (tests/test_workflow.py checks it).
+# runs Snakemake needs pandas, not torch or OpenCV (tests/test_deployment.py checks it).
 PLANNING_MODULES = [
     "cmta_pipeline.report.protocol",
     "cmta_pipeline.slides.sheet",
