@@ -389,6 +389,11 @@ def test_report_has_figures_and_gpus_go_to_slide_models(tmp_path, tcga_dir):
     assert all(len(data) * 3 / 4 < 100_000 for _, _, data in embedded)
     assert "Kaplan-Meier curves of the high- and low-risk patients" in page  # a caption
 
+    # training speed settings rerun nothing
+    (wd / "faster.yaml").write_text(yaml.safe_dump(
+        {**config, "training": {**config["training"], "threads": 2, "cache_bags": True}}))
+    r = snakemake("-n", "--directory", str(wd), "--configfile", str(wd / "faster.yaml"))
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, r.stdout[-3000:]
     # a changed training setting reruns the training (and what reads it), nothing before it
     (wd / "longer.yaml").write_text(yaml.safe_dump(
         {**config, "training": {**config["training"], "epochs": 2}}))
