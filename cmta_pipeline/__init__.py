@@ -8,6 +8,6 @@ One sub-package per pipeline stage, each with the commands of that stage in its
 
 from . import compat
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 compat.install()

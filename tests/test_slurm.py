@@ -35,30 +35,27 @@ pytestmark = [
 ]
 
 
-def _profile(tmp_path: Path) -> Path:
-    """The repository's profile and partitions, with what a cluster without accounting needs."""
-    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
-    profile.update({
-        "slurm-status-command": "squeue",
-        "slurm-no-account": True,
-        "slurm-init-seconds-before-status-checks": 2,
-        "slurm-partition-config": str(REPO / "profiles" / "slurm" / "partitions.yaml"),
-        "latency-wait": 5,
-        "default-resources": {"mem_mb": 500, "runtime": 10},
-    })
-    (tmp_path / "profile").mkdir()
-    (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
-    return tmp_path / "profile"
+def _node_mem_mb() -> int:
+    """RealMemory of the cluster's node (the ceiling a job may ask for)."""
+    r = subprocess.run(["scontrol", "show", "node"], capture_output=True, text=True)
+    return int(re.search(r"RealMemory=(\d+)", r.stdout).group(1))
 
 
-def _run(tmp_path: Path, *args: str) -> str:
+def _run(tmp_path: Path, *args: str, ok: bool = True) -> str:
+    """snakemake with the repository's profile as it is, from tmp_path (not the repository:
+    the profile finds its partitions.yaml from any folder), plus what a cluster without
+    accounting needs and ceilings at this node's memory."""
     r = subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
-         "--profile", str(_profile(tmp_path)), *args],
+         "--profile", str(REPO / "profiles" / "slurm"),
+         "--slurm-status-command", "squeue", "--slurm-no-account",
+         "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5",
+         "--default-resources", "mem_mb=500", "runtime=10",
+         "--resources", f"mem_mb={_node_mem_mb()}", "runtime=1440", *args],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )
     log = r.stdout + r.stderr
-    assert r.returncode == 0, log[-4000:]
+    assert (r.returncode == 0) == ok, log[-4000:]
     return log
 
 
@@ -80,9 +77,10 @@ PATIENTS = ["TCGA-ZF-AA4N", "TCGA-BL-A13I", "TCGA-CU-A0YN", "TCGA-G2-A3IE"]
 
 @pytest.mark.slow
 def test_whole_chain_as_slurm_jobs_with_gpus_by_rule(tmp_path, tcga_dir):
-    """The whole chain under SLURM with default devices (about 3 minutes: every job is an
-    sbatch). SLURM's own job records show one GPU (gres gpu:1) and the gpu partition for
-    extract and CMTA's training, and no GPU and the cpu partition for every other rule; a
+    """The whole chain under SLURM with gpu: true (about 3 minutes: every job is an sbatch).
+    SLURM's own job records show one GPU (gres gpu:1) and the gpu partition for the encoder
+    jobs and CMTA's training, and no GPU and the cpu partition for every other rule; the
+    summaries and `extract` run locally; no job asks for more memory than the node has; a
     slide that cannot be tiled is listed and the run completes."""
     shapes, w, h = demo_specimen()
     (tmp_path / "slides").mkdir()
@@ -91,6 +89,7 @@ def test_whole_chain_as_slurm_jobs_with_gpus_by_rule(tmp_path, tcga_dir):
     (tmp_path / "slides" / "TCGA-AA-0002-01Z-00-DX1.svs").write_bytes(b"not a slide")
     config = {
         "outdir": "results",
+        "gpu": True,
         "slides": {"folder": "slides"},
         "tiling": {"preset": "biopsy"},
         "features": {"weights": "random", "input_px": 32, "workers": 0, "threads": 1, "gpu_threads": 1,
@@ -110,12 +109,35 @@ def test_whole_chain_as_slurm_jobs_with_gpus_by_rule(tmp_path, tcga_dir):
     assert set(status.values()) == {"ok"} and len(status) == len(PATIENTS)
 
     jobs = _slurm_jobs(log)
-    assert {"tile", "tile_summary", "extract", "genomics", "cohort", "train", "report"} <= set(jobs), sorted(jobs)
+    assert {"tile", "encode", "genomics", "cohort", "train"} <= set(jobs), sorted(jobs)
+    assert not {"tile_summary", "extract", "report"} & set(jobs), sorted(jobs)  # local rules
     for rule, records in jobs.items():
         for record in records:
             gpu = re.search(r"gres[/:]gpu[:=]1", record) is not None
             partition = re.search(r"Partition=(\S+)", record).group(1)
-            if rule in ("extract", "train"):
+            mem = int(re.search(r"MinMemoryNode=(\d+)M", record).group(1))
+            assert mem <= _node_mem_mb(), record
+            if rule in ("encode", "train"):
                 assert gpu and partition == "gpu", f"{rule} job without a GPU:\n{record}"
             else:
                 assert not gpu and partition == "cpu", f"{rule} job with a GPU:\n{record}"
+
+
+@pytest.mark.slow
+def test_a_failed_job_is_retried_with_more_memory_and_time_within_the_ceiling(tmp_path):
+    """A tile job that fails (a file that is not a slide, slides.on_error: fail) is
+    resubmitted once (the profile's retries: 1) with twice its runtime (a job ended by
+    TIMEOUT gets more time) and twice its memory, capped by the run's ceiling
+    (--resources mem_mb=3000: the profile's ceilings stand for the partitions' limits)."""
+    (tmp_path / "slides").mkdir()
+    (tmp_path / "slides" / "TCGA-AA-0002-01Z-00-DX1.svs").write_bytes(b"not a slide")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(
+        {"outdir": "results", "slides": {"folder": "slides", "on_error": "fail"}}))
+    log = _run(tmp_path, "--resources", "mem_mb=3000", "runtime=1440",
+               "--", "results/tiles/TCGA-AA-0002-01Z-00-DX1.tile.json", ok=False)
+    records = _slurm_jobs(log)["tile"]
+    assert len(records) == 2, log[-3000:]
+    limits = [(re.search(r"TimeLimit=(\S+)", r).group(1), re.search(r"MinMemoryNode=(\d+)M", r).group(1))
+              for r in records]
+    assert limits == [("00:30:00", "2000"), ("01:00:00", "3000")], limits

@@ -71,6 +71,14 @@ def test_cmu_qc_image(cmu_tiles):
     bgr = img.reshape(-1, 3).astype(int)
     green = (bgr[:, 1] > 150) & (bgr[:, 0] < 60) & (bgr[:, 2] < 60)  # tissue contours
     assert green.sum() > 500
+    # the small JPEG the Snakemake report embeds: the same picture, tens of kB, not the
+    # PNG's hundreds
+    jpg = out / "CMU-1-Small-Region.qc.jpg"
+    thumb = cv2.imread(str(jpg))
+    assert max(thumb.shape[:2]) == 480 and jpg.stat().st_size < 100_000
+    assert (out / "CMU-1-Small-Region.qc.png").stat().st_size > 4 * jpg.stat().st_size
+    small = cv2.resize(img, thumb.shape[1::-1], interpolation=cv2.INTER_AREA).astype(float)
+    assert np.abs(small - thumb).mean() < 12  # the same picture (JPEG noise only)
 
 
 def test_ndpi_40x_reads_from_level_1(slides_dir, tmp_path):
@@ -258,6 +266,6 @@ def test_cli_skip_policy_writes_failed_status(tmp_path, capsys):
 def test_cli_success_writes_outputs(slides_dir, tmp_path, capsys):
     rc, _ = _run_cli(["tile", str(slides_dir / "CMU-1-Small-Region.svs"), "-o", str(tmp_path), "--slide-id", "S1"], capsys)
     assert rc == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["S1.coords.h5", "S1.qc.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["S1.coords.h5", "S1.qc.jpg", "S1.qc.png"]
     with h5py.File(tmp_path / "S1.coords.h5") as f:
         assert f["coords"].dtype == np.int64 and f["coords"].attrs["slide_id"] == "S1"

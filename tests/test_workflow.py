@@ -82,7 +82,6 @@ def test_sheet_missing_column_is_named(tmp_path):
     assert "slides.tsv: missing column(s) case_id" in r.stdout + r.stderr
 
 
-@pytest.mark.slow
 def _two_slides_and_a_corrupt_one(slides):
     """TCGA-AA-0001/0002 synthetic slides and TCGA-AA-0003, a .svs that is not a slide."""
     shapes, w, h = demo_specimen()
@@ -92,6 +91,7 @@ def _two_slides_and_a_corrupt_one(slides):
     (slides / "TCGA-AA-0003-01Z-00-DX1.svs").write_bytes(b"corrupt" * 1000)
 
 
+@pytest.mark.slow
 def test_cohort_with_bad_slides_completes_and_lists_them(tmp_path):
     _two_slides_and_a_corrupt_one(tmp_path / "slides")
     config = {"outdir": "results", "slides": {"folder": "slides", "on_error": "skip"}, "tiling": {"preset": "biopsy"}}
@@ -112,6 +112,7 @@ def test_cohort_with_bad_slides_completes_and_lists_them(tmp_path):
     tiles = wd / "results/tiles"
     assert (tiles / "TCGA-AA-0001-01Z-00-DX1/TCGA-AA-0001-01Z-00-DX1.coords.h5").is_file()
     assert (tiles / "TCGA-AA-0001-01Z-00-DX1/TCGA-AA-0001-01Z-00-DX1.qc.png").is_file()
+    assert (tiles / "TCGA-AA-0001-01Z-00-DX1/TCGA-AA-0001-01Z-00-DX1.qc.jpg").is_file()
     # a failed slide writes nothing (Snakemake stamps the folder it created)
     assert not [p.name for p in (tiles / "TCGA-AA-0003-01Z-00-DX1").iterdir() if p.name != ".snakemake_timestamp"]
 
@@ -124,10 +125,12 @@ def test_cohort_with_bad_slides_completes_and_lists_them(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_several_slides_per_extract_job(tmp_path):
-    """features.slides_per_job: 3 slides, one of them not a slide, in one extract job (one
+    """features.slides_per_job: 3 slides, one of them not a slide, in one encoder job (one
     process): the two good slides get their features, the bad one empty files marked failed
-    (the job needs every output it declares), and the cohort's features are the good two."""
+    (the job needs every output it declares), and the cohort's features are the good two,
+    each published by its own `extract` job; nothing is left in features/encoded/."""
     _two_slides_and_a_corrupt_one(tmp_path / "slides")
     config = {"outdir": "results", "slides": {"folder": "slides", "on_error": "skip"},
               "tiling": {"preset": "biopsy"},
@@ -136,18 +139,20 @@ def test_several_slides_per_extract_job(tmp_path):
     wd = _workdir(tmp_path, config)
     r = snakemake("--cores", "2", "--directory", str(wd), "features")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stderr.count("rule extract_batch_0:") == 1 and "rule extract:" not in r.stderr
+    assert r.stderr.count("rule encode_batch_0:") == 1 and "rule encode:" not in r.stderr
+    assert r.stderr.count("rule extract:") == 2
     feats = wd / "results/features"
     for case in ("0001", "0002"):
         with h5py.File(feats / f"TCGA-AA-{case}-01Z-00-DX1.features.h5") as f:
             assert f["features"].shape[0] > 0 and f["features"].shape[1] == 1024
-    with h5py.File(feats / "TCGA-AA-0003-01Z-00-DX1.features.h5") as f:
-        assert f.attrs["status"] == "failed" and f["features"].shape == (0, 1024)
-    log = (wd / "results/logs/extract/batch_0.log").read_text()
+    # the failed slide's files were written by the encoder job but nothing asks for them
+    assert not (feats / "TCGA-AA-0003-01Z-00-DX1.features.h5").exists()
+    assert not (feats / "encoded").exists() or not list((feats / "encoded").iterdir())
+    log = (wd / "results/logs/encode/batch_0.log").read_text()
     assert "slide 3 of 3 done" in log and "tiling failed" in log
 
-    # a changed feature setting reruns the extraction (the rule's params are recorded:
-    # none of them is computed from the job's input, output or threads)
+    # a changed feature setting reruns the extraction (recorded on the published files;
+    # tests/test_reruns.py goes through every setting)
     r = snakemake("-n", "--directory", str(wd), "features")
     assert "Nothing to be done" in r.stdout + r.stderr, r.stdout[-2000:]
     config["features"]["input_px"] = 48
@@ -155,7 +160,7 @@ def test_several_slides_per_extract_job(tmp_path):
     r = snakemake("-n", "--directory", str(wd), "features", "--configfile",
                   str(wd / "changed.yaml"))
     out = r.stdout + r.stderr
-    assert r.returncode == 0 and "rule extract_batch_0:" in out, out[-3000:]
+    assert r.returncode == 0 and "rule encode_batch_0:" in out, out[-3000:]
     assert "Params have changed since last execution" in out and "--input-px 48" in out
 
 
@@ -224,21 +229,38 @@ def _env_packages(env_path: Path) -> set[str]:
     return names
 
 
+def _env_functions() -> dict[str, list[str]]:
+    """Env function (extract_env) -> the envs its body names, from rules/functions/."""
+    found = {}
+    for smk in (REPO / "workflow" / "rules" / "functions").glob("*.smk"):
+        for name, body in re.findall(r"^def (\w+)\(.*?\n((?:[ \n].*\n)*)", smk.read_text(), re.M):
+            envs = re.findall(r'env_file\("([\w-]+)"\)', body)
+            if envs:
+                found[name] = envs
+    return found
+
+
 def _rules():
-    """(rule name, env names, cmta command) for every rule of the workflow."""
+    """(rule name, env names, cmta command) for every rule of the workflow (indented ones,
+    as the encoder rules, too)."""
     from cmta_pipeline.cli import COMMANDS
 
+    env_functions = _env_functions()
     found = []
     for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
         text = smk.read_text()
-        for block in re.split(r"\n(?=(?:rule|checkpoint) \w+:)", text):
-            m = re.match(r"(?:rule|checkpoint) (\w+):", block)
+        for block in re.split(r"\n(?=\s*(?:rule|checkpoint)\b[ \w]*:)", text):
+            m = re.match(r"\s*(?:rule|checkpoint) ?(\w*):(?:\s*name:\s*f?\"(\w+))?", block)
             if not m:
                 continue
-            envs = re.findall(r'env_file\("([\w-]+)"\)', block)
+            conda = re.search(r"conda:\s*\n\s*(.*)", block)
+            envs = re.findall(r'env_file\("([\w-]+)"\)', conda.group(1)) if conda else []
+            if conda and not envs:
+                called = re.match(r"(\w+)\(\)", conda.group(1))
+                envs = env_functions.get(called.group(1), []) if called else []
             cmd = re.search(r'(?:\{params\.cmta\}|\{CMTA\})\s+([a-z][a-z-]*)', block)
             if cmd and cmd.group(1) in COMMANDS:
-                found.append((m.group(1), envs, cmd.group(1)))
+                found.append((m.group(1) or m.group(2), envs, cmd.group(1)))
     return found
 
 
@@ -248,10 +270,12 @@ def test_every_rule_env_lists_its_imports():
     rules = _rules()
     assert any(r[0] == "tile" for r in rules)
     assert {"torch", "torch-cuda"} <= {env for r in rules if r[0] == "train" for env in r[1]}
+    encoders = {r[0]: set(r[1]) for r in rules if r[2] == "extract"}
+    assert encoders == {"encode": {"torch", "torch-cuda"}, "encode_batch_": {"torch", "torch-cuda"}}
     for rule, envs, command in rules:
         assert envs, f"rule {rule} has no conda env"
         for env in envs:
-            env_path = REPO / "envs" / f"{env}.yaml"
+            env_path = REPO / "workflow" / "envs" / f"{env}.yaml"
             assert env_path.is_file(), f"rule {rule}: {env_path} missing"
             needed = _third_party_imports(f"cmta_pipeline.{COMMANDS[command]}.cli", set())
             missing = needed - _env_packages(env_path)
@@ -269,32 +293,39 @@ def test_rules_are_snakefmt_formatted():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def _schema_defaults(schema: dict) -> dict:
-    return {
-        key: _schema_defaults(sub) if sub.get("type") == "object" and "properties" in sub else sub.get("default")
-        for key, sub in schema["properties"].items()
-    }
+def _default_mismatches(schema: dict, shown: dict, path: tuple = ()) -> list[str]:
+    """Where ``shown`` (a config) does not show a key the schema has a default for, or shows
+    another value. A section without a default (demo) is optional."""
+    out = []
+    for key, sub in schema["properties"].items():
+        where = ".".join(path + (key,))
+        if "default" not in sub:
+            continue
+        if key not in shown:
+            out.append(f"{where} not shown (default {sub['default']!r})")
+        elif sub.get("type") == "object" and "properties" in sub:
+            out += _default_mismatches(sub, shown[key] or {}, path + (key,))
+        elif shown[key] != sub["default"] or type(shown[key]) is not type(sub["default"]):
+            out.append(f"{where} = {shown[key]!r}, schema default {sub['default']!r}")
+    return out
 
 
 def test_config_yaml_shows_the_schema_defaults():
-    """config/config.yaml names every key the schema has a default for, with that value:
-    the schema is the one source of defaults. Its only other values are the user's choices
-    (which slides, which models)."""
+    """config/config.yaml shows every key the schema has a default for, with that value,
+    null defaults included: the schema is the one source of defaults, and a run of the
+    workflow as a module (no config/config.yaml: Snakemake fills the schema's defaults)
+    behaves as a plain run with config/config.yaml (training.models is [cmta] in both)."""
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    choices = {("slides", "sheet"), ("training", "models")}
-
-    def walk(defaults, shown, path=()):
-        for key, default in defaults.items():
-            where = ".".join(path + (key,))
-            if isinstance(default, dict):
-                if key in shown and shown[key] is not None:
-                    walk(default, shown[key], path + (key,))
-            elif path + (key,) not in choices and default is not None:
-                assert key in shown, f"config/config.yaml does not show {where} (default {default!r})"
-                assert shown[key] == default, f"config/config.yaml: {where} = {shown[key]!r}, schema default {default!r}"
-
-    walk(_schema_defaults(schema), config)
+    assert _default_mismatches(schema, config) == []
+    # negative controls through the same check: the module trap of 0.1 (schema [], file
+    # [cmta]), a key left out, a false where the default is 0
+    trap = {**config, "training": {**config["training"], "models": []}}
+    assert _default_mismatches(schema, trap) == ["training.models = [], schema default ['cmta']"]
+    missing = {k: v for k, v in config.items() if k != "gpu_model"}
+    assert _default_mismatches(schema, missing) == ["gpu_model not shown (default None)"]
+    typed = {**config, "cohort": {**config["cohort"], "inner_val_fraction": 0}}
+    assert _default_mismatches(schema, typed) == ["cohort.inner_val_fraction = 0, schema default 0.0"]
 
 
 def _planned_jobs(output: str) -> list[tuple[str, dict, str]]:
@@ -323,8 +354,9 @@ def test_report_has_figures_and_gpus_go_to_slide_models(tmp_path, tcga_dir):
     """A small real run (two tiny slides, a genomics-only model on BLCA, one fold, one epoch)
     and its `snakemake --report`: the workflow description, each slide's QC picture, the
     tiling and failed-slides tables, the cohort audit, the c-index tables and the
-    Kaplan-Meier figure. Then a dry run of the same cohort with CMTA: with default devices
-    extract and CMTA's training ask for one GPU, nothing else does; gpu: false asks for none."""
+    Kaplan-Meier figure. Then a dry run of the same cohort with CMTA: with gpu: true the
+    encoder jobs and CMTA's training ask for one GPU, nothing else does; gpu: false asks for
+    none."""
     cases = ["TCGA-ZF-AA4N", "TCGA-BL-A13I"]
     _synthetic_slides(tmp_path / "slides", cases)
     config = {
@@ -344,14 +376,24 @@ def test_report_has_figures_and_gpus_go_to_slide_models(tmp_path, tcga_dir):
     assert r.returncode == 0, r.stderr[-3000:]
     page = (wd / "report.html").read_text()
     assert "Survival risk from whole-slide images and genomics with CMTA" in page  # workflow.rst
-    for name in [f"{c}-01Z-00-DX1.qc.png" for c in cases] + [
+    for name in [f"{c}-01Z-00-DX1.qc.jpg" for c in cases] + [
         "summary.tsv", "failed_slides.tsv", "audit.tsv", "families.tsv",
         "cindex_summary.tsv", "cindex.tsv", "km_snn.png", "metrics.tsv", "metrics_summary.tsv",
         "cindex_per_fold.png", "summary.md",
     ]:
         assert name in page, f"{name} not in the Snakemake report"
+    # each slide's QC picture is embedded as its small JPEG, never as the full-size PNG
+    embedded = re.findall(r"data:image/(\w+);charset=utf8;filename=([^;]+\.qc\.\w+);base64,([^\"]+)", page)
+    assert sorted((kind, name) for kind, name, _ in embedded) == sorted(
+        ("jpeg", f"{c}-01Z-00-DX1.qc.jpg") for c in cases), [e[:2] for e in embedded]
+    assert all(len(data) * 3 / 4 < 100_000 for _, _, data in embedded)
     assert "Kaplan-Meier curves of the high- and low-risk patients" in page  # a caption
 
+    # training speed settings rerun nothing
+    (wd / "faster.yaml").write_text(yaml.safe_dump(
+        {**config, "training": {**config["training"], "threads": 2, "cache_bags": True}}))
+    r = snakemake("-n", "--directory", str(wd), "--configfile", str(wd / "faster.yaml"))
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, r.stdout[-3000:]
     # a changed training setting reruns the training (and what reads it), nothing before it
     (wd / "longer.yaml").write_text(yaml.safe_dump(
         {**config, "training": {**config["training"], "epochs": 2}}))
@@ -370,10 +412,10 @@ def test_report_has_figures_and_gpus_go_to_slide_models(tmp_path, tcga_dir):
         r = snakemake("-n", "--directory", str(wd), "--configfile", str(wd / "plan.yaml"))
         assert r.returncode == 0, r.stderr[-3000:]
         jobs = _planned_jobs(r.stdout + r.stderr)
-        assert {("extract", None), ("train", "cmta"), ("train", "snn"), ("cohort", None)} <= {
-            (rule, w.get("run")) for rule, w, res in jobs}, jobs
+        assert {("encode", None), ("extract", None), ("train", "cmta"), ("train", "snn"),
+                ("cohort", None)} <= {(rule, w.get("run")) for rule, w, res in jobs}, jobs
         gpu_jobs = {(rule, w.get("run")) for rule, w, res in jobs if "gpu=1" in res}
-        assert gpu_jobs == ({("extract", None), ("train", "cmta")} if gpu else set()), jobs
+        assert gpu_jobs == ({("encode", None), ("train", "cmta")} if gpu else set()), jobs
 
 
 @pytest.mark.slow

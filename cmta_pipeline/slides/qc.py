@@ -1,4 +1,5 @@
-"""The QC picture of a tiled slide: thumbnail, tissue contours, holes and the patch grid."""
+"""The QC picture of a tiled slide: thumbnail, tissue contours, holes and the patch grid,
+as a PNG (up to ``qc_max_px``) and a small JPEG for reports that embed every slide's."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import numpy as np
 from ..fileio import atomic_output
 
 TISSUE = (0, 200, 0)  # RGB
+#: Longest side of the JPEG thumbnail of the QC picture (tens of kB: the Snakemake report
+#: embeds one per slide, where the PNG's 0.4-1.1 MB each would make hundreds of MB).
+THUMB_PX = 480
 HOLE = (0, 90, 255)
 PATCH = (230, 30, 30)
 
@@ -50,4 +54,15 @@ def draw_qc(
 def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     with atomic_output(path) as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {path}")
+
+
+def write_thumbnail(path: str | os.PathLike, rgb: np.ndarray, max_px: int = THUMB_PX) -> None:
+    """``rgb`` shrunk to ``max_px`` on its longest side, as a JPEG (quality 85)."""
+    shrink = min(1.0, max_px / max(rgb.shape[:2]))
+    if shrink < 1.0:
+        size = (max(1, round(rgb.shape[1] * shrink)), max(1, round(rgb.shape[0] * shrink)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    with atomic_output(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85]):
             raise OSError(f"could not write {path}")

@@ -8,7 +8,8 @@
   ``read_downsample``, ``mpp``, ``mpp_source``, ``target_mpp``, ``patch_size_px``,
   ``encoder_input_px``, ``encoder_mpp``, ``upsampled``, ``level_dim``, ``slide_id``,
   ``slide_path``, ``tissue_area_um2`` and ``segmentation`` (JSON of the settings).
-* ``<slide_id>.qc.png``: thumbnail with tissue contours (green), holes (blue) and patches (red).
+* ``<slide_id>.qc.png``: thumbnail with tissue contours (green), holes (blue) and patches (red),
+  and ``<slide_id>.qc.jpg``, the same picture small (for the Snakemake report).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 from .. import __version__
 from ..errors import CMTAError
 from .patching import select_patches, write_coords
-from .qc import draw_qc, write_png
+from .qc import draw_qc, write_png, write_thumbnail
 from .segmentation import TilingParams, check_stain, segment_tissue
 from .sheet import slide_id_from_path
 from .wsi import coarsest_level_at_most, open_slide, overview_image, slide_geometry
@@ -60,6 +61,10 @@ def coords_path(outdir: str | os.PathLike, slide_id: str) -> Path:
 
 def qc_path(outdir: str | os.PathLike, slide_id: str) -> Path:
     return Path(outdir) / f"{slide_id}.qc.png"
+
+
+def qc_thumbnail_path(outdir: str | os.PathLike, slide_id: str) -> Path:
+    return Path(outdir) / f"{slide_id}.qc.jpg"
 
 
 @dataclass
@@ -182,7 +187,9 @@ def tile_slide(
     out_coords, out_qc = coords_path(outdir, slide_id), qc_path(outdir, slide_id)
     # QC first: the coords file is the stage's product and the last thing written.
     caption = f"{slide_id}: {len(coords)} patches of {params.patch_um:g} um, read level {plan.read_level}"
-    _write_qc(out_qc, seg_rgb, seg_ds, tissue, coords, plan.patch0, caption, params.qc_max_px)
+    qc = _draw_qc(seg_rgb, seg_ds, tissue, coords, plan.patch0, caption, params.qc_max_px)
+    write_png(out_qc, qc)
+    write_thumbnail(qc_thumbnail_path(outdir, slide_id), qc)
     write_coords(out_coords, coords, attrs)
     result = TileResult(
         slide_id=slide_id,
@@ -204,7 +211,7 @@ def tile_slide(
     return result
 
 
-def _write_qc(out_qc, seg_rgb, seg_ds, tissue, coords, patch0, caption, qc_max_px) -> None:
+def _draw_qc(seg_rgb, seg_ds, tissue, coords, patch0, caption, qc_max_px) -> np.ndarray:
     """The QC picture: the segmentation image, shrunk to ``qc_max_px`` if larger."""
     shrink = min(1.0, qc_max_px / max(seg_rgb.shape[:2]))
     thumb, thumb_ds = seg_rgb, seg_ds
@@ -212,5 +219,4 @@ def _write_qc(out_qc, seg_rgb, seg_ds, tissue, coords, patch0, caption, qc_max_p
         size = (max(1, round(seg_rgb.shape[1] * shrink)), max(1, round(seg_rgb.shape[0] * shrink)))
         thumb = cv2.resize(seg_rgb, size, interpolation=cv2.INTER_AREA)
         thumb_ds = seg_ds / shrink
-    qc = draw_qc(thumb, thumb_ds, tissue.contours, tissue.holes, seg_ds / thumb_ds, coords, patch0, caption)
-    write_png(out_qc, qc)
+    return draw_qc(thumb, thumb_ds, tissue.contours, tissue.holes, seg_ds / thumb_ds, coords, patch0, caption)

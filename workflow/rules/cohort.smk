@@ -31,7 +31,7 @@ rule cohort:
     threads: 1
     resources:
         mem_mb=scaled_mem(4000),
-        runtime=20,
+        runtime=scaled_runtime(20),
     params:
         args=cohort_args,
         gdir=lambda wc, input: os.path.dirname(input.genomics),

@@ -1,7 +1,11 @@
 # What every rules file needs: the config and its validation, this workflow's source and
 # version, the `cmta` call and conda envs, the slide sheet, the output folder and the final
 # targets. Each stage's input and argument functions live in rules/functions/<stage>.smk,
-# which that stage's rules file, rules/<stage>.smk, includes (docs/architecture.md).
+# which that stage's rules file, rules/<stage>.smk, includes (docs/architecture.md); the
+# functions of this file are in rules/functions/common.smk.
+import ast
+import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -10,41 +14,66 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
+from snakemake.sourcecache import HostingProviderFile, LocalGitFile, LocalSourceFile
 from snakemake.utils import validate
 
+# This workflow's own source, found from this file (not from the working directory or the
+# main Snakefile), so that it is right when the workflow is used as a module: a folder, a
+# commit of a local git repository ("git+file:///repo/workflow/Snakefile@<ref>") or a tag
+# or commit of a hosted one (github(...)). A Snakemake SourceFile, not a path: its files
+# are read through Snakemake's source cache (source_text), which fetches them when remote.
+SOURCE = workflow.current_basedir.join("../..")
+if isinstance(SOURCE, LocalSourceFile):
+    SOURCE = LocalSourceFile(
+        os.path.realpath(SOURCE.get_path_or_uri(secret_free=False))
+    )
+
+
+include: "functions/common.smk"
+
+
 # The schema is the one source of defaults: validate fills every key the config leaves out.
+config.update(
+    config_from_cli(
+        dict(config),
+        yaml.safe_load(source_text("workflow/schemas/config.schema.yaml")),
+    )
+)
 validate(config, schema="../schemas/config.schema.yaml")
 
-# This workflow's own source folder, found from this file (not from the working directory
-# or the main Snakefile), so that it is right when the workflow is used as a module.
-SOURCE = Path(str(workflow.current_basedir)).parents[1]
-VERSION = re.search(
-    r'^__version__ = "([^"]+)"',
-    (SOURCE / "cmta_pipeline" / "__init__.py").read_text(),
-    re.M,
-).group(1)
+VERSION = source_version()
+PACKAGE = package_source()  # (pip requirement, editable)
+# What this source writes into the working folder: its conda env files and, for a module
+# from git, the torch-free modules that planning imports.
+GENERATED = Path(
+    ".snakemake",
+    "cmta",
+    f"{VERSION}-{hashlib.sha256(PACKAGE[0].encode()).hexdigest()[:12]}",
+).resolve()
+CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+if not CONDA:
+    check_job_package()
 
-# Snakemake itself reads the slide sheet and the model table with this package: it must be
-# the workflow's own (an installed release of the same version, or this very checkout).
-try:
-    import cmta_pipeline
-except ImportError:
-    raise WorkflowError(
-        f"cmta_pipeline is not installed in the Python that runs Snakemake ({sys.executable}): "
-        f"pip install -e {SOURCE}"
-    )
-_IMPORTED = Path(cmta_pipeline.__file__).resolve().parents[1]
-if cmta_pipeline.__version__ != VERSION or (
-    (_IMPORTED / "pyproject.toml").exists() and _IMPORTED != SOURCE.resolve()
-):
-    raise WorkflowError(
-        f"the cmta_pipeline that Snakemake imports ({_IMPORTED}, version "
-        f"{cmta_pipeline.__version__}) is not this workflow's ({SOURCE}, version {VERSION}): "
-        f"pip install -e {SOURCE} in the environment that runs Snakemake"
-    )
+# Snakemake plans with this workflow's own cmta_pipeline (the slide sheet, the model table,
+# the protocol), imported from its source: only its torch-free modules, so the Python that
+# runs Snakemake needs pandas, not torch or OpenCV (tests/test_deployment.py checks it).
+PLANNING_MODULES = [
+    "cmta_pipeline.report.protocol",
+    "cmta_pipeline.slides.sheet",
+    "cmta_pipeline.modalities",
+    "cmta_pipeline.demo.settings",
+]
+sys.path.insert(0, planning_package())
+import cmta_pipeline
 
+if cmta_pipeline.__version__ != VERSION:
+    raise WorkflowError(
+        f"this Snakemake process already imported cmta_pipeline {cmta_pipeline.__version__} "
+        f"({cmta_pipeline.__file__}); this workflow is {VERSION}"
+    )
 from cmta_pipeline.report.protocol import resolve_protocol
 from cmta_pipeline.slides.table import load_slide_table
 
@@ -55,38 +84,20 @@ config.update(_resolved)
 if _protocol_notes:
     print("\n".join(_protocol_notes), file=sys.stderr)
 
-# Rules call the `cmta` command line. With --use-conda each env of envs/ installs this
-# workflow's source (editable, by its post-deploy script, which reads CMTA_WORKFLOW_SOURCE);
-# without it the interpreter running Snakemake runs the jobs, so a venv need not be activated.
-os.environ.update(CMTA_WORKFLOW_SOURCE=str(SOURCE))
-_PYTHON = (
-    "python"
-    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-    else sys.executable
-)
-CMTA = f"{_PYTHON} -m cmta_pipeline"
-
-
-def env_file(name):
-    """The conda env of envs/<name>.yaml in this workflow's source."""
-    return str(SOURCE / "envs" / f"{name}.yaml")
-
-
-def scaled_mem(mem_mb):
-    """mem_mb that grows with each retry (the SLURM profile sets retries: 1)."""
-    return lambda wildcards, attempt: int(mem_mb) * attempt
-
+# Rules call the `cmta` command line: with --use-conda the python of the rule's env (which
+# installed this workflow's package, env_file), else the interpreter running Snakemake.
+CMTA = f"{'python' if CONDA else sys.executable} -m cmta_pipeline"
 
 OUT = config["outdir"].rstrip("/")
 
 if config.get("demo"):
     # The demo cohort's slides are written by rules/demo.smk; their names are known before.
-    from cmta_pipeline.demo.cohort import DemoSettings, slide_sheet  # noqa: E402
+    from cmta_pipeline.demo.settings import DemoSettings, slide_sheet
 
     SLIDES = slide_sheet(
         DemoSettings.from_config(config["demo"]), config["demo"]["dir"]
     )
-else:
+elif config["slides"]["sheet"] or config["slides"]["folder"]:
     SLIDES = load_slide_table(
         sheet=config["slides"]["sheet"],
         folder=config["slides"]["folder"],
@@ -94,16 +105,22 @@ else:
         gdc_sample_sheet=config["slides"]["gdc_sample_sheet"],
         gdc_manifest=config["slides"]["gdc_manifest"],
     )
+else:  # a genomics-only cohort
+    SLIDES = pd.DataFrame(columns=["slide_id", "case_id", "path", "mpp", "stain"])
 validate(SLIDES, schema="../schemas/slides.schema.yaml")
 SLIDES = SLIDES.set_index("slide_id", drop=False)
 if SLIDES.empty:
     print(
-        "slides: the slide sheet lists no slides; point slides.sheet or slides.folder in "
-        "config/config.yaml at your slides (README: 'Your data')",
+        "slides: no slides; set slides.sheet or slides.folder in the config to use "
+        "slides (README: 'Your data')",
         file=sys.stderr,
     )
 
 SLIDE_PATTERN = "|".join(map(re.escape, SLIDES.index)) if len(SLIDES) else "NO_SLIDES"
+
+# gpu: true (a cluster whose GPU jobs go to GPU nodes), false (none), or auto (the default:
+# true when the host that plans the run has an NVIDIA GPU).
+GPU = resolve_gpu(config["gpu"])
 
 
 def final_targets():
@@ -117,19 +134,3 @@ def final_targets():
     if config.get("demo") and train_targets():
         targets.append(f"{OUT}/report/planted_risk.tsv")  # rules/demo.smk
     return targets
-
-
-_WARNED = set()
-
-
-def warn_once(message):
-    """Print a planning message once, however often the DAG asks the function again."""
-    if message not in _WARNED:
-        _WARNED.add(message)
-        print(message, file=sys.stderr)
-
-
-def gpus_for(device):
-    """GPUs a job asks the cluster for: one unless the config says this cluster has none
-    (gpu: false) or the stage is set to run on the CPU."""
-    return int(bool(config["gpu"]) and device != "cpu")

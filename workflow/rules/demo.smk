@@ -22,7 +22,7 @@ rule demo_cohort:
     threads: 1
     resources:
         mem_mb=scaled_mem(1000),
-        runtime=30,
+        runtime=scaled_runtime(30),
     params:
         outdir=lambda wc, output: os.path.dirname(output.planted),
         settings=json.dumps(
@@ -49,7 +49,7 @@ rule demo_encoder:
     threads: 1
     resources:
         mem_mb=scaled_mem(2000),
-        runtime=30,
+        runtime=scaled_runtime(30),
     params:
         # the tiling's patch at the demo slides' resolution, and the encoder's input side
         patch_px=round(
@@ -79,12 +79,13 @@ rule demo_summary:
         f"{OUT}/logs/demo_summary.log",
     benchmark:
         f"{OUT}/benchmarks/demo_summary.tsv"
+    localrule: True
     conda:
         env_file("demo")
     threads: 1
     resources:
         mem_mb=scaled_mem(1000),
-        runtime=10,
+        runtime=scaled_runtime(10),
     params:
         train_dir=f"{OUT}/train",
         cmta=CMTA,

@@ -1,6 +1,14 @@
 # The feature stage: ResNet-50 (ImageNet, through layer3) 1024-d features of every patch of
 # every successfully tiled slide (cmta extract), and the weights fetched once (cmta
 # fetch-weights, a local rule: compute nodes need no internet). See docs/features.md.
+#
+# Two steps, so that how the work is cut into jobs is no setting of the results:
+# * encoder jobs, `encode` (a slide each) or `encode_batch_<k>` (features.slides_per_job > 1:
+#   many slides in one process, one model load), run `cmta extract` into features/encoded/;
+# * `extract`, one small local job per slide, moves its files into features/. Snakemake
+#   records on these files the settings that change features; the encoder jobs' outputs
+#   are temporary. Changing slides_per_job, threads, batch size or device reruns nothing;
+#   `--forcerun extract` reruns the encoder jobs of every slide.
 
 
 include: "functions/features.smk"
@@ -13,7 +21,7 @@ limit_local_gpus()
 # A local rule (runs where snakemake runs, not as a cluster job): it needs the internet.
 rule fetch_weights:
     output:
-        FEATURES["weights_file"],
+        ensure(FEATURES["weights_file"], sha256=IMAGENET_SHA256),
     log:
         f"{OUT}/logs/fetch_weights.log",
     localrule: True
@@ -22,87 +30,109 @@ rule fetch_weights:
     threads: 1
     resources:
         mem_mb=scaled_mem(2000),
-        runtime=30,
+        runtime=scaled_runtime(30),
     params:
         cmta=CMTA,
     shell:
         "{params.cmta} fetch-weights -o {output:q} > {log:q} 2>&1"
 
 
-# On a cluster each job asks for one GPU (config gpu, features.device) and a core per
-# reader process; inside the job device auto picks CUDA when the job sees a GPU.
+rule extract:
+    input:
+        h5=f"{ENCODED}/{{slide}}.features.h5",
+        pt=f"{ENCODED}/{{slide}}.pt",
+        # the tiling status (ok/failed) and the slide's folder with <slide>.coords.h5
+        status=f"{OUT}/tiles/{{slide}}.tile.json",
+        tiles=f"{OUT}/tiles/{{slide}}",
+        weights=features_weights_input,
+    output:
+        h5=f"{OUT}/features/{{slide}}.features.h5",
+        pt=f"{OUT}/features/{{slide}}.pt",
+    log:
+        f"{OUT}/logs/extract/{{slide}}.log",
+    localrule: True
+    params:
+        args=features_args,
+        version=VERSION,
+    run:
+        publish_features(input, output, log)
+
+
+# The encoder jobs. On a cluster each asks for one GPU (config gpu, features.device) and a
+# core per reader process; inside the job device auto picks CUDA when the job sees a GPU.
+# Their one input besides the weights is the tiling summary, ancient: a slide tiled again
+# reruns its own `extract` (its tiles are newer), which needs its encoder job's files.
+# Both rules have the same command (Snakemake records it: a changed one reruns the job).
+
 if FEATURES["slides_per_job"] == 1:
 
-    rule extract:
+    rule encode:
         input:
-            slide=slide_input,
-            # the tiling status (ok/failed) and the slide's folder with <slide>.coords.h5
-            status=f"{OUT}/tiles/{{slide}}.tile.json",
-            tiles=f"{OUT}/tiles/{{slide}}",
+            summary=ancient(f"{OUT}/tiles/summary.tsv"),
             weights=features_weights_input,
         output:
-            h5=f"{OUT}/features/{{slide}}.features.h5",
-            pt=f"{OUT}/features/{{slide}}.pt",
+            h5=temp(f"{ENCODED}/{{slide}}.features.h5"),
+            pt=temp(f"{ENCODED}/{{slide}}.pt"),
         log:
-            f"{OUT}/logs/extract/{{slide}}.log",
+            f"{OUT}/logs/encode/{{slide}}.log",
         benchmark:
-            f"{OUT}/benchmarks/extract/{{slide}}.tsv"
+            f"{OUT}/benchmarks/encode/{{slide}}.tsv"
         conda:
             extract_env()
         threads: extract_threads()
         resources:
             mem_mb=scaled_mem(FEATURES["mem_mb"]),
-            runtime=FEATURES["runtime"],
-            gpu=gpus_for(FEATURES["device"]),
+            runtime=scaled_runtime(FEATURES["runtime"]),
+            gpu=extract_gpus(),
+            gpu_model=gpu_model_for(extract_gpus()),
         params:
-            coords=lambda wc, input: os.path.join(input.tiles, f"{wc.slide}.coords.h5"),
+            slides=encode_inputs(None),
             args=features_args,
-            torch_threads=features_threads,
+            speed=features_speed_args,
             outdir=lambda wc, output: os.path.dirname(output.h5),
             cmta=CMTA,
             version=VERSION,
         shell:
-            "{params.cmta} extract {input.slide:q} {params.coords:q} -o {params.outdir:q} "
-            "--slide-id {wildcards.slide:q} {params.args} {params.torch_threads} > {log:q} 2>&1"
+            "{params.cmta} extract {params.slides} -o {params.outdir:q} {params.args} "
+            "{params.speed} > {log:q} 2>&1"
 
 else:
-    # features.slides_per_job > 1: one job (one process, one model load) per batch of
-    # slides, in the slide sheet's order. A slide whose tiling failed is passed with its
-    # status file and gets empty feature files marked failed, which nothing reads.
+    # features.slides_per_job > 1: one job (one process, one model load) per batch. A slide
+    # whose tiling failed is passed with its status file and gets empty feature files marked
+    # failed, which nothing reads.
     for batch, ids in enumerate(extract_batches()):
 
         rule:
             name:
-                f"extract_batch_{batch}"
+                f"encode_batch_{batch}"
             input:
-                slides=slide_files(ids),
-                status=[f"{OUT}/tiles/{s}.tile.json" for s in ids],
-                tiles=[f"{OUT}/tiles/{s}" for s in ids],
+                summary=ancient(f"{OUT}/tiles/summary.tsv"),
                 weights=features_weights_input,
             output:
-                h5=[f"{OUT}/features/{s}.features.h5" for s in ids],
-                pt=[f"{OUT}/features/{s}.pt" for s in ids],
+                h5=encoded(ids, ".features.h5"),
+                pt=encoded(ids, ".pt"),
             log:
-                f"{OUT}/logs/extract/batch_{batch}.log",
+                f"{OUT}/logs/encode/batch_{batch}.log",
             benchmark:
-                f"{OUT}/benchmarks/extract/batch_{batch}.tsv"
+                f"{OUT}/benchmarks/encode/batch_{batch}.tsv"
             conda:
                 extract_env()
             threads: extract_threads()
             resources:
                 mem_mb=scaled_mem(FEATURES["mem_mb"]),
-                runtime=FEATURES["runtime"] * len(ids),
-                gpu=gpus_for(FEATURES["device"]),
+                runtime=scaled_runtime(FEATURES["runtime"] * len(ids)),
+                gpu=extract_gpus(),
+                gpu_model=gpu_model_for(extract_gpus()),
             params:
-                inputs=batch_inputs(ids),
+                slides=encode_inputs(ids),
                 args=features_args,
-                torch_threads=features_threads,
+                speed=features_speed_args,
                 outdir=lambda wc, output: os.path.dirname(output.h5[0]),
                 cmta=CMTA,
                 version=VERSION,
             shell:
-                "{params.cmta} extract {params.inputs} -o {params.outdir:q} "
-                "{params.args} {params.torch_threads} > {log:q} 2>&1"
+                "{params.cmta} extract {params.slides} -o {params.outdir:q} {params.args} "
+                "{params.speed} > {log:q} 2>&1"
 
 
 # `snakemake --cores 8 features`: the features of every tiled slide, without training.

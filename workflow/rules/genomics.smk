@@ -17,7 +17,7 @@ rule download_families:
     threads: 1
     resources:
         mem_mb=scaled_mem(200),
-        runtime=10,
+        runtime=scaled_runtime(10),
     params:
         url=GENOMICS.get("families_url", ""),
         sha256=GENOMICS.get("families_sha256", ""),
@@ -47,7 +47,7 @@ rule genomics:
     threads: 1
     resources:
         mem_mb=scaled_mem(4000),
-        runtime=20,
+        runtime=scaled_runtime(20),
     params:
         args=genomics_args,
         outdir=lambda wc, output: os.path.dirname(output.families),

@@ -41,7 +41,7 @@ rule heatmap:
     threads: HEATMAPS["threads"]
     resources:
         mem_mb=scaled_mem(HEATMAPS["mem_mb"]),
-        runtime=HEATMAPS["runtime"],
+        runtime=scaled_runtime(HEATMAPS["runtime"]),
     params:
         args=heatmap_args,
         run_dir=lambda wc, input: os.path.dirname(os.path.dirname(input.models[0])),

@@ -22,7 +22,7 @@ rule predict_genomics:
     threads: 1
     resources:
         mem_mb=scaled_mem(4000),
-        runtime=20,
+        runtime=scaled_runtime(20),
     params:
         args=predict_genomics_args,
         outdir=lambda wc, output: os.path.dirname(output.families),
@@ -48,7 +48,7 @@ rule predict:
     threads: 1
     resources:
         mem_mb=scaled_mem(PREDICT["mem_mb"]),
-        runtime=PREDICT["runtime"],
+        runtime=scaled_runtime(PREDICT["runtime"]),
     params:
         args=predict_args,
         run_dir=lambda wc: f"{OUT}/train/{wc.run}",

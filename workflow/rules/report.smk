@@ -68,12 +68,13 @@ rule report:
         f"{OUT}/logs/report.log",
     benchmark:
         f"{OUT}/benchmarks/report.tsv"
+    localrule: True
     conda:
         env_file("report")
     threads: 1
     resources:
         mem_mb=scaled_mem(2000),
-        runtime=10,
+        runtime=scaled_runtime(10),
     params:
         # {OUT}/train, from .../train/<run>/fold_<k>/summary.json
         train_dir=lambda wc, input: os.path.dirname(

@@ -12,10 +12,11 @@ rule tile:
         slide_input,
     output:
         status=f"{OUT}/tiles/{{slide}}.tile.json",
-        # <slide>.coords.h5 (read by extract) and <slide>.qc.png
+        # <slide>.coords.h5 (read by the encoder jobs), <slide>.qc.png and its small JPEG,
+        # <slide>.qc.jpg, which the Snakemake report embeds (the PNGs would make it huge)
         tiles=report(
             directory(f"{OUT}/tiles/{{slide}}"),
-            patterns=["{slide}.qc.png"],
+            patterns=["{slide}.qc.jpg"],
             caption="../report/slide_qc.rst",
             category="Slides",
             subcategory="{slide}",
@@ -30,9 +31,10 @@ rule tile:
     threads: 1
     resources:
         mem_mb=scaled_mem(2000),
-        runtime=30,
+        runtime=scaled_runtime(30),
     params:
-        path=lambda wc: SLIDES.loc[wc.slide, "path"],
+        path=slide_path,
+        slide=slide_file,
         args=tile_args,
         settings=lambda wc: json.dumps(config["tiling"]),
         on_error=config["slides"]["on_error"],
@@ -67,12 +69,13 @@ checkpoint tile_summary:
         f"{OUT}/logs/tile_summary.log",
     benchmark:
         f"{OUT}/benchmarks/tile_summary.tsv"
+    localrule: True
     conda:
         env_file("slides")
     threads: 1
     resources:
         mem_mb=scaled_mem(1000),
-        runtime=10,
+        runtime=scaled_runtime(10),
     params:
         outdir=lambda wc, output: os.path.dirname(output.summary),
         cmta=CMTA,

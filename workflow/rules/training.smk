@@ -30,15 +30,17 @@ rule train:
         lambda wc: env_file("torch-cuda") if train_gpus(wc) else env_file("torch")
     threads: TRAINING["threads"]
     resources:
-        mem_mb=scaled_mem(TRAINING["mem_mb"]),
-        runtime=TRAINING["runtime"],
+        mem_mb=train_mem_mb,
+        runtime=train_runtime,
         gpu=train_gpus,
+        gpu_model=train_gpu_model,
     params:
         args=train_args,
+        speed=train_speed_args,
         cohort=f"{OUT}/cohort",
         outdir=lambda wc, output: os.path.dirname(output.summary),
         cmta=CMTA,
         version=VERSION,
     shell:
         "{params.cmta} train --cohort {params.cohort:q} -o {params.outdir:q} {params.args}"
-        " --threads {threads} > {log:q} 2>&1"
+        " {params.speed} > {log:q} 2>&1"

@@ -5,15 +5,32 @@ import subprocess
 
 FEATURES = config["features"]
 
+# sha256 of torchvision's resnet50-0676ba61.pth (IMAGENET1K_V1, 102,530,333 bytes; the file
+# name carries its first 8 hex digits), checked by Snakemake after fetch_weights.
+IMAGENET_SHA256 = "0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a"
+
+# The encoder jobs write each slide's features here; the rule extract moves them into
+# {OUT}/features/ (temp: nothing is left here).
+ENCODED = f"{OUT}/features/encoded"
+
+
+def extract_gpus():
+    return gpus_for(FEATURES["device"])
+
 
 def extract_threads():
-    """Cores of an extraction job: gpu_threads when it asks for a GPU (readers feed it),
+    """Cores of an encoder job: gpu_threads when it asks for a GPU (readers feed it),
     else threads; at least one per configured reader process plus one for the encoder.
     """
-    cores = (
-        FEATURES["gpu_threads"] if gpus_for(FEATURES["device"]) else FEATURES["threads"]
-    )
+    cores = FEATURES["gpu_threads"] if extract_gpus() else FEATURES["threads"]
     return max(cores, (FEATURES["workers"] or 0) + 1)
+
+
+def extract_env():
+    """The conda env of the encoder jobs: CUDA torch when this run has GPUs (config gpu),
+    whatever features.device says, so that the device (a speed setting) does not change a
+    job's software env (which Snakemake's software-env trigger would rerun)."""
+    return env_file("torch-cuda") if GPU else env_file("torch")
 
 
 def feature_targets():
@@ -21,29 +38,51 @@ def feature_targets():
     return expand(f"{OUT}/features/{{slide}}.features.h5", slide=tiled_slides())
 
 
-def extract_env():
-    """The conda env of extraction jobs: CUDA torch when they ask for a GPU."""
-    return env_file("torch-cuda") if gpus_for(FEATURES["device"]) else env_file("torch")
+def jump_hash(key, buckets):
+    """Jump consistent hash (Lamping & Veach 2014, arXiv:1406.2294): the bucket of ``key``
+    among ``buckets``; with one bucket more, only 1/buckets of the keys move."""
+    b, j = -1, 0
+    while j < buckets:
+        b = j
+        key = (key * 2862933555777941757 + 1) % 2**64
+        j = int((b + 1) * (2**31 / ((key >> 33) + 1)))
+    return b
 
 
 def extract_batches():
-    """Slide ids in batches of features.slides_per_job, in the slide sheet's order."""
-    ids, n = list(SLIDES.index), FEATURES["slides_per_job"]
-    return [ids[i : i + n] for i in range(0, len(ids), n)]
+    """Slide ids in ceil(N / features.slides_per_job) batches of about that size: each
+    slide's batch is a consistent hash of its id (in id order within a batch), so that
+    adding or removing a slide changes its own batch, not every later one."""
+    ids, n = sorted(SLIDES.index), FEATURES["slides_per_job"]
+    buckets = max(1, -(-len(ids) // n))
+    batches = [[] for _ in range(buckets)]
+    for s in ids:
+        key = int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "big")
+        batches[jump_hash(key, buckets)].append(s)
+    return [b for b in batches if b]
 
 
-def batch_inputs(ids):
-    """`cmta extract`'s arguments for a batch, from its inputs: SLIDE COORDS pairs, then
-    a --slide-id and a --tile-status per slide (a failed tiling is not read)."""
+def encode_inputs(ids):
+    """`cmta extract`'s slide arguments for the slides ``ids``: SLIDE COORDS pairs, then a
+    --slide-id and a --tile-status per slide (a failed tiling is not read). Taking
+    ``input`` keeps them out of the params Snakemake records: where the slide files lie is
+    no setting of the features (the tiling records which file it read, rules/slides.smk).
+    """
 
     def args(wildcards, input):
+        ids_ = ids if ids is not None else [wildcards.slide]
         pairs, per_slide = [], []
-        for s, tiles, status in zip(ids, input.tiles, input.status):
-            pairs += [SLIDES.loc[s, "path"], os.path.join(tiles, f"{s}.coords.h5")]
+        for s in ids_:
+            status = f"{OUT}/tiles/{s}.tile.json"
+            pairs += [SLIDES.loc[s, "path"], f"{OUT}/tiles/{s}/{s}.coords.h5"]
             per_slide += ["--slide-id", s, "--tile-status", status]
         return " ".join(map(shlex.quote, pairs + per_slide))
 
     return args
+
+
+def encoded(ids, suffix):
+    return [temp(f"{ENCODED}/{s}{suffix}") for s in ids]
 
 
 def features_weights_input(wildcards):
@@ -58,10 +97,12 @@ def features_weights_input(wildcards):
 COMPILE_MODE = {True: "on", False: "off"}
 
 
-# Params computed from a job's input, output, threads or resources are not recorded by
-# Snakemake, so changing them would not rerun a job (its "params" rerun trigger skips
-# them): every *_args function below takes the wildcards only and reads paths from the
-# config, so that a changed setting reruns what it changes.
+# Snakemake records a rule's params and reruns a job whose params changed; params computed
+# from a job's input, output, threads or resources are not recorded. So features_args,
+# which takes the wildcards only, holds the settings that change the features (recorded:
+# changing one reruns the extraction), and features_speed_args, which takes threads, those
+# that change only how fast or where they are computed (the device: CUDA's fp16 is checked
+# against fp32 on each slide; compiled code against eager): changing one reruns nothing.
 
 
 def features_args(wildcards):
@@ -69,27 +110,40 @@ def features_args(wildcards):
     weights = features_weights_input(wildcards)
     args = [
         f"--weights {shlex.quote(weights[0] if w != 'random' else 'random')}",
-        f"--device {FEATURES['device']}",
         f"--precision {FEATURES['precision']}",
         f"--read-at {FEATURES['read_at']}",
         f"--reader {FEATURES['reader']}",
         f"--on-error {FEATURES['on_error']}",
-        f"--compile {COMPILE_MODE.get(FEATURES['compile'], FEATURES['compile'])}",
-        "--compile-cache "
-        + shlex.quote(FEATURES["compile_cache"] or f"{OUT}/cache/inductor"),
         "--no-progress",
     ]
-    # unset = sized by cmta extract from the CPUs, /dev/shm and GPU the job gets
-    for key in ("batch_size", "workers", "input_px", "compile_min_patches"):
-        if FEATURES[key] is not None:
-            args.append(f"--{key.replace('_', '-')} {int(FEATURES[key])}")
+    if FEATURES["input_px"] is not None:
+        args.append(f"--input-px {int(FEATURES['input_px'])}")
     return " ".join(args)
 
 
-def features_threads(wildcards, threads):
-    """torch threads for a job that asks for no GPU; a GPU job's readers take its cores
-    instead (cmta extract gives torch 2 threads there, with device auto too)."""
-    return "" if gpus_for(FEATURES["device"]) else f"--threads {threads}"
+def features_speed_args(wildcards, threads):
+    args = [
+        f"--device {FEATURES['device']}",
+        f"--compile {COMPILE_MODE.get(FEATURES['compile'], FEATURES['compile'])}",
+        "--compile-cache "
+        + shlex.quote(FEATURES["compile_cache"] or f"{OUT}/cache/inductor"),
+    ]
+    # unset = sized by cmta extract from the CPUs, /dev/shm and GPU the job gets
+    for key in ("batch_size", "workers", "compile_min_patches"):
+        if FEATURES[key] is not None:
+            args.append(f"--{key.replace('_', '-')} {int(FEATURES[key])}")
+    # torch threads for a job that asks for no GPU; a GPU job's readers take its cores
+    # instead (cmta extract gives torch 2 threads there, with device auto too)
+    if not extract_gpus():
+        args.append(f"--threads {threads}")
+    return " ".join(args)
+
+
+def publish_features(input, output, log):
+    """A slide's features, moved from where its encoder job wrote them (extract)."""
+    os.replace(input.h5, output.h5)
+    os.replace(input.pt, output.pt)
+    Path(log[0]).write_text(f"{output.h5}, {output.pt}: from {input.h5}, {input.pt}\n")
 
 
 def limit_local_gpus():

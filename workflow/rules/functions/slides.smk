@@ -2,16 +2,32 @@
 # includes this file); they read the config and the slide sheet of rules/common.smk.
 
 
-def slide_files(ids):
-    """The slide files of ``ids``, leaving out missing ones: `cmta tile` then reports them,
-    and with slides.on_error: skip the rest of the cohort proceeds. (The demo's slides are
-    made by the rule demo_cohort.)"""
-    paths = [SLIDES.loc[s, "path"] for s in ids]
-    return [p for p in paths if os.path.exists(p) or config.get("demo")]
-
-
 def slide_input(wildcards):
-    return slide_files([wildcards.slide])
+    """The demo's slide, which demo_cohort writes. Other slides are no input file (Snakemake
+    reruns a job whose input files lie elsewhere, and moving a slide folder would rerun
+    everything); the tile job records which file it read instead (slide_file)."""
+    return [SLIDES.loc[wildcards.slide, "path"]] if config.get("demo") else []
+
+
+def slide_path(wildcards, input):
+    """The slide's path for `cmta tile`; taking ``input`` keeps it out of the params that
+    Snakemake records (where the file lies is no setting of the results)."""
+    return SLIDES.loc[wildcards.slide, "path"]
+
+
+def slide_file(wildcards):
+    """What identifies the slide file the tiling reads (recorded, so a changed file reruns
+    the tiling): its name, size and modification time, which moving the folder keeps (mv,
+    cp -p, rsync -a). A missing file is tiled as failed, and tiled again once it exists.
+    """
+    path = Path(SLIDES.loc[wildcards.slide, "path"])
+    if config.get("demo"):
+        return path.name  # an input file (demo_cohort's): Snakemake tracks it
+    try:
+        st = path.stat()
+    except OSError:
+        return f"{path.name}: missing"
+    return f"{path.name}: {st.st_size} bytes, modified {int(st.st_mtime)}"
 
 
 def tile_args(wildcards):

@@ -59,6 +59,48 @@ def train_gpus(wildcards):
     return gpus_for(TRAINING["device"])
 
 
+def train_mem_mb(wildcards, input, attempt):
+    """MB a training job asks for, doubled on each retry: training.mem_mb when set, else
+    sized from its inputs (evaluated when the job starts, its features written). CMTA's
+    peak memory grows by about 62 kB per patch of a bag (docs/benchmarks.md: 1.49 GB at
+    4,096 patches, 4.32 GB at 50,000) and a feature file holds 4 kB per patch: 16 MB per
+    MB of the largest patient's features, over 3 GB for torch (2 GB for genomics-only
+    models), plus every bag with cache_bags."""
+    if TRAINING["mem_mb"]:
+        return TRAINING["mem_mb"] * attempt
+    mb = {}  # features per patient
+    for f in input.get("features", []):
+        slide = os.path.basename(f).removesuffix(".features.h5")
+        case = SLIDES.loc[slide, "case_id"] if slide in SLIDES.index else slide
+        mb[case] = mb.get(case, 0) + os.path.getsize(f) / 2**20
+    if not mb:
+        return 2000 * attempt
+    need = (
+        3000
+        + 16 * max(mb.values())
+        + (sum(mb.values()) if TRAINING["cache_bags"] else 0)
+    )
+    return int(need) * attempt
+
+
+def train_runtime(wildcards, attempt):
+    """Minutes, doubled on each retry: training.runtime for models that read slides, at most
+    60 for genomics-only ones (a BLCA fold of SNN trains in minutes)."""
+    if wildcards.run.split("-")[0] in PATH_MODELS:
+        return TRAINING["runtime"] * attempt
+    return min(TRAINING["runtime"], 60) * attempt
+
+
+def train_gpu_model(wildcards):
+    return gpu_model_for(train_gpus(wildcards))
+
+
+def train_speed_args(wildcards, threads):
+    """What changes only how fast a run trains (taking threads keeps it out of the params
+    Snakemake records: changing it reruns nothing)."""
+    return f"--threads {threads}" + (" --cache-bags" if TRAINING["cache_bags"] else "")
+
+
 def train_args(wildcards):
     model, _, ablation = wildcards.run.partition("-")
     t = TRAINING
@@ -83,8 +125,6 @@ def train_args(wildcards):
         args.append("--no-weighted-sampler")
     if not t["amp"]:
         args.append("--no-amp")
-    if t["cache_bags"]:
-        args.append("--cache-bags")
     if t["short_exact"]:
         args.append("--short-exact-attention")
     return " ".join(args)

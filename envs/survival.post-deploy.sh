@@ -1,1 +1,0 @@
-install-cmta-pipeline.sh

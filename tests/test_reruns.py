@@ -1,0 +1,137 @@
+"""What reruns after a finished extraction (issue 20; config/README.md lists every key):
+settings that change only speed or placement rerun nothing, settings that change results
+rerun what they affect, `--forcerun extract` works with slides_per_job > 1, and a slide
+added to the sheet reruns its own batch, not every later one."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cmta_pipeline.slides.synthetic import demo_specimen, write_synthetic_slide
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+OLD = ["TCGA-AA-0001-01Z-00-DX1", "TCGA-AA-0007-01Z-00-DX1", "TCGA-AA-0008-01Z-00-DX1"]
+NEW = "TCGA-AA-0003-01Z-00-DX1"
+
+
+def snakemake(wd: Path, *args: str, config: dict | None = None):
+    extra = []
+    if config is not None:
+        (wd / "override.yaml").write_text(yaml.safe_dump(config))
+        extra = ["--configfile", str(wd / "override.yaml")]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--cores", "2", *extra, *args]
+    return subprocess.run(cmd, cwd=wd, capture_output=True, text=True, timeout=900)
+
+
+def jobs(output: str) -> list[tuple[str, str]]:
+    """(rule, wildcards or output) of each job a run plans or runs."""
+    found = []
+    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:)", output):
+        m = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block)
+        if m:
+            w = re.search(r"^\s+wildcards: (.*)$", block, re.M) or re.search(r"^\s+output: (.*)$", block, re.M)
+            found.append((m.group(1), w.group(1) if w else ""))
+    return found
+
+
+def slide(folder: Path, name: str, seed: int) -> None:
+    shapes, w, h = demo_specimen()
+    folder.mkdir(exist_ok=True)
+    write_synthetic_slide(folder / f"{name}.tif", shapes[:1], w, h, 0.5, seed=seed)
+
+
+@pytest.mark.slow
+def test_speed_settings_rerun_nothing_and_result_settings_rerun_what_they_change(tmp_path):
+    for i, name in enumerate(OLD):
+        slide(tmp_path / "slides", name, i)
+    base = {"outdir": "results", "slides": {"folder": "slides"}, "tiling": {"preset": "biopsy"},
+            "features": {"weights": "random", "input_px": 32, "workers": 0, "threads": 1}}
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(base))
+    r = snakemake(tmp_path, "features")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(w for rule, w in jobs(r.stderr) if rule == "encode") == [f"slide={s}" for s in OLD]
+
+    def plan(**changes):
+        features = {**base["features"], **changes.pop("features", {})}
+        r = snakemake(tmp_path, "-n", "features", config={**base, **changes, "features": features})
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r.stdout + r.stderr
+
+    speed = [
+        {"features": {"batch_size": 7}}, {"features": {"workers": 1}}, {"features": {"threads": 2}},
+        {"features": {"gpu_threads": 3}}, {"features": {"device": "cpu"}},
+        {"features": {"compile": "on", "compile_min_patches": 1, "compile_cache": "elsewhere"}},
+        {"features": {"slides_per_job": 2}}, {"features": {"slides_per_job": 3}},
+        {"gpu": True}, {"gpu": False},
+    ]
+    for change in speed:
+        out = plan(**change)
+        assert "Nothing to be done" in out, (change, out[-3000:])
+    # the slide folder moved: the same files, elsewhere
+    (tmp_path / "slides").rename(tmp_path / "moved")
+    assert "Nothing to be done" in plan(slides={"folder": "moved"})
+    (tmp_path / "moved").rename(tmp_path / "slides")
+
+    # result settings rerun what they change, and nothing before it
+    out = plan(features={"input_px": 48})
+    assert "Params have changed since last execution" in out and "--input-px 48" in out
+    assert {rule for rule, _ in jobs(out)} == {"encode", "extract", "features"}, jobs(out)
+    out = plan(tiling={"preset": "biopsy", "step_fraction": 0.5})
+    assert {rule for rule, _ in jobs(out)} == {"tile", "tile_summary", "features"}, jobs(out)
+    # another file under a slide's name is tiled again (its size and time are recorded)
+    slide(tmp_path / "slides", OLD[0], seed=9)
+    out = plan()
+    assert [w for rule, w in jobs(out) if rule == "tile"] == [f"slide={OLD[0]}"], jobs(out)
+    assert "Params have changed" in out
+    slide(tmp_path / "slides", OLD[0], seed=0)  # back: the same bytes, a newer time
+    r = snakemake(tmp_path, "features")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [w for rule, w in jobs(r.stderr) if rule == "extract"] == [f"slide={OLD[0]}"]
+
+    # --forcerun extract with several slides per job: every batch's encoder job
+    out = plan(features={"slides_per_job": 2})
+    assert "Nothing to be done" in out
+    r = snakemake(tmp_path, "-n", "features", "--forcerun", "extract",
+                  config={**base, "features": {**base["features"], "slides_per_job": 2}})
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    planned = jobs(out)
+    assert {rule for rule, _ in planned if rule.startswith("encode_batch_")} == {"encode_batch_0", "encode_batch_1"}
+    assert sorted(w for rule, w in planned if rule == "extract") == [f"slide={s}" for s in OLD]
+
+
+@pytest.mark.slow
+def test_a_slide_added_reruns_its_own_batch_only(tmp_path):
+    """slides_per_job 2: a slide is added to the folder. Its batch (a consistent hash of the
+    slide id) is encoded again; the other batch is not touched."""
+    for i, name in enumerate(OLD):
+        slide(tmp_path / "slides", name, i)
+    config = {"outdir": "results", "slides": {"folder": "slides"}, "tiling": {"preset": "biopsy"},
+              "features": {"weights": "random", "input_px": 32, "workers": 0, "threads": 1,
+                           "slides_per_job": 2}}
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    r = snakemake(tmp_path, "features")
+    assert r.returncode == 0, r.stderr[-3000:]
+    features = tmp_path / "results" / "features"
+    before = {s: (features / f"{s}.features.h5").stat().st_mtime_ns for s in OLD}
+    slide(tmp_path / "slides", NEW, 5)
+    r = snakemake(tmp_path, "features")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ran = jobs(r.stderr)
+    batches = [w for rule, w in ran if rule.startswith("encode_batch_")]
+    assert len(batches) == 1 and NEW in batches[0], ran
+    published = sorted(w.removeprefix("slide=") for rule, w in ran if rule == "extract")
+    assert published == sorted(s for s in OLD + [NEW] if s in batches[0])
+    # with this hash, the new slide shares its batch with 0001; 0007 and 0008 are untouched
+    assert published == [OLD[0], NEW]
+    for s in OLD[1:]:
+        assert (features / f"{s}.features.h5").stat().st_mtime_ns == before[s]

@@ -1,0 +1,244 @@
+# Functions of rules/common.smk (which includes this file first): this workflow's own source
+# read through Snakemake's source cache, --config values to the schema's types, the package
+# that plans and runs the jobs, the conda envs, retries and GPUs. Everything here works the
+# same whether the workflow is a plain clone, a module from a local folder, or a module
+# from git ("git+file:///repo/workflow/Snakefile@<commit>", github(..., tag=...)).
+
+
+def source_text(path):
+    """The text of a file of this workflow's own source (``path`` from the repository root),
+    through Snakemake's source cache: a folder, a commit or a tag alike."""
+    with workflow.sourcecache.open(SOURCE.join(path)) as f:
+        text = f.read()
+    return text.decode() if isinstance(text, bytes) else text
+
+
+def source_version():
+    return re.search(
+        r'^__version__ = "([^"]+)"', source_text("cmta_pipeline/__init__.py"), re.M
+    ).group(1)
+
+
+def config_from_cli(value, schema):
+    """The value the schema asks for, from a string of --config: Snakemake reads
+    `--config gpu=false` as the string "false" (it converts only True/False, ints and
+    floats; snakemake/cli.py parse_config) and the values of a dict given on the command
+    line (`--config "training={'epochs': 2}"`) all as strings. A string the schema accepts
+    as it is (a path, an enum value such as compile: "on") is kept."""
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if isinstance(value, dict) and "properties" in schema:
+        props = schema["properties"]
+        return {k: config_from_cli(v, props.get(k, {})) for k, v in value.items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [config_from_cli(v, schema["items"]) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return bool(value) if "boolean" in types and value in (0, 1) else value
+    if not isinstance(value, str) or value in schema.get("enum", []):
+        return value
+    word = value.strip().lower()
+    if "boolean" in types and word in BOOLEAN_WORDS:
+        return BOOLEAN_WORDS[word]
+    if "null" in types and word in ("null", "none", "~"):
+        return None
+    if "integer" in types and re.fullmatch(r"[+-]?\d+", word):
+        return int(word)
+    if "number" in types and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?", word):
+        return float(word)
+    return value
+
+
+BOOLEAN_WORDS = {
+    **dict.fromkeys(("true", "yes", "on", "1"), True),
+    **dict.fromkeys(("false", "no", "off", "0"), False),
+}
+
+
+def package_source():
+    """(pip requirement, editable) of this workflow's own cmta_pipeline: a checkout is
+    installed editable (an env runs that folder as it is now), a commit or a tag as a copy
+    of exactly that commit or tag. A branch is refused: it names no one version."""
+    if isinstance(SOURCE, LocalSourceFile):
+        return SOURCE.get_path_or_uri(secret_free=False), True
+    if isinstance(SOURCE, LocalGitFile):
+        import git
+
+        commit = git.Repo(SOURCE.repo_path).commit(SOURCE.ref).hexsha
+        return f"git+file://{os.path.realpath(SOURCE.repo_path)}@{commit}", False
+    if isinstance(SOURCE, HostingProviderFile):
+        if SOURCE.branch is not None:
+            raise WorkflowError(
+                f"the module source {SOURCE} names a branch: give tag=... or commit=..., "
+                "so that its conda envs (and results) are those of one version"
+            )
+        return f"git+https://{SOURCE.host}/{SOURCE.repo}@{SOURCE.ref}", False
+    raise WorkflowError(f"cannot install cmta_pipeline from the module source {SOURCE}")
+
+
+def pip_hint():
+    package, editable = PACKAGE
+    return f"pip install -e {package}" if editable else f"pip install '{package}'"
+
+
+def write_if_changed(path, text):
+    """Write ``text`` to ``path`` unless it holds it already (atomically: SLURM jobs read
+    the workflow again and write the same bytes)."""
+    path = Path(path)
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+def imported_modules(name, is_package, text):
+    """The cmta_pipeline modules (or names) one module imports, absolute dotted names."""
+    here = name.split(".") if is_package else name.split(".")[:-1]
+    found = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = here[: len(here) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            found += [target] + [f"{target}.{a.name}" for a in node.names]
+    return [m for m in found if m.split(".")[0] == "cmta_pipeline"]
+
+
+def planning_package():
+    """The folder Snakemake imports cmta_pipeline from to plan: this workflow's own source.
+    A checkout is that folder; a module from git has none, so the modules planning reads
+    (torch-free: PLANNING_MODULES and what they import) are written from the source."""
+    if isinstance(SOURCE, LocalSourceFile):
+        return SOURCE.get_path_or_uri(secret_free=False)
+    root, todo, seen = GENERATED / "python", list(PLANNING_MODULES), set()
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        if name in seen:
+            continue
+        seen.add(name)
+        for rel, is_package in (
+            (f"{os.path.join(*parts)}.py", False),
+            (os.path.join(*parts, "__init__.py"), True),
+        ):
+            try:
+                text = source_text(rel)
+            except Exception:  # not a module of the source (a function's name): go on
+                continue
+            write_if_changed(root / rel, text)
+            todo += imported_modules(name, is_package, text)
+            break
+    return str(root)
+
+
+def check_job_package():
+    """Without --use-conda the jobs run `python -m cmta_pipeline` with the Python that runs
+    Snakemake: it must have this workflow's own package (version, and for a checkout that
+    very folder) installed. Read without importing it (planning imports the source's).
+    """
+    spec = importlib.util.find_spec("cmta_pipeline")
+    if spec is None or spec.origin is None:
+        raise WorkflowError(
+            f"cmta_pipeline is not installed in the Python that runs Snakemake "
+            f"({sys.executable}), which runs the jobs without --use-conda: {pip_hint()}"
+        )
+    init = Path(spec.origin).resolve()
+    found = re.search(r'^__version__ = "([^"]+)"', init.read_text(), re.M).group(1)
+    root = init.parents[1]
+    package, editable = PACKAGE
+    if found != VERSION or (
+        editable and (root / "pyproject.toml").exists() and root != Path(package)
+    ):
+        raise WorkflowError(
+            f"the cmta_pipeline installed in the Python that runs Snakemake ({root}, version "
+            f"{found}) is not this workflow's ({package}, version {VERSION}): {pip_hint()} "
+            "there, or run with --use-conda"
+        )
+
+
+def env_file(name):
+    """The conda env of workflow/envs/<name>.yaml, with the post-deploy script that installs
+    this workflow's own cmta_pipeline into it. Snakemake names an env by the hash of its
+    conda prefix, yaml and post-deploy script (snakemake/deployment/conda.py,
+    Env._get_hash), not by where the yaml lies; so both are written into
+    .snakemake/cmta/<version>-<source>/envs/ with the script naming what it installs (this
+    checkout's folder, or the commit or tag): another source, other envs, and an env shared
+    through --conda-prefix always runs the code of the workflow that uses it."""
+    yaml_file = GENERATED / "envs" / f"{name}.yaml"
+    if name not in ENV_FILES:
+        package, editable = PACKAGE
+        shebang, body = source_text("workflow/envs/install-cmta-pipeline.sh").split(
+            "\n", 1
+        )
+        write_if_changed(yaml_file, source_text(f"workflow/envs/{name}.yaml"))
+        write_if_changed(
+            yaml_file.with_name(f"{name}.post-deploy.sh"),
+            f"{shebang}\n# Written by workflow/rules/common.smk: cmta-pipeline {VERSION}\n"
+            f"CMTA_PACKAGE={shlex.quote(package)}\n"
+            f"CMTA_EDITABLE={int(editable)}\nCMTA_VERSION={VERSION}\n{body}",
+        )
+        ENV_FILES.add(name)
+    return str(yaml_file)
+
+
+ENV_FILES = set()
+
+
+def scaled_mem(mem_mb):
+    """mem_mb that grows with each retry (the SLURM profile sets retries: 1), within the
+    run's ceiling (--resources mem_mb=N, as profiles/slurm sets it to the partitions'
+    max_mem_mb): Snakemake gives each job min(this, N) (snakemake/rules.py,
+    Rule.expand_resources)."""
+    return lambda wildcards, attempt: int(mem_mb) * attempt
+
+
+def scaled_runtime(minutes):
+    """runtime (minutes) that grows with each retry, so that a job SLURM ended for its time
+    limit (TIMEOUT) is resubmitted with a longer one; capped like scaled_mem."""
+    return lambda wildcards, attempt: int(minutes) * attempt
+
+
+def resolve_gpu(value):
+    """config gpu: true or false as given; auto: whether the host that plans the run has an
+    NVIDIA GPU (a run is planned before its executor is known, so auto cannot ask a cluster:
+    set true or false there). A cluster job reads the workflow again on its node, which may
+    differ: it takes the planner's answer, exported to the jobs (sbatch --export=ALL).
+    """
+    if value != "auto":
+        return value
+    planned = os.environ.get("CMTA_GPU")
+    if workflow.remote_exec and planned in ("0", "1"):
+        return planned == "1"
+    found = any(Path(os.sep, "dev").glob("nvidia[0-9]*"))
+    os.environ.update(CMTA_GPU=str(int(found)))
+    if not found:
+        warn_once(
+            "gpu: auto found no NVIDIA GPU on this host: extraction and training run on the "
+            "CPU and no job asks for a GPU (on a cluster with GPU nodes set gpu: true)"
+        )
+    return found
+
+
+def gpus_for(device):
+    """GPUs a job asks the cluster for: one unless this run has none (config gpu) or the
+    stage is set to run on the CPU."""
+    return int(GPU and device != "cpu")
+
+
+def gpu_model_for(gpus):
+    """The GPU model a job that asks for a GPU names (config gpu_model: sbatch
+    --gpus=<model>:1); "" for the others (a model alone would make the SLURM plugin ask
+    for a GPU)."""
+    return (config["gpu_model"] or "") if gpus else ""
+
+
+_WARNED = set()
+
+
+def warn_once(message):
+    """Print a planning message once, however often the DAG asks the function again."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(message, file=sys.stderr)
