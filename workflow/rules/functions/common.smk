@@ -211,7 +211,7 @@ def resolve_gpu(value):
     planned = os.environ.get("CMTA_GPU")
     if workflow.remote_exec and planned in ("0", "1"):
         return planned == "1"
-    found = any(Path(os.sep, "dev").glob("nvidia[0-9]*"))
+    found = host_gpus() > 0
     os.environ.update(CMTA_GPU=str(int(found)))
     if not found:
         warn_once(
@@ -219,6 +219,17 @@ def resolve_gpu(value):
             "CPU and no job asks for a GPU (on a cluster with GPU nodes set gpu: true)"
         )
     return found
+
+
+def host_gpus():
+    """NVIDIA GPUs of the host that runs snakemake: those CUDA_VISIBLE_DEVICES lists when it
+    is set (empty or -1: none), else the /dev/nvidia<N> device nodes (no nvidia-smi needed).
+    gpu: auto and the local one-job-per-GPU limit (rules/features.smk) both count this way.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    return len(list(Path(os.sep, "dev").glob("nvidia[0-9]*")))
 
 
 def gpus_for(device):

@@ -1,8 +1,6 @@
 # Input and argument functions of the features stage's rules (rules/features.smk, which
 # includes this file); they read the config and the slide sheet of rules/common.smk.
 
-import subprocess
-
 FEATURES = config["features"]
 
 # sha256 of torchvision's resnet50-0676ba61.pth (IMAGENET1K_V1, 102,530,333 bytes; the file
@@ -148,7 +146,7 @@ def publish_features(input, output, log):
 
 def limit_local_gpus():
     """Local runs (no cluster executor, no --resources gpu=N given): jobs asking for a GPU
-    run one per GPU this machine has (nvidia-smi -L, or CUDA_VISIBLE_DEVICES), e.g. one
+    run one per GPU this machine has (host_gpus in functions/common.smk), e.g. one
     extraction at a time on a one-GPU workstation instead of two jobs each planning all
     the cores' readers. Without a GPU nothing is limited (such jobs run on the CPU)."""
     try:
@@ -157,23 +155,10 @@ def limit_local_gpus():
         register = workflow.register_resource
     except AttributeError:  # a Snakemake without these (before 8.x): leave it unlimited
         return
-    n = visible_gpus()
+    n = host_gpus() if GPU else 0
     if n:
         register("gpu", n)
         warn_once(
             f"local run: jobs asking for a GPU run {n} at a time ({n} GPU(s) seen); "
             "--resources gpu=N sets another number"
         )
-
-
-def visible_gpus():
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(line.startswith("GPU ") for line in out.splitlines())
