@@ -6,7 +6,12 @@ import pytest
 
 from cmta_pipeline.errors import CMTAError
 from cmta_pipeline.report.protocol import (
-    PAPER_ALPHA, optimistic_reasons, protocol_label, resolve_protocol, sd_ddof, study_of,
+    PAPER_ALPHA,
+    optimistic_reasons,
+    protocol_label,
+    resolve_protocol,
+    sd_ddof,
+    study_of,
 )
 
 
