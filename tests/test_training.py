@@ -363,4 +363,8 @@ def test_train_command_records_recipe_protocol_and_labels_from_all(blca_cohort, 
     assert any("labels_from: all" in r for r in summary["optimistic_reasons"])
     settings = torch.load(out / "model.pt", weights_only=True)["settings"]
     assert (settings["optimizer"], settings["grad_accum"], settings["epochs"]) == ("adam", 32, 1)
+    assert settings["amp"] is False  # protocol paper: fp32, as the authors (no autocast on CUDA)
+    from cmta_pipeline.training.device import amp_dtype
+
+    assert amp_dtype(torch.device("cuda"), settings["amp"]) is None
     assert torch.load(out / "model.pt", weights_only=True)["optimistic"] is True

@@ -81,7 +81,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "optimisation (docs/models.md), replacing optimizer, lr, weight decay, "
                         "grad accumulation, epochs and L1")
     t.add_argument("--protocol", choices=["honest", "paper"], default="honest",
-                   help="the config's protocol, recorded in summary.json (the report's sd ddof)")
+                   help="the config's protocol, recorded in summary.json (the report's sd ddof); "
+                        "paper also trains in fp32 (no autocast), as the authors")
     t.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
     t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     t.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch default)")
@@ -104,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         l1=args.l1,
         weighted_sampler=not args.no_weighted_sampler, max_train_patches=args.max_train_patches,
         selection=args.selection, monitor=args.monitor, patience=args.patience,
-        min_epochs=args.min_epochs, seed=args.seed, device=args.device, amp=not args.no_amp,
+        min_epochs=args.min_epochs, seed=args.seed, device=args.device,
+        amp=not args.no_amp and args.protocol != "paper",  # the authors trained in fp32
     )
     settings, recipe = apply_recipe(args.model, args.recipe, settings)
     options = {}
