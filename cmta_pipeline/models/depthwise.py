@@ -5,9 +5,9 @@ torch's CPU backward of this convolution (oneDNN's depthwise kernel) returns a w
 gradient off by up to a few percent at some sequence lengths (901, 961, 4,096 rows, ...;
 about 3e-6 at 900, 902, 1,024) against float64. :func:`residual_conv` computes the forward
 with the same ``F.conv2d`` call as ``nn.Conv2d`` (bit-identical outputs) and, on CPU, the
-weight gradient as K float32 dot products between the output gradient and the shifted,
-zero-padded input, within 1e-6 relative of float64 at every length tested
-(``tests/test_models.py``). The input gradient is torch's own. On other devices the
+weight gradient from blocked float32 matrix products of the output gradient with the
+shifted, zero-padded input (:func:`column_conv_weight_grad`), within 1e-6 relative of
+float64 at every length tested (``tests/test_models.py``). The input gradient is torch's own. On other devices the
 convolution is torch's, unchanged.
 """
 
@@ -16,15 +16,33 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+#: rows per block of the weight gradient's matrix products, and blocks per product (caps the
+#: transient (blocks x rows x (rows + K - 1)) matrix at about 50 MB for 8 groups)
+BLOCK_ROWS, BLOCKS_PER_PRODUCT = 64, 256
+
 
 def column_conv_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: int, pad: int) -> torch.Tensor:
     """Weight gradient of a depthwise (C groups) convolution with kernel (``kernel``, 1),
     stride 1, padding (``pad``, 0): ``dW[c, 0, k, 0] = sum_{b,n,d} grad[b,c,n,d] *
-    x_pad[b,c,n+k,d]``. ``x``, ``grad``: (B, C, N, D) with N the output length."""
-    n = grad.shape[2]
-    xp = F.pad(x, (0, 0, pad, pad))
-    cols = [(grad * xp[:, :, k:k + n, :]).sum(dim=(0, 2, 3)) for k in range(kernel)]
-    return torch.stack(cols, dim=1).view(-1, 1, kernel, 1)
+    x_pad[b,c,n+k,d]``. ``x``, ``grad``: (B, C, N, D) with N the output length.
+
+    The rows are cut into blocks of :data:`BLOCK_ROWS`; per block one matrix product of the
+    block's gradient rows with the input rows it meets (``BLOCK_ROWS + kernel - 1``) gives
+    every row pair, and the ``kernel`` diagonals of it are the block's share of dW: products
+    over D only (short float32 sums), then one sum over all rows."""
+    b, c, n, d = grad.shape
+    rows, width = BLOCK_ROWS, BLOCK_ROWS + kernel - 1
+    nb = -(-n // rows)
+    gp = F.pad(grad, (0, 0, 0, nb * rows - n)).reshape(b, c, nb, rows, d)
+    xw = F.pad(x, (0, 0, pad, pad + nb * rows - n)).unfold(2, width, rows)  # (B, C, nb, D, width)
+    out = grad.new_zeros(c, kernel)
+    for s in range(0, nb, BLOCKS_PER_PRODUCT):
+        p = torch.matmul(gp[:, :, s:s + BLOCKS_PER_PRODUCT], xw[:, :, s:s + BLOCKS_PER_PRODUCT])
+        m = p.shape[2]
+        diag = p.as_strided((b, c, m, rows, kernel), (c * m * rows * width, m * rows * width,
+                                                      rows * width, width + 1, 1))
+        out += diag.sum(dim=(0, 2, 3))
+    return out.view(c, 1, kernel, 1)
 
 
 class _ResidualConv(torch.autograd.Function):
