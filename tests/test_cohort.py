@@ -299,3 +299,53 @@ def test_workflow_genomics_and_cohort_on_blca(tcga_dir, tmp_path):
     assert fam["n_features"].tolist() == [94, 334, 521, 468, 1496, 479]
     fd = load_fold(tmp_path / "results/cohort", 4)
     assert len(fd.patients) == 373
+
+
+def test_paper_inputs_match_the_released_code_in_every_blca_fold(tcga_dir, blca_cohort, tmp_path):
+    """protocol: paper (drop_last_column, constant columns kept): every fold has the released
+    code's family sizes, TF 1,495, so the authors' checkpoints load in folds 3 and 4 too;
+    the default drops the columns constant on those folds' training rows (negative control)."""
+    gdir = tmp_path / "genomics"
+    data = g.load_wide_table(tcga_dir / "tcga_blca_all_clean.csv.gz", drop_last_column=True)
+    g.write_genomics(data, g.read_families(tcga_dir / "signatures.csv"), gdir)
+    splits = tcga_dir / "splits" / "5foldcv" / "tcga_blca"
+    released = [94, 334, 521, 468, 1495, 479]
+    paper = build_cohort(gdir, tmp_path / "paper", splits=splits, labels_from="all", drop_constant=False)
+    assert paper["omic_sizes"] == [released] * 5 and paper["drop_constant"] is False
+    for k in (3, 4):
+        fd = load_fold(tmp_path / "paper", k)
+        assert [len(o) for o in fd.omics[fd.patients.index[0]]] == released
+        assert all(np.isfinite(np.concatenate(o)).all() for o in fd.omics.values())
+    pre = pd.read_csv(tmp_path / "paper" / "folds" / "fold_3" / "preprocessing.tsv", sep="\t")
+    assert pre["kept"].all() and not (pre["reason"] == "constant on train").any()
+    # the default (all columns, constants dropped): folds 3 and 4 lose a TF column each
+    sizes = json.loads((blca_cohort / "folds.json").read_text())["omic_sizes"]
+    assert sizes[0][4] == 1496 and sizes[3][4] < 1496 and sizes[4][4] < 1496
+    dropped = set()
+    for k in (3, 4):
+        pre = pd.read_csv(blca_cohort / "folds" / f"fold_{k}" / "preprocessing.tsv", sep="\t")
+        dropped |= set(pre.loc[pre["reason"] == "constant on train", "feature"])
+    assert dropped <= {"CDX4_rnaseq", "GSC2_rnaseq"} and dropped
+
+
+def test_kept_constant_columns_are_scaled_as_the_authors_standard_scaler():
+    """drop_constant=False: the same values as scikit-learn's StandardScaler fitted on the
+    train rows (the authors' dataset code), constant and near-constant columns centred to 0,
+    never inf or NaN."""
+    from sklearn.preprocessing import StandardScaler
+
+    from cmta_pipeline.cohort.preprocessing import fit_transform_fold
+
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(size=40), np.full(40, 0.1), np.full(40, -0.3),
+                         rng.integers(-2, 3, 40).astype(float)])
+    X[30:, 1] = 2.0  # constant on the train rows only
+    train = np.arange(40) < 30
+    modality = np.array(["rnaseq"] * 3 + ["cnv"])
+    Xk, stats = fit_transform_fold(X, modality, train, False, True, drop_constant=False)
+    ref = StandardScaler().fit(X[train]).transform(X)
+    assert np.isfinite(Xk).all() and stats["kept"].all()
+    np.testing.assert_allclose(Xk, ref, rtol=1e-12, atol=1e-12)
+    assert np.abs(Xk[train][:, 1:3]).max() < 1e-12
+    Xd, stats_d = fit_transform_fold(X, modality, train, False, True)
+    assert list(stats_d["kept"]) == [1, 0, 0, 1]  # default: the constant columns dropped

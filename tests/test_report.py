@@ -50,8 +50,9 @@ def test_logrank_matches_sksurv():
     assert (chisq, pval) == pytest.approx(ref)
 
 
-def _write_run(root, run, p, optimistic=False, train=None, expected=None):
-    """A trained run's folder as `cmta train` writes it, from pooled predictions ``p``."""
+def _write_run(root, run, p, optimistic=False, train=None, expected=None, **extra):
+    """A trained run's folder as `cmta train` writes it, from pooled predictions ``p``
+    (``extra``: more summary.json keys, e.g. protocol, recipe)."""
     edges = [0.0, 10.0, 25.0, 45.0, 300.0]
     for fold, part in p.groupby("fold"):
         d = root / run / f"fold_{fold}"
@@ -62,7 +63,7 @@ def _write_run(root, run, p, optimistic=False, train=None, expected=None):
         n = len(part) if expected is None else expected
         (d / "summary.json").write_text(json.dumps({
             "selection": "best_heldout" if optimistic else "final", "optimistic": optimistic,
-            "bin_edges": edges, "n_patients": {"train": len(tr), "heldout": n}}))
+            "bin_edges": edges, "n_patients": {"train": len(tr), "heldout": n}, **extra}))
 
 
 def _with_curves(p):
@@ -229,3 +230,30 @@ def test_report_of_a_trained_run_equals_sksurv_on_its_files(tcga_dir, tmp_path):
         values = m.xs(k, level="fold").dropna()
         assert values.between(0, 1).all() and {"cindex_harrell", "cindex_uno", "ibs"} <= set(values.index)
     assert (out / "km_snn.svg").is_file() and "number at risk" in (out / "km_snn.svg").read_text()
+
+
+def test_sd_is_the_papers_np_std_for_protocol_paper_and_stated(tmp_path):
+    """protocol paper runs: sd with ddof 0 (the paper's np.std), honest runs ddof 1; each
+    summary says which, with the recipe; labels_from all alone is OPTIMISTIC."""
+    rng = np.random.default_rng(5)
+    p = _with_curves(_predictions(rng, n=150, signal=2.0))
+    reason = "survival bins cut on the whole cohort, held-out times included (cohort.labels_from: all)"
+    _write_run(tmp_path / "train", "cmta", p, optimistic=True, protocol="paper",
+               optimistic_reasons=[reason], recipe="cmta")
+    _write_run(tmp_path / "train", "mcat", p, recipe="reference")
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "train"), "-o", str(out)]) == 0
+    per_fold = [cindex(part.risk, part.time, part.event) for _, part in p.groupby("fold")]
+    summary = pd.read_csv(out / "cindex_summary.tsv", sep="\t").set_index("run")
+    assert summary.loc["cmta", "cindex_sd"] == pytest.approx(np.std(per_fold), abs=1e-4)
+    assert summary.loc["mcat", "cindex_sd"] == pytest.approx(np.std(per_fold, ddof=1), abs=1e-4)
+    assert summary.loc["mcat", "cindex_sd"] / summary.loc["cmta", "cindex_sd"] == pytest.approx(1.5 ** 0.5, rel=1e-2)
+    assert "labels_from: all" in summary.loc["cmta", "protocol"]
+    assert summary.loc["cmta", "protocol"].startswith("OPTIMISTIC")
+    short = pd.read_csv(out / "metrics_summary.tsv", sep="\t").groupby("run").first()
+    assert short.loc["cmta", "sd_ddof"] == 0 and short.loc["mcat", "sd_ddof"] == 1
+    assert short.loc["mcat", "recipe"] == "reference" and short.loc["cmta", "protocol"] == "optimistic"
+    for page in ("summary.md", "report.html"):
+        text = (out / page).read_text()
+        assert "ddof 0 (np.std" in text and "ddof 1 (sample sd) for mcat" in text
+        assert "mcat reference" in text and "labels_from: all" in text

@@ -201,6 +201,8 @@ def test_train_command_outputs(blca_cohort, tmp_path, capsys):
         "epochs.tsv", "model.pt", "predictions.tsv", "summary.json", "train_predictions.tsv"]  # no temp or resume file
     summary = json.loads((out / "summary.json").read_text())
     assert summary["optimistic"] is False and summary["selected_epoch"] == 2
+    assert summary["recipe"] == "cmta" and summary["protocol"] == "honest"
+    assert summary["optimistic_reasons"] == []
     epochs = pd.read_csv(out / "epochs.tsv", sep="\t")
     assert list(epochs["epoch"]) == [1, 2] and list(epochs["selected"]) == [0, 1]
     fd = load_fold(cohort, 0)
@@ -316,3 +318,53 @@ def test_a_non_finite_loss_names_its_patient_and_steps_do_not_wait_for_the_devic
         train_fold(build_model("snn", list(SIZES)), train, {},
                    TrainSettings(epochs=1, weighted_sampler=False))
     assert loop.FINITE_CHECK_STEPS == 32
+
+
+def test_reference_recipe_is_the_baselines_own_and_cmta_changes_nothing(caplog):
+    from cmta_pipeline.training.recipes import apply_recipe
+
+    s = TrainSettings()
+    assert apply_recipe("mcat", "cmta", s) == (s, "cmta")
+    ref, used = apply_recipe("mcat", "reference", s)
+    assert used == "reference"
+    assert (ref.optimizer, ref.lr, ref.weight_decay, ref.grad_accum, ref.epochs, ref.l1) == (
+        "adam", 2e-4, 1e-5, 32, 20, 0.0)
+    snn, _ = apply_recipe("snn", "reference", s)
+    assert snn.l1 == pytest.approx(1e-4 * 32)  # MCAT's lambda_reg, added after loss / gc
+    assert apply_recipe("porpoise", "reference", s)[0].optimizer == "adam"
+    assert apply_recipe("cmta", "reference", s) == (s, "reference")  # its run.sh is the default
+    with caplog.at_level("WARNING"):
+        assert apply_recipe("transmil", "reference", s) == (s, "cmta")  # none: cmta's, said so
+    assert "no reference recipe" in caplog.text
+    with pytest.raises(CMTAError, match="recipe"):
+        apply_recipe("mcat", "theirs", s)
+
+
+def test_train_command_records_recipe_protocol_and_labels_from_all(blca_cohort, tmp_path, monkeypatch):
+    """--recipe reference trains with the baseline's settings (epochs cut to 1 here) and says
+    so; a cohort cut on every patient (labels_from all) makes even a final-epoch run OPTIMISTIC."""
+    import json
+    import shutil
+
+    from cmta_pipeline.cli import main
+    from cmta_pipeline.training import recipes
+
+    monkeypatch.setitem(recipes.REFERENCE, "snn", {**recipes.REFERENCE["snn"], "epochs": 1})
+    cohort = tmp_path / "cohort"
+    shutil.copytree(blca_cohort / "cohort", cohort)
+    info = json.loads((cohort / "folds.json").read_text())
+    (cohort / "folds.json").write_text(json.dumps({**info, "labels_from": "all"}))
+    out = tmp_path / "snn_ref"
+    assert main(["train", "--cohort", str(cohort), "--fold", "0", "--model", "snn", "-o", str(out),
+                 "--recipe", "reference", "--protocol", "paper", "--threads", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recipe"] == "reference" and summary["protocol"] == "paper"
+    assert summary["selection"] == "final" and summary["optimistic"] is True
+    assert any("labels_from: all" in r for r in summary["optimistic_reasons"])
+    settings = torch.load(out / "model.pt", weights_only=True)["settings"]
+    assert (settings["optimizer"], settings["grad_accum"], settings["epochs"]) == ("adam", 32, 1)
+    assert settings["amp"] is False  # protocol paper: fp32, as the authors (no autocast on CUDA)
+    from cmta_pipeline.training.device import amp_dtype
+
+    assert amp_dtype(torch.device("cuda"), settings["amp"]) is None
+    assert torch.load(out / "model.pt", weights_only=True)["optimistic"] is True

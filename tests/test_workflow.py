@@ -446,3 +446,37 @@ def test_slide_stage_runs_through_a_consumer_workflow_using_this_one_as_a_module
     assert (tmp_path / f"out/tiles/{slide}/{slide}.qc.png").is_file()
     assert (tmp_path / f"out/features/{slide}.features.h5").is_file()
     assert not (tmp_path / "envs").exists() and not (tmp_path / "results").exists()
+
+
+def test_protocol_paper_and_recipes_reach_the_commands_and_defaults_keep_theirs(tmp_path, tcga_dir):
+    """A dry run: protocol paper gives the cohort --keep-constant and the training --no-amp
+    (fp32) and --protocol paper; training.recipes {snn: reference} gives snn alone
+    --recipe reference. The default plans none of these flags (commands unchanged)."""
+    base = {
+        "outdir": "results",
+        "genomics": {"table": str(tcga_dir / "tcga_blca_all_clean.csv.gz"),
+                     "families": str(tcga_dir / "signatures.csv")},
+        "cohort": {"n_folds": 2, "with_slides": False},
+        "training": {"models": ["snn", "mcat_omic"], "folds": [0], "epochs": 1},
+    }
+    flags = ("--keep-constant", "--no-amp", "--protocol paper", "--recipe reference")
+    wd = _workdir(tmp_path / "default", base)
+    r = snakemake("-n", "-p", "--directory", str(wd))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not [f for f in flags if f in r.stdout], r.stdout[-3000:]
+    paper = {**base, "protocol": "paper",
+             "training": {**base["training"], "recipes": {"snn": "reference"}}}
+    wd = _workdir(tmp_path / "paper", paper)
+    r = snakemake("-n", "-p", "--directory", str(wd))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    shell = [line for line in r.stdout.splitlines() if " cohort " in line or " train " in line]
+    cohort = next(line for line in shell if " cohort " in line)
+    assert "--keep-constant" in cohort and "--labels-from all" in cohort
+    train = {m: next(line for line in shell if f"--model {m} " in line) for m in ("snn", "mcat_omic")}
+    for m, line in train.items():
+        assert "--no-amp" in line and "--protocol paper" in line and "--selection best_heldout" in line
+        assert ("--recipe reference" in line) == (m == "snn"), line
+    bad = {**paper, "training": {**base["training"], "recipes": {"nonsense": "reference"}}}
+    r = snakemake("-n", "--directory", str(_workdir(tmp_path / "bad", bad)))
+    assert r.returncode != 0 and "nonsense" in r.stdout + r.stderr

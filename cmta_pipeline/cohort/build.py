@@ -70,9 +70,11 @@ def build_cohort(
     inner_val_fraction: float = 0.0,
     log1p_rnaseq: bool = False,
     standardize: bool = True,
+    drop_constant: bool = True,
 ) -> dict:
     """Assemble the cohort, make folds, preprocess per fold and write OUTDIR (see module
-    docstring). Returns the content of ``folds.json``."""
+    docstring). Returns the content of ``folds.json``. ``drop_constant=False`` keeps the
+    features constant on a fold's train rows (the authors' code; ``protocol: paper``)."""
     outdir = Path(outdir)
     # the earlier run's marker first, then its outputs: a failure below leaves none of them
     with fresh_outputs(outdir, COHORT_OUTPUTS, marker=MARKER):
@@ -90,6 +92,8 @@ def build_cohort(
         )
         n_folds = len(fold_train)
         all_edges = fit_bin_edges(times, cens, n_bins) if labels_from == "all" else None
+        if labels_from == "all":
+            log.warning("labels_from all: OPTIMISTIC, the held-out patients' times shape the bin edges")
         names = sorted({f for feats in families.values() for f in feats})
         features = Features(
             families=families, names=names, X=matrix.loc[ids, names].to_numpy(np.float64),
@@ -106,7 +110,7 @@ def build_cohort(
             split = fold_split(k, fold_train[k], fold_heldout[k], times, cens, n_bins, inner_val_fraction, seed)
             info = build_fold(
                 outdir / "folds" / f"fold_{k}", k, cohort, split, features, n_bins, all_edges,
-                log1p_rnaseq, standardize,
+                log1p_rnaseq, standardize, drop_constant,
             )
             per_fold.append(info)
             log.info("fold %d: %s, omic sizes %s", k, info["n"], info["omic_sizes"])
@@ -124,6 +128,7 @@ def build_cohort(
             "inner_val_fraction": inner_val_fraction,
             "log1p_rnaseq": log1p_rnaseq,
             "standardize": standardize,
+            "drop_constant": drop_constant,
             "n_patients": int(len(ids)),
             "n_dropped": int(len(audit)),
             "with_slides": slides is not None,
@@ -208,7 +213,7 @@ def fold_split(
 
 def build_fold(
     fdir: Path, k: int, cohort: pd.DataFrame, split: np.ndarray, features: Features, n_bins: int,
-    all_edges: np.ndarray | None, log1p_rnaseq: bool, standardize: bool,
+    all_edges: np.ndarray | None, log1p_rnaseq: bool, standardize: bool, drop_constant: bool = True,
 ) -> dict:
     """Labels and preprocessing of fold ``k``, written to ``fdir``; returns its fold.json."""
     ids = cohort.index.to_numpy()
@@ -221,7 +226,8 @@ def build_fold(
         times[split == "train"], cens[split == "train"], n_bins
     )
     labels = assign_labels(times[rows], edges)
-    Xk, stats = fit_transform_fold(features.X[rows], features.modality, train_mask, log1p_rnaseq, standardize)
+    Xk, stats = fit_transform_fold(features.X[rows], features.modality, train_mask, log1p_rnaseq, standardize,
+                                   drop_constant)
     kept = stats["kept"].to_numpy(bool)
     col_of = {f: i for i, f in enumerate(features.names)}
     fam_cols = []

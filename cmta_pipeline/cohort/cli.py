@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--log1p-rnaseq", action="store_true", help="log1p RNA-seq values before scaling (raw counts/TPM)")
     p.add_argument("--no-standardize", action="store_true", help="do not z-score the features")
+    p.add_argument("--keep-constant", action="store_true",
+                   help="keep features constant on a fold's train rows (centred, scale 1), as the "
+                        "authors' code does (protocol: paper); default: drop them")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         n_folds=args.n_folds, n_bins=args.n_bins, seed=args.seed, splits=args.splits,
         labels_from=args.labels_from, inner_val_fraction=args.inner_val_fraction,
         log1p_rnaseq=args.log1p_rnaseq, standardize=not args.no_standardize,
+        drop_constant=not args.keep_constant,
     )
     log.info(
         "%d patients kept, %d dropped, %d folds -> %s/folds.json",

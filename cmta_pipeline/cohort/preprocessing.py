@@ -1,6 +1,6 @@
 """Per-fold preprocessing of the genomic inputs: optional log1p of RNA-seq, imputation
-with the train median, constant features dropped, z-scores with the train mean and
-standard deviation. Fitted on a fold's train rows only (:func:`fit_transform_fold`) and
+with the train median, constant features dropped (or kept, centred with scale 1, as the
+authors' ``StandardScaler``), z-scores with the train mean and standard deviation. Fitted on a fold's train rows only (:func:`fit_transform_fold`) and
 re-applied from the stored statistics alone (:func:`apply_preprocessing`)."""
 
 from __future__ import annotations
@@ -52,15 +52,27 @@ def apply_preprocessing(
     return X
 
 
+def near_constant(var: np.ndarray, mean: np.ndarray, n: int) -> np.ndarray:
+    """Columns whose train variance is within float64 rounding of 0: scikit-learn's
+    ``StandardScaler`` rule (Chan, Golub and LeVeque's bound), under which such a column is
+    centred and given scale 1."""
+    eps = np.finfo(np.float64).eps
+    return var <= n * eps * var + (n * mean * eps) ** 2
+
+
 def fit_transform_fold(
-    X: np.ndarray, modality: np.ndarray, train: np.ndarray, log1p_rnaseq: bool, standardize: bool
+    X: np.ndarray, modality: np.ndarray, train: np.ndarray, log1p_rnaseq: bool, standardize: bool,
+    drop_constant: bool = True,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Preprocess ``X`` (patients x features) with statistics of the ``train`` rows.
 
     Optional log1p of RNA-seq features, imputation of missing values with the train
     median, drop of features constant on the train rows, z-scoring with the train mean
-    and standard deviation (ddof 0). Returns (transformed X, per-feature statistics with
-    a ``kept`` column). :func:`apply_preprocessing` repeats the transform from the
+    and standard deviation (ddof 0). ``drop_constant=False`` keeps the constant columns, as
+    the authors' code does (``protocol: paper``): their stored sd is 0 (scikit-learn's
+    near-constant rule, :func:`near_constant`), so they are centred (all 0), never divided
+    by a rounding residue. Returns (transformed X, per-feature statistics with a ``kept``
+    column). :func:`apply_preprocessing` repeats the transform from the
     statistics alone.
     """
     X = X.astype(np.float64, copy=True)
@@ -79,9 +91,13 @@ def fit_transform_fold(
     constant = (Xt.max(0) - Xt.min(0)) == 0
     all_missing = nan_train == train.sum()
     kept = ~constant & ~all_missing
+    if not drop_constant:
+        kept = ~all_missing
+        std = np.where(constant | near_constant(Xt.var(0), mean, len(Xt)), 0.0, std)
     if standardize:
         X = standardize_columns(X, mean, std)
-    reason = np.where(all_missing, "missing in every train patient", np.where(constant, "constant on train", ""))
+    reason = np.where(all_missing, "missing in every train patient",
+                      np.where(constant & ~kept, "constant on train", ""))
     stats = pd.DataFrame({
         "kept": kept.astype(int), "reason": reason, "train_median": median,
         "train_mean": mean, "train_std": std, "n_missing_train": nan_train,

@@ -24,7 +24,8 @@ def run_report(args) -> int:
     results, summary, run_notes = write_report(args.train_dir, args.outdir, args.runs, args.km_threshold)
     for res, row in zip(results, summary):
         print(f"{res.run}: c-index {fmt(res.mean(), res.sd(), 4)}, Uno {fmt(res.mean('cindex_uno'), res.sd('cindex_uno'), 4)}, "
-              f"IBS {fmt(res.mean('ibs'), res.sd('ibs'), 4)} ({row['folds']} folds, {res.protocol}), "
+              f"IBS {fmt(res.mean('ibs'), res.sd('ibs'), 4)} ({row['folds']} folds, {res.protocol}, "
+              f"sd ddof {res.ddof}, recipe {res.recipe}), "
               f"log-rank p = {row['logrank_p']:.3g}")
         for n in res.notes:
             print(f"  gap: {n}")

@@ -101,7 +101,7 @@ def plot_per_fold(per_fold: pd.DataFrame, metric: str, label: str, stem: str | P
         v = part[metric].dropna().to_numpy(float)
         optimistic = str(part["protocol"].iloc[0]).startswith("OPTIMISTIC")
         if len(v):
-            ax.errorbar(i, v.mean(), yerr=v.std(ddof=1) if len(v) > 1 else 0, fmt="_", color="k",
+            ax.errorbar(i, v.mean(), yerr=v.std(ddof=int(part["ddof"].iloc[0]) if "ddof" in part else 1) if len(v) > 1 else 0, fmt="_", color="k",
                         ms=18, capsize=4, zorder=1)
             ax.scatter(i + rng.uniform(-0.12, 0.12, len(v)), v, s=22, zorder=2,
                        facecolors="none" if optimistic else "tab:blue", edgecolors="tab:blue")

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CMTAError
+from .protocol import sd_ddof
 
 REQUIRED = ("case_id", "fold", "risk", "time", "event")
 #: cumulative/dynamic AUC times, months
@@ -253,18 +254,27 @@ class RunResult:
     notes: list[str] = field(default_factory=list)  # gaps, one sentence each
     fold_notes: dict = field(default_factory=dict)  # fold -> [notes]
     reasons: dict = field(default_factory=dict)  # fold -> {metric: why it is missing}
+    config_protocol: str = "honest"  # the config's protocol (summary.json), sets the sd's ddof
+    optimistic_reasons: list = field(default_factory=list)
+    recipe: str = "cmta"  # the training recipe(s) (summary.json "recipe"; "/"-joined if mixed)
 
     def mean(self, metric: str = "cindex_harrell") -> float:
         v = self.per_fold[metric].dropna()
         return float(v.mean()) if len(v) else math.nan
 
+    @property
+    def ddof(self) -> int:
+        """0 (the paper's np.std) for protocol paper runs, else 1."""
+        return sd_ddof(self.config_protocol)
+
     def sd(self, metric: str = "cindex_harrell") -> float:
         v = self.per_fold[metric].dropna()
-        return float(v.std(ddof=1)) if len(v) > 1 else math.nan
+        return float(v.std(ddof=self.ddof)) if len(v) > 1 else math.nan
 
     @property
     def protocol(self) -> str:
-        return "OPTIMISTIC (epoch chosen on the reported fold)" if self.optimistic else "honest"
+        why = "; ".join(self.optimistic_reasons) or "epoch chosen on the reported fold"
+        return f"OPTIMISTIC ({why})" if self.optimistic else "honest"
 
 
 def evaluate_run(run: str, prediction_files: list[str | Path], threshold: str = "train_median") -> RunResult:
@@ -279,6 +289,7 @@ def evaluate_run(run: str, prediction_files: list[str | Path], threshold: str = 
         raise CMTAError(f"risk-group threshold must be one of {', '.join(THRESHOLDS)}, got {threshold!r}")
     frames, rows, notes, fold_notes, reasons = [], [], [], {}, {}
     optimistic, selections, cuts = False, set(), {}
+    protocols, recipes, opt_why = set(), set(), []
     for f in sorted(map(Path, prediction_files)):
         try:
             pred = read_predictions(f)
@@ -290,6 +301,9 @@ def evaluate_run(run: str, prediction_files: list[str | Path], threshold: str = 
             summary = json.loads(f.with_name("summary.json").read_text())
             optimistic |= bool(summary.get("optimistic", False))
             selections.add(str(summary.get("selection", "")))
+            for key, seen in (("protocol", protocols), ("recipe", recipes)):
+                seen.add(str(summary.get(key, "honest" if key == "protocol" else "cmta")))
+            opt_why += [r for r in summary.get("optimistic_reasons", []) if r not in opt_why]
         bad = pred["risk"].isna() | pred["time"].isna() | pred["event"].isna()
         train = None
         tp = f.with_name("train_predictions.tsv")
@@ -334,8 +348,11 @@ def evaluate_run(run: str, prediction_files: list[str | Path], threshold: str = 
             notes.append(f"the {name}-risk group is empty: no log-rank test")
     for fold, msgs in sorted(fold_notes.items()):
         notes += [f"fold {fold}: {m}" for m in msgs]
+    if len(protocols) > 1:
+        notes.append(f"folds of protocols {', '.join(sorted(protocols))}: sd with ddof 1")
     return RunResult(run, per_fold, pred, optimistic, "/".join(sorted(selections)), label, notes,
-                     fold_notes, reasons)
+                     fold_notes, reasons, protocols.pop() if len(protocols) == 1 else "honest", opt_why,
+                     "/".join(sorted(recipes)) or "cmta")
 
 
 def metrics_long(results: list[RunResult]) -> pd.DataFrame:
@@ -359,12 +376,14 @@ def _group_reasons(why: dict) -> list[str]:
 
 
 def metrics_summary(results: list[RunResult]) -> pd.DataFrame:
-    """``metrics_summary.tsv``: run, protocol, selection, metric, label, mean, sd, folds (with a value)."""
+    """``metrics_summary.tsv``: run, protocol, selection, metric, label, mean, sd, folds (with a
+    value), sd_ddof (0: the paper's np.std, protocol paper; 1 otherwise), recipe."""
     rows = []
     for res in results:
         for m, label in METRICS.items():
             rows.append({"run": res.run, "protocol": "optimistic" if res.optimistic else "honest",
                          "selection": res.selection, "metric": m, "label": label,
                          "mean": res.mean(m), "sd": res.sd(m),
-                         "folds": int(res.per_fold[m].notna().sum())})
+                         "folds": int(res.per_fold[m].notna().sum()),
+                         "sd_ddof": res.ddof, "recipe": res.recipe})
     return pd.DataFrame(rows)

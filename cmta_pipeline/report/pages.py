@@ -26,6 +26,20 @@ def fmt(mean: float, sd: float, digits: int = 3) -> str:
     return f"{mean:.{digits}f}" + ("" if math.isnan(sd) else f" ± {sd:.{digits}f}")
 
 
+def sd_caption(results) -> str:
+    """Which sd each run shows: ddof 0 (the paper's np.std) for protocol paper runs, else 1."""
+    by = {d: [r.run for r in results if r.ddof == d] for d in (0, 1)}
+    parts = [f"ddof 1 (sample sd) for {', '.join(by[1])}" if by[1] else "",
+             f"ddof 0 (np.std, as the paper computes it; protocol: paper) for {', '.join(by[0])}"
+             if by[0] else ""]
+    return "sd over folds: " + "; ".join(p for p in parts if p) + "."
+
+
+def recipe_caption(results) -> str:
+    """Each run's training recipe (cmta: CMTA's optimisation; reference: its authors')."""
+    return "Training recipe: " + ", ".join(f"{r.run} {r.recipe}" for r in results) + "."
+
+
 def summary_markdown(results, table, km_threshold: str, run_notes: list[str]) -> str:
     """``summary.md``: one table of every metric (mean ± sd over folds) and the gaps."""
     lines = ["# Survival models: out-of-fold results", ""]
@@ -48,9 +62,11 @@ def summary_markdown(results, table, km_threshold: str, run_notes: list[str]) ->
         "fold's observed times. Higher is better except for IBS.",
         f"Risk groups for the log-rank test: {results[0].threshold if results else km_threshold}.",
     ]
+    lines.append(sd_caption(results) + " " + recipe_caption(results))
     if any(r.optimistic for r in results):
-        lines.append("Runs marked optimistic chose their epoch on the reported fold (the published "
-                     "protocol): their numbers are biased upwards.")
+        lines.append("Runs marked optimistic chose their epoch on the reported fold and/or cut the "
+                     "survival bins on the whole cohort (labels_from: all): their numbers are biased "
+                     "upwards. " + "; ".join(f"{r.run}: {r.protocol}" for r in results if r.optimistic) + ".")
     gaps = run_notes + [f"{r.run}: {n}" for r in results for n in r.notes]
     if gaps:
         lines += ["", "## Gaps", ""] + [f"- {g}" for g in gaps]
@@ -93,7 +109,7 @@ def _write_report(root: Path, out: Path, runs: list[str] | None, km_threshold: s
     if not results:
         raise CMTAError(f"{root}: none of the runs {', '.join(runs)} has predictions")
 
-    per_fold = pd.concat([r.per_fold.assign(run=r.run, protocol=r.protocol) for r in results])
+    per_fold = pd.concat([r.per_fold.assign(run=r.run, protocol=r.protocol, ddof=r.ddof) for r in results])
     cindex = per_fold.rename(columns={"cindex_harrell": "cindex"})[["run", "fold", "n", "events", "cindex", "protocol"]]
     table = pd.DataFrame(summary)
     long, short = metrics_long(results), metrics_summary(results)
@@ -117,12 +133,14 @@ def _evaluate(root: Path, name: str, files, km_threshold: str, out: Path):
     chisq, p = logrank(res.predictions["time"], res.predictions["event"], res.predictions["group"])
     optimistic_km = res.optimistic or km_threshold == "pooled_median"
     title = f"{name}: Harrell's c-index {fmt(res.mean(), res.sd())}"
-    sub = f"split at {res.threshold}" + ("\nOPTIMISTIC" if optimistic_km else "")
+    sub = (f"split at {res.threshold}; recipe {res.recipe}, sd ddof {res.ddof}"
+           + ("\nOPTIMISTIC" if optimistic_km else ""))
     plot_km(res.predictions, title, out / f"km_{name}", chisq, p, subtitle=sub)
     row = {
         "run": name, "cindex_mean": res.mean(), "cindex_sd": res.sd(), "folds": len(res.per_fold),
         "patients": len(res.predictions), "logrank_chisq": chisq, "logrank_p": p,
         "selection": res.selection, "protocol": res.protocol, "km_threshold": km_threshold,
+        "recipe": res.recipe, "sd_ddof": res.ddof,
     }
     return res, row
 
@@ -134,7 +152,7 @@ def _run_section(res, row: dict, out: Path) -> str:
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in res.notes)
     return (
         f"<h2>{html.escape(name)}</h2><p>{html.escape(res.protocol)}; selection: "
-        f"{html.escape(res.selection)}; log-rank &chi;&sup2; = {row['logrank_chisq']:.2f}, p = {row['logrank_p']:.3g}</p>"
+        f"{html.escape(res.selection)}; recipe: {html.escape(res.recipe)}; sd ddof {res.ddof}; log-rank &chi;&sup2; = {row['logrank_chisq']:.2f}, p = {row['logrank_p']:.3g}</p>"
         + res.per_fold.to_html(index=False, float_format="%.4f", na_rep="n/a")
         + (f"<p>Gaps:</p><ul>{notes}</ul>" if notes else "")
         + f'<img src="data:image/png;base64,{png}" alt="Kaplan-Meier {html.escape(name)}" width="600">'
@@ -154,6 +172,7 @@ def _html_page(results, short: pd.DataFrame, sections: list[str], run_notes: lis
         "<p>Per held-out fold, with scikit-survival: Harrell's c-index (the paper's metric), Uno's IPCW "
         "c-index and cumulative/dynamic AUC at 12/36/60 months (censoring from the fold's training rows), "
         "integrated Brier score of the predicted survival curves. Mean &plusmn; sd over folds. "
+        f"{html.escape(sd_caption(results))} {html.escape(recipe_caption(results))} "
         f"Kaplan-Meier curves: risk groups split at {html.escape(results[0].threshold)}, pooled over "
         "folds, 95% log-log confidence bands, log-rank test, numbers at risk.</p>"
         + wide.to_html(index=False) + (f"<ul>{gaps}</ul>" if gaps else "")

@@ -76,6 +76,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--patience", type=int, default=d.patience)
     t.add_argument("--min-epochs", type=int, default=d.min_epochs)
     t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--recipe", choices=["cmta", "reference"], default="cmta",
+                   help="cmta (default): the options above; reference: a baseline's own authors' "
+                        "optimisation (docs/models.md), replacing optimizer, lr, weight decay, "
+                        "grad accumulation, epochs and L1")
+    t.add_argument("--protocol", choices=["honest", "paper"], default="honest",
+                   help="the config's protocol, recorded in summary.json (the report's sd ddof); "
+                        "paper also trains in fp32 (no autocast), as the authors")
     t.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
     t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     t.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch default)")
@@ -86,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .fold import run_fold
+    from .recipes import apply_recipe
     from .settings import TrainSettings
 
     if args.threads:
@@ -97,8 +105,10 @@ def run(args: argparse.Namespace) -> int:
         l1=args.l1,
         weighted_sampler=not args.no_weighted_sampler, max_train_patches=args.max_train_patches,
         selection=args.selection, monitor=args.monitor, patience=args.patience,
-        min_epochs=args.min_epochs, seed=args.seed, device=args.device, amp=not args.no_amp,
+        min_epochs=args.min_epochs, seed=args.seed, device=args.device,
+        amp=not args.no_amp and args.protocol != "paper",  # the authors trained in fp32
     )
+    settings, recipe = apply_recipe(args.model, args.recipe, settings)
     options = {}
     if args.model in ("cmta", "snntrans", "transmil", "dualtrans"):
         options["attention"] = args.attention
@@ -113,9 +123,9 @@ def run(args: argparse.Namespace) -> int:
     summary = run_fold(
         args.cohort, args.fold, args.model, args.outdir, features_dir=args.features_dir,
         settings=settings, size=args.size, fusion=args.fusion, model_options=options,
-        cache_bags=args.cache_bags,
+        cache_bags=args.cache_bags, recipe=recipe, protocol=args.protocol,
     )
-    tag = " (OPTIMISTIC)" if summary["optimistic"] else ""
+    tag = f" (OPTIMISTIC: {'; '.join(summary['optimistic_reasons'])})" if summary["optimistic"] else ""
     c = summary["metrics"].get("heldout_cindex")
     log.info("fold %d %s: held-out c-index %s at epoch %d%s -> %s", summary["fold"], summary["model"],
              "n/a" if c is None else f"{c:.4f}", summary["selected_epoch"], tag, args.outdir)

@@ -34,6 +34,7 @@ import torch
 from ..errors import CMTAError
 from ..fileio import atomic_output, fresh_outputs, write_text_atomic
 from ..models import MODELS, build_model, modalities
+from ..report.protocol import optimistic_reasons
 from .evaluate import evaluate
 from .loop import train_fold
 from .settings import Patient, TrainSettings
@@ -88,8 +89,15 @@ def run_fold(
     fusion: str = "concat",
     model_options: dict | None = None,
     cache_bags: bool = False,
+    recipe: str = "cmta",
+    protocol: str = "honest",
 ) -> dict:
-    """Train ``model_name`` on fold ``fold`` and write the outputs; returns the summary."""
+    """Train ``model_name`` on fold ``fold`` and write the outputs; returns the summary.
+
+    ``recipe`` (cmta | reference, :mod:`.recipes`) and ``protocol`` (honest | paper) are
+    recorded in ``summary.json``; ``settings`` are already those of the recipe. A run is
+    OPTIMISTIC when its epoch was chosen on the reported fold or its cohort's bins were cut
+    on the whole cohort (``labels_from: all``)."""
     from ..cohort.files import load_fold
 
     outdir = Path(outdir)
@@ -111,19 +119,23 @@ def run_fold(
         model, spec = _build_model(model_name, fd.omic_sizes, train, "path" in mods, s, size, fusion,
                                    model_options)
         eval_sets = {k: v for k, v in sets.items() if k in (s.val_set, s.heldout_set) and v}
-        log.info("fold %d, %s: %d train, %s; %s selection%s", fold, model_name, len(train),
-                 ", ".join(f"{len(v)} {k}" for k, v in eval_sets.items()), s.selection,
-                 " (OPTIMISTIC: the reported fold picks the epoch)" if s.selection == "best_heldout" else "")
+        reasons = optimistic_reasons(s.selection, _labels_from(cohort_dir))
+        log.info("fold %d, %s: %d train, %s; %s selection, recipe %s%s", fold, model_name, len(train),
+                 ", ".join(f"{len(v)} {k}" for k, v in eval_sets.items()), s.selection, recipe,
+                 f" (OPTIMISTIC: {'; '.join(reasons)})" if reasons else "")
 
         state_path = outdir / ".resume.pt"
         res = train_fold(model, train, eval_sets, s, state_path=state_path, resume_key=spec)
 
-        ckpt = _write_outputs(outdir, model, res, spec, s, fd, fold, train)
+        ckpt = _write_outputs(outdir, model, res, spec, s, fd, fold, train, bool(reasons))
         summary = {
             "fold": int(fold),
             "model": model_name.lower(),
+            "recipe": recipe,
+            "protocol": protocol,
             "selection": res.selection,
-            "optimistic": bool(res.optimistic),
+            "optimistic": bool(res.optimistic or reasons),
+            "optimistic_reasons": reasons,
             "selected_epoch": int(res.selected_epoch),
             "epochs_run": len(res.history),
             "metrics": {k: (None if math.isnan(v) else round(float(v), 6)) for k, v in res.metrics.items()},
@@ -157,7 +169,16 @@ def _build_model(model_name, omic_sizes, train, reads_path, s, size, fusion, mod
     return model, spec
 
 
-def _write_outputs(outdir: Path, model, res, spec: dict, s: TrainSettings, fd, fold: int, train) -> dict:
+def _labels_from(cohort_dir) -> str | None:
+    """The cohort's ``labels_from`` (folds.json), None if it does not say."""
+    try:
+        return json.loads((Path(cohort_dir) / "folds.json").read_text()).get("labels_from")
+    except (OSError, ValueError):
+        return None
+
+
+def _write_outputs(outdir: Path, model, res, spec: dict, s: TrainSettings, fd, fold: int, train,
+                   optimistic: bool) -> dict:
     """model.pt, epochs.tsv, predictions.tsv (held-out) and train_predictions.tsv; returns
     the checkpoint."""
     ckpt = {
@@ -169,7 +190,7 @@ def _write_outputs(outdir: Path, model, res, spec: dict, s: TrainSettings, fd, f
         "bin_edges": [float(x) for x in np.asarray(fd.bin_edges)],
         "selected_epoch": int(res.selected_epoch),
         "selection": res.selection,
-        "optimistic": bool(res.optimistic),
+        "optimistic": optimistic,
         "metrics": {k: float(v) for k, v in res.metrics.items()},
     }
     with atomic_output(outdir / "model.pt") as tmp:

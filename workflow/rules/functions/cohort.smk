@@ -32,4 +32,6 @@ def cohort_args(wildcards):
         args.append("--log1p-rnaseq")
     if not COHORT["standardize"]:
         args.append("--no-standardize")
+    if not COHORT["drop_constant"]:
+        args.append("--keep-constant")
     return " ".join(args)

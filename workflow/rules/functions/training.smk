@@ -127,7 +127,17 @@ def train_args(wildcards):
         args.append("--no-amp")
     if t["short_exact"]:
         args.append("--short-exact-attention")
+    # given only when not the default, so that default runs keep their command
+    if train_recipe(model) != "cmta":
+        args.append(f"--recipe {train_recipe(model)}")
+    if config.get("protocol") == "paper":
+        args.append("--protocol paper")
     return " ".join(args)
+
+
+def train_recipe(model):
+    """training.recipes' entry for the model, else training.recipe (cmta | reference)."""
+    return TRAINING["recipes"].get(model, TRAINING["recipe"])
 
 
 TRAIN_RUN_PATTERN = (
