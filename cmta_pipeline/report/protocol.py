@@ -96,3 +96,7 @@ def resolve_protocol(config: dict) -> tuple[dict, list[str]]:
 def protocol_label(config: dict) -> str:
     """``honest`` or the OPTIMISTIC label to print beside results of ``protocol: paper``."""
     return LABEL.get(config.get("protocol") or "honest", "honest")
+
+
+def sd_ddof(protocol: str) -> int:
+    return 0 if protocol == "paper" else 1
