@@ -41,10 +41,11 @@ def table1_input(wildcards):
         return train_targets() + floor_targets()
     files = []
     for name in COHORTS:
+        train = os.path.join(OUT, name, "train")
         files += [
             f
             for f in getattr(rules, f"{name}_all").input
-            if f"/{name}/train/" in f and f.endswith("/summary.json")
+            if f.startswith(train) and os.path.basename(f) == "summary.json"
         ]
     return files
 
