@@ -42,6 +42,7 @@ config.update(
         yaml.safe_load(source_text("workflow/schemas/config.schema.yaml")),
     )
 )
+check_cohort_names(config)
 validate(config, schema="../schemas/config.schema.yaml")
 
 VERSION = source_version()

@@ -294,6 +294,24 @@ RESERVED_COHORT_NAMES = {
 }
 
 
+def check_cohort_names(cfg):
+    """Each cohort name names the folder <outdir>/<name> and the rules <name>_<rule>:
+    letters, digits and _, starting with a letter, and none of <outdir>'s own folders.
+    Checked before the schema, for a clearer message than its pattern's."""
+    cohorts = cfg.get("cohorts")
+    for name in cohorts if isinstance(cohorts, dict) else {}:
+        name = str(name)
+        if (
+            not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name)
+            or name in RESERVED_COHORT_NAMES
+        ):
+            raise WorkflowError(
+                f"config cohorts: {name!r} is not a usable cohort name: it names the folder "
+                f"<outdir>/{name} and its rules; use letters, digits and _ (starting with a "
+                f"letter), not {', '.join(sorted(RESERVED_COHORT_NAMES))}"
+            )
+
+
 def cohort_configs(cfg):
     """config cohorts: name -> that cohort's full config: the top-level one with the
     cohort's slides, genomics, cohort and study merged over it, outdir <outdir>/<name> and
@@ -305,17 +323,9 @@ def cohort_configs(cfg):
         raise WorkflowError(
             "config: cohorts inside a cohort (parent_outdir set): drop one"
         )
+    check_cohort_names(cfg)
     out = {}
     for name, part in cohorts.items():
-        if (
-            not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name)
-            or name in RESERVED_COHORT_NAMES
-        ):
-            raise WorkflowError(
-                f"config cohorts: {name!r} is not a usable cohort name: it names the folder "
-                f"<outdir>/{name} and its rules; use letters, digits and _ (starting with a "
-                f"letter), not {', '.join(sorted(RESERVED_COHORT_NAMES))}"
-            )
         c = {k: v for k, v in cfg.items() if k != "cohorts"}
         for section in ("slides", "genomics", "cohort"):
             c[section] = {**cfg[section], **(part or {}).get(section, {})}
