@@ -89,6 +89,15 @@ def test_cohorts_plan_and_a_third_cohort_adds_its_own_jobs(tmp_path, tcga_dir):
     jobs = _jobs(r.stdout)
     assert jobs["third_train"] == 2 and jobs["third_genomics"] == 1 and jobs["table1"] == 1
     assert "results/third/train/coxnet/fold_0/summary.json" in r.stdout
+    # protocol paper: each cohort's part resolves it with its own study (none at the top
+    # level, which would stop a run of one cohort)
+    config["protocol"] = "paper"
+    _config(tmp_path, config)
+    r = snakemake(wd, "-n", "-p")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert out.count("protocol: paper sets cohort.labels_from = all") == 3
+    assert "-o results/ucec/genomics" in out and "--drop-last-column" in out
 
 
 def test_single_cohort_keeps_its_paths_and_adds_table1_with_the_floor(tmp_path, tcga_dir):

@@ -14,16 +14,15 @@ from cmta_pipeline import genomics as g
 from cmta_pipeline.cli import main
 from cmta_pipeline.cohort import build_cohort, load_fold
 from cmta_pipeline.report.paired import (
+    pair_matrices,
     paired_difference,
     paired_table,
-    pair_matrices,
     run_pairs,
     weighted_cindex,
 )
 from cmta_pipeline.report.protocol import sd_ddof
 from cmta_pipeline.report.table1 import build_table1, write_table1
 from cmta_pipeline.training.coxnet import CoxnetSettings, design, run_coxnet_fold
-
 
 # ---- coxnet ------------------------------------------------------------------------
 

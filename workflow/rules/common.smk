@@ -80,10 +80,12 @@ from cmta_pipeline.slides.table import load_slide_table
 
 # protocol: paper sets the authors' evaluation (cohort.labels_from, training.selection,
 # training.alpha); every setting it changes is printed, marked OPTIMISTIC.
-_resolved, _protocol_notes = resolve_protocol(config)
-config.update(_resolved)
-if _protocol_notes:
-    print("\n".join(_protocol_notes), file=sys.stderr)
+# With several cohorts each cohort's part resolves it (its study sets alpha), not the run.
+if not config["cohorts"]:
+    _resolved, _protocol_notes = resolve_protocol(config)
+    config.update(_resolved)
+    if _protocol_notes:
+        print("\n".join(_protocol_notes), file=sys.stderr)
 
 # Rules call the `cmta` command line: with --use-conda the python of the rule's env (which
 # installed this workflow's package, env_file), else the interpreter running Snakemake.
