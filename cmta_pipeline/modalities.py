@@ -2,7 +2,8 @@
 
 The workflow plans its jobs from this table (which runs need patch features and, on a
 cluster, a GPU) in the Python that runs Snakemake, which need not have torch.
-``cmta_pipeline.models.MODELS`` pairs each name with its class and is checked against it.
+``cmta_pipeline.models.MODELS`` pairs each network's name with its class and is checked
+against it; ``LINEAR_MODELS`` (``coxnet``) are fitted by scikit-survival instead.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ MODALITIES: dict[str, tuple[str, ...]] = {
     "m3if": ("path", "omics"),
     "gpdbn": ("path", "omics"),
     "hfbsurv": ("path", "omics"),
+    # the linear floor of every table: elastic-net Cox on the genomic arm's inputs
+    # (scikit-survival; cmta_pipeline/training/coxnet.py), no network
+    "coxnet": ("omics",),
 }
+
+#: models in MODALITIES that are no network (cmta_pipeline.models.MODELS lists the others):
+#: trained by `cmta train` through scikit-survival, no GPU, no heatmaps, no `cmta predict`
+LINEAR_MODELS: tuple[str, ...] = ("coxnet",)
 
 
 def modalities(name: str) -> tuple[str, ...]:

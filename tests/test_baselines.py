@@ -133,9 +133,10 @@ def test_hfbsurv_factorized_pooling_is_unit_norm():
 
 
 def test_registry_lists_modalities_and_cli_offers_every_model():
+    from cmta_pipeline.modalities import LINEAR_MODELS
     from cmta_pipeline.training.cli import MODEL_NAMES
 
-    assert set(MODEL_NAMES) == set(MODELS)
+    assert set(MODEL_NAMES) == set(MODELS) | set(LINEAR_MODELS)
     assert modalities("mcat_omic") == ("omics",)
     assert modalities("clam_mb") == ("path",)
     for name in ("mcat", "porpoise", "m3if", "gpdbn", "hfbsurv"):

@@ -91,8 +91,56 @@ def _write_compare(long, out, metric: str) -> None:
     print(table1(long, metric).to_string())
 
 
+# ---- cmta table1 ----------------------------------------------------------------
+
+
+def add_table1_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("cohorts", nargs="+", metavar="NAME=DIR",
+                   help="each cohort's folder with train/<run>/fold_<k>/predictions.tsv (the workflow's "
+                        "<outdir>/<cohort>, or <outdir> of a single cohort)")
+    p.add_argument("-o", "--outdir", required=True,
+                   help="folder for table1.tsv, table1_paired.tsv, table1.png/.svg and table1.md")
+    p.add_argument("--protocol", choices=["honest", "paper"], default="honest",
+                   help="the runs' protocol: sd over folds with ddof 1 (honest) or 0 (paper, as published)")
+    p.add_argument("--runs", nargs="*", help="runs to tabulate (default: every run found in each cohort)")
+    p.add_argument("--study", nargs="*", default=[], metavar="NAME=STUDY",
+                   help="the TCGA study of a cohort, to put the paper's numbers beside it (default: its name)")
+    p.add_argument("--paper-table", help="the paper's Table 1 values (default: resources/paper_table1.tsv)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the paired comparisons")
+    p.add_argument("--seed", type=int, default=1, help="seed of the bootstrap")
+
+
+def _pairs(items: list[str], what: str) -> list[tuple[str, str]]:
+    from ..errors import CMTAError
+
+    out = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise CMTAError(f"{what}: expected NAME=VALUE, got {item!r}")
+        out.append((name, value))
+    return out
+
+
+def run_table1(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .paired import sentence
+    from .table1 import PAPER_TABLE, wide_table, write_table1
+
+    paper = Path(args.paper_table) if args.paper_table else PAPER_TABLE
+    long, pairs = write_table1([(n, Path(d)) for n, d in _pairs(args.cohorts, "cohort")], args.outdir,
+                               args.protocol, args.runs, dict(_pairs(args.study, "--study")),
+                               args.n_boot, args.seed, paper)
+    print(wide_table(long).to_string())
+    for _, row in pairs.iterrows():
+        print(sentence(row))
+    return 0
+
+
 #: command -> (add its arguments to a parser, run it); see cmta_pipeline/cli.py
 COMMANDS = {
     "report": (add_report_arguments, run_report),
     "compare": (add_compare_arguments, run_compare),
+    "table1": (add_table1_arguments, run_table1),
 }

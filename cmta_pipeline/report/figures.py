@@ -140,3 +140,33 @@ def plot_comparison(table: pd.DataFrame, label: str, stem: str | Path) -> list[P
     ax.legend(fontsize=8, ncols=2, frameon=False)
     fig.tight_layout()
     return save_figure(fig, stem)
+
+
+def plot_heat_table(table: pd.DataFrame, label: str, stem: str | Path) -> list[Path]:
+    """Models x cohorts heat table of ``mean`` (cells annotated mean ± sd), one panel per
+    protocol (honest and paper never share one). table: cohort, row, protocol, mean, sd."""
+    plt = _plt()
+    protocols = list(dict.fromkeys(table["protocol"])) or ["honest"]
+    cohorts = list(dict.fromkeys(table["cohort"]))
+    heights = [max(1, table.loc[table.protocol == p, "row"].nunique()) for p in protocols]
+    fig, axes = plt.subplots(len(protocols), 1, squeeze=False, height_ratios=heights,
+                             figsize=(max(4.5, 1.5 * len(cohorts) + 2.5), 1.2 + 0.45 * sum(heights)))
+    for ax, p in zip(axes[:, 0], protocols):
+        part = table[table["protocol"] == p]
+        rows = list(dict.fromkeys(part["row"]))
+        grid = part.pivot(index="row", columns="cohort", values="mean").reindex(index=rows, columns=cohorts)
+        sd = part.pivot(index="row", columns="cohort", values="sd").reindex(index=rows, columns=cohorts)
+        ax.imshow(grid.to_numpy(float), cmap="viridis", vmin=0.5, vmax=max(0.75, np.nanmax(grid.to_numpy(float))),
+                  aspect="auto")
+        for i in range(len(rows)):
+            for j in range(len(cohorts)):
+                m, s = grid.iat[i, j], sd.iat[i, j]
+                if m == m:
+                    ax.text(j, i, f"{m:.3f}" + ("" if s != s else f"\n± {s:.3f}"), ha="center", va="center",
+                            fontsize=8, color="w" if m < 0.62 else "k")
+        ax.set_xticks(range(len(cohorts)), cohorts)
+        ax.set_yticks(range(len(rows)), rows)
+        title = "protocol paper (OPTIMISTIC), sd ddof 0" if p == "paper" else f"protocol {p}, sd ddof 1"
+        ax.set_title(f"{label}: {title}", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, stem)

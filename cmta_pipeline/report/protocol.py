@@ -123,4 +123,5 @@ def optimistic_reasons(selection: str | None, labels_from: str | None) -> list[s
         [OPTIMISTIC_REASONS["labels_from"]] if labels_from == "all" else [])
 
 
-def sd_ddof(protocol: str) -> int: return 0 if protocol == "paper" else 1
+def sd_ddof(protocol: str) -> int:
+    return 0 if protocol == "paper" else 1

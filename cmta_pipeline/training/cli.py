@@ -9,7 +9,8 @@ import logging
 
 
 MODEL_NAMES = ("cmta", "snn", "snntrans", "meanmil", "maxmil", "attmil", "transmil", "dualtrans",
-               "clam_sb", "clam_mb", "mcat", "mcat_omic", "porpoise", "m3if", "gpdbn", "hfbsurv")
+               "clam_sb", "clam_mb", "mcat", "mcat_omic", "porpoise", "m3if", "gpdbn", "hfbsurv",
+               "coxnet")
 
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.model == "coxnet":  # the linear floor: scikit-survival, no network
+        return run_coxnet(args)
     import torch
 
     from .fold import run_fold
@@ -129,6 +132,18 @@ def run(args: argparse.Namespace) -> int:
     c = summary["metrics"].get("heldout_cindex")
     log.info("fold %d %s: held-out c-index %s at epoch %d%s -> %s", summary["fold"], summary["model"],
              "n/a" if c is None else f"{c:.4f}", summary["selected_epoch"], tag, args.outdir)
+    return 0
+
+
+def run_coxnet(args: argparse.Namespace) -> int:
+    """`cmta train --model coxnet`: the elastic-net Cox floor (training/coxnet.py); the
+    network options are accepted and unused, --seed seeds the inner folds."""
+    from .coxnet import CoxnetSettings, run_coxnet_fold
+
+    summary = run_coxnet_fold(args.cohort, args.fold, args.outdir, CoxnetSettings(seed=args.seed))
+    c = summary["metrics"].get("heldout_cindex")
+    log.info("fold %d coxnet: held-out c-index %s -> %s", summary["fold"], "n/a" if c is None else f"{c:.4f}",
+             args.outdir)
     return 0
 
 

@@ -42,6 +42,7 @@ config.update(
         yaml.safe_load(source_text("workflow/schemas/config.schema.yaml")),
     )
 )
+check_cohort_names(config)
 validate(config, schema="../schemas/config.schema.yaml")
 
 VERSION = source_version()
@@ -79,43 +80,31 @@ from cmta_pipeline.slides.table import load_slide_table
 
 # protocol: paper sets the authors' evaluation (cohort.labels_from, training.selection,
 # training.alpha); every setting it changes is printed, marked OPTIMISTIC.
-_resolved, _protocol_notes = resolve_protocol(config)
-config.update(_resolved)
-if _protocol_notes:
-    print("\n".join(_protocol_notes), file=sys.stderr)
+# With several cohorts each cohort's part resolves it (its study sets alpha), not the run.
+if not config["cohorts"]:
+    _resolved, _protocol_notes = resolve_protocol(config)
+    config.update(_resolved)
+    if _protocol_notes:
+        print("\n".join(_protocol_notes), file=sys.stderr)
 
 # Rules call the `cmta` command line: with --use-conda the python of the rule's env (which
 # installed this workflow's package, env_file), else the interpreter running Snakemake.
 CMTA = f"{'python' if CONDA else sys.executable} -m cmta_pipeline"
 
 OUT = config["outdir"].rstrip("/")
+# Several cohorts (config cohorts:): each is this workflow as a Snakemake module with its
+# own config, outdir <OUT>/<name> and parent_outdir <OUT> (the Snakefile). Tiles and
+# features of every slide are this run's, at SHARED/tiles and SHARED/features: the top
+# level of a run of several cohorts, or a run of one cohort, tiles and encodes; a cohort's
+# part of a run (parent_outdir set) reads them.
+COHORTS = cohort_configs(config)
+SHARED = (config["parent_outdir"] or OUT).rstrip("/")
+OWNS_SLIDES = SHARED == OUT
 
-if config.get("demo"):
-    # The demo cohort's slides are written by rules/demo.smk; their names are known before.
-    from cmta_pipeline.demo.settings import DemoSettings, slide_sheet
-
-    SLIDES = slide_sheet(
-        DemoSettings.from_config(config["demo"]), config["demo"]["dir"]
-    )
-elif config["slides"]["sheet"] or config["slides"]["folder"]:
-    SLIDES = load_slide_table(
-        sheet=config["slides"]["sheet"],
-        folder=config["slides"]["folder"],
-        recursive=config["slides"]["recursive"],
-        gdc_sample_sheet=config["slides"]["gdc_sample_sheet"],
-        gdc_manifest=config["slides"]["gdc_manifest"],
-    )
-else:  # a genomics-only cohort
-    SLIDES = pd.DataFrame(columns=["slide_id", "case_id", "path", "mpp", "stain"])
-validate(SLIDES, schema="../schemas/slides.schema.yaml")
-SLIDES = SLIDES.set_index("slide_id", drop=False)
-if SLIDES.empty:
-    print(
-        "slides: no slides; set slides.sheet or slides.folder in the config to use "
-        "slides (README: 'Your data')",
-        file=sys.stderr,
-    )
-
+if COHORTS:
+    SLIDES = union_slide_table({name: slide_table(c) for name, c in COHORTS.items()})
+else:
+    SLIDES = slide_table(config)
 SLIDE_PATTERN = "|".join(map(re.escape, SLIDES.index)) if len(SLIDES) else "NO_SLIDES"
 
 # gpu: true (a cluster whose GPU jobs go to GPU nodes), false (none), or auto (the default:
@@ -124,11 +113,20 @@ GPU = resolve_gpu(config["gpu"])
 
 
 def final_targets():
+    if (
+        COHORTS
+    ):  # several cohorts: each one's targets (its module's rule all) and table 1
+        targets = [f"{OUT}/tiles/summary.tsv"]
+        for name in COHORTS:
+            targets += getattr(rules, f"{name}_all").input
+        return targets + table1_targets()  # rules/report.smk
     targets = [f"{OUT}/tiles/summary.tsv"]
     targets += cohort_targets()  # rules/cohort.smk
     targets += train_targets()  # rules/training.smk
     if train_targets():
         targets.append(f"{OUT}/report/cindex_summary.tsv")  # rules/report.smk
+        targets += floor_targets()  # rules/training.smk: the table's linear floor
+        targets += table1_targets()  # rules/report.smk
     targets += predict_targets()  # rules/predict.smk
     targets += heatmap_targets()  # rules/heatmaps.smk
     if config.get("demo") and train_targets():

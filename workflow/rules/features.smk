@@ -18,125 +18,125 @@ include: "functions/features.smk"
 limit_local_gpus()
 
 
-# A local rule (runs where snakemake runs, not as a cluster job): it needs the internet.
-rule fetch_weights:
-    output:
-        ensure(FEATURES["weights_file"], sha256=IMAGENET_SHA256),
-    log:
-        f"{OUT}/logs/fetch_weights.log",
-    localrule: True
-    conda:
-        env_file("torch")
-    threads: 1
-    resources:
-        mem_mb=scaled_mem(2000),
-        runtime=scaled_runtime(30),
-    params:
-        cmta=CMTA,
-    shell:
-        "{params.cmta} fetch-weights -o {output:q} > {log:q} 2>&1"
+# A cohort's part of a run of several (parent_outdir set) reads the run's features; the
+# run encodes each slide once.
+if OWNS_SLIDES:
 
+    # A local rule (runs where snakemake runs, not as a cluster job): it needs the internet.
+    rule fetch_weights:
+        output:
+            ensure(FEATURES["weights_file"], sha256=IMAGENET_SHA256),
+        log:
+            f"{OUT}/logs/fetch_weights.log",
+        localrule: True
+        conda:
+            env_file("torch")
+        threads: 1
+        resources:
+            mem_mb=scaled_mem(2000),
+            runtime=scaled_runtime(30),
+        params:
+            cmta=CMTA,
+        shell:
+            "{params.cmta} fetch-weights -o {output:q} > {log:q} 2>&1"
 
-rule extract:
-    input:
-        h5=f"{ENCODED}/{{slide}}.features.h5",
-        pt=f"{ENCODED}/{{slide}}.pt",
-        # the tiling status (ok/failed) and the slide's folder with <slide>.coords.h5
-        status=f"{OUT}/tiles/{{slide}}.tile.json",
-        tiles=f"{OUT}/tiles/{{slide}}",
-        weights=features_weights_input,
-    output:
-        h5=f"{OUT}/features/{{slide}}.features.h5",
-        pt=f"{OUT}/features/{{slide}}.pt",
-    log:
-        f"{OUT}/logs/extract/{{slide}}.log",
-    localrule: True
-    params:
-        args=features_args,
-        version=VERSION,
-    run:
-        publish_features(input, output, log)
-
-
-# The encoder jobs. On a cluster each asks for one GPU (config gpu, features.device) and a
-# core per reader process; inside the job device auto picks CUDA when the job sees a GPU.
-# Their one input besides the weights is the tiling summary, ancient: a slide tiled again
-# reruns its own `extract` (its tiles are newer), which needs its encoder job's files.
-# Both rules have the same command (Snakemake records it: a changed one reruns the job).
-
-if FEATURES["slides_per_job"] == 1:
-
-    rule encode:
+    rule extract:
         input:
-            summary=ancient(f"{OUT}/tiles/summary.tsv"),
+            h5=f"{ENCODED}/{{slide}}.features.h5",
+            pt=f"{ENCODED}/{{slide}}.pt",
+            # the tiling status (ok/failed) and the slide's folder with <slide>.coords.h5
+            status=f"{OUT}/tiles/{{slide}}.tile.json",
+            tiles=f"{OUT}/tiles/{{slide}}",
             weights=features_weights_input,
         output:
-            h5=temp(f"{ENCODED}/{{slide}}.features.h5"),
-            pt=temp(f"{ENCODED}/{{slide}}.pt"),
+            h5=f"{OUT}/features/{{slide}}.features.h5",
+            pt=f"{OUT}/features/{{slide}}.pt",
         log:
-            f"{OUT}/logs/encode/{{slide}}.log",
-        benchmark:
-            f"{OUT}/benchmarks/encode/{{slide}}.tsv"
-        conda:
-            extract_env()
-        threads: extract_threads()
-        resources:
-            mem_mb=scaled_mem(FEATURES["mem_mb"]),
-            runtime=scaled_runtime(FEATURES["runtime"]),
-            gpu=extract_gpus(),
-            gpu_model=gpu_model_for(extract_gpus()),
+            f"{OUT}/logs/extract/{{slide}}.log",
+        localrule: True
         params:
-            slides=encode_inputs(None),
             args=features_args,
-            speed=features_speed_args,
-            outdir=lambda wc, output: os.path.dirname(output.h5),
-            cmta=CMTA,
             version=VERSION,
-        shell:
-            "{params.cmta} extract {params.slides} -o {params.outdir:q} {params.args} "
-            "{params.speed} > {log:q} 2>&1"
+        run:
+            publish_features(input, output, log)
 
-else:
-    # features.slides_per_job > 1: one job (one process, one model load) per batch. A slide
-    # whose tiling failed is passed with its status file and gets empty feature files marked
-    # failed, which nothing reads.
-    for batch, ids in enumerate(extract_batches()):
+    # The encoder jobs. On a cluster each asks for one GPU (config gpu, features.device) and a
+    # core per reader process; inside the job device auto picks CUDA when the job sees a GPU.
+    # Their one input besides the weights is the tiling summary, ancient: a slide tiled again
+    # reruns its own `extract` (its tiles are newer), which needs its encoder job's files.
+    # Both rules have the same command (Snakemake records it: a changed one reruns the job).
+    if FEATURES["slides_per_job"] == 1:
 
-        rule:
-            name:
-                f"encode_batch_{batch}"
+        rule encode:
             input:
                 summary=ancient(f"{OUT}/tiles/summary.tsv"),
                 weights=features_weights_input,
             output:
-                h5=encoded(ids, ".features.h5"),
-                pt=encoded(ids, ".pt"),
+                h5=temp(f"{ENCODED}/{{slide}}.features.h5"),
+                pt=temp(f"{ENCODED}/{{slide}}.pt"),
             log:
-                f"{OUT}/logs/encode/batch_{batch}.log",
+                f"{OUT}/logs/encode/{{slide}}.log",
             benchmark:
-                f"{OUT}/benchmarks/encode/batch_{batch}.tsv"
+                f"{OUT}/benchmarks/encode/{{slide}}.tsv"
             conda:
                 extract_env()
             threads: extract_threads()
             resources:
                 mem_mb=scaled_mem(FEATURES["mem_mb"]),
-                runtime=scaled_runtime(FEATURES["runtime"] * len(ids)),
+                runtime=scaled_runtime(FEATURES["runtime"]),
                 gpu=extract_gpus(),
                 gpu_model=gpu_model_for(extract_gpus()),
             params:
-                slides=encode_inputs(ids),
+                slides=encode_inputs(None),
                 args=features_args,
                 speed=features_speed_args,
-                outdir=lambda wc, output: os.path.dirname(output.h5[0]),
+                outdir=lambda wc, output: os.path.dirname(output.h5),
                 cmta=CMTA,
                 version=VERSION,
             shell:
                 "{params.cmta} extract {params.slides} -o {params.outdir:q} {params.args} "
                 "{params.speed} > {log:q} 2>&1"
 
+    else:
+        # features.slides_per_job > 1: one job (one process, one model load) per batch. A slide
+        # whose tiling failed is passed with its status file and gets empty feature files marked
+        # failed, which nothing reads.
+        for batch, ids in enumerate(extract_batches()):
 
-# `snakemake --cores 8 features`: the features of every tiled slide, without training.
-rule features:
-    default_target: False
-    input:
-        lambda wc: feature_targets(),
+            rule:
+                name:
+                    f"encode_batch_{batch}"
+                input:
+                    summary=ancient(f"{OUT}/tiles/summary.tsv"),
+                    weights=features_weights_input,
+                output:
+                    h5=encoded(ids, ".features.h5"),
+                    pt=encoded(ids, ".pt"),
+                log:
+                    f"{OUT}/logs/encode/batch_{batch}.log",
+                benchmark:
+                    f"{OUT}/benchmarks/encode/batch_{batch}.tsv"
+                conda:
+                    extract_env()
+                threads: extract_threads()
+                resources:
+                    mem_mb=scaled_mem(FEATURES["mem_mb"]),
+                    runtime=scaled_runtime(FEATURES["runtime"] * len(ids)),
+                    gpu=extract_gpus(),
+                    gpu_model=gpu_model_for(extract_gpus()),
+                params:
+                    slides=encode_inputs(ids),
+                    args=features_args,
+                    speed=features_speed_args,
+                    outdir=lambda wc, output: os.path.dirname(output.h5[0]),
+                    cmta=CMTA,
+                    version=VERSION,
+                shell:
+                    "{params.cmta} extract {params.slides} -o {params.outdir:q} {params.args} "
+                    "{params.speed} > {log:q} 2>&1"
+
+    # `snakemake --cores 8 features`: the features of every tiled slide, without training.
+    rule features:
+        default_target: False
+        input:
+            lambda wc: feature_targets(),

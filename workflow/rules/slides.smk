@@ -7,49 +7,53 @@
 include: "functions/slides.smk"
 
 
-rule tile:
-    input:
-        slide_input,
-    output:
-        status=f"{OUT}/tiles/{{slide}}.tile.json",
-        # <slide>.coords.h5 (read by the encoder jobs), <slide>.qc.png and its small JPEG,
-        # <slide>.qc.jpg, which the Snakemake report embeds (the PNGs would make it huge)
-        tiles=report(
-            directory(f"{OUT}/tiles/{{slide}}"),
-            patterns=["{slide}.qc.jpg"],
-            caption="../report/slide_qc.rst",
-            category="Slides",
-            subcategory="{slide}",
-            labels={"slide": "{slide}", "figure": "tissue and patches"},
-        ),
-    log:
-        f"{OUT}/logs/tile/{{slide}}.log",
-    benchmark:
-        f"{OUT}/benchmarks/tile/{{slide}}.tsv"
-    conda:
-        env_file("slides")
-    threads: 1
-    resources:
-        mem_mb=scaled_mem(2000),
-        runtime=scaled_runtime(30),
-    params:
-        path=slide_path,
-        slide=slide_file,
-        args=tile_args,
-        settings=lambda wc: json.dumps(config["tiling"]),
-        on_error=config["slides"]["on_error"],
-        cmta=CMTA,
-        version=VERSION,
-    shell:
-        "mkdir -p {output.tiles:q} && "
-        "{params.cmta} tile {params.path:q} -o {output.tiles:q} {params.args} "
-        "--settings {params.settings:q} --status {output.status:q} "
-        "--on-error {params.on_error} > {log:q} 2>&1"
+# A cohort's part of a run of several (parent_outdir set) reads the run's tiles; the
+# run tiles each slide once.
+if OWNS_SLIDES:
+
+    rule tile:
+        input:
+            slide_input,
+        output:
+            status=f"{OUT}/tiles/{{slide}}.tile.json",
+            # <slide>.coords.h5 (read by the encoder jobs), <slide>.qc.png and its small JPEG,
+            # <slide>.qc.jpg, which the Snakemake report embeds (the PNGs would make it huge)
+            tiles=report(
+                directory(f"{OUT}/tiles/{{slide}}"),
+                patterns=["{slide}.qc.jpg"],
+                caption="../report/slide_qc.rst",
+                category="Slides",
+                subcategory="{slide}",
+                labels={"slide": "{slide}", "figure": "tissue and patches"},
+            ),
+        log:
+            f"{OUT}/logs/tile/{{slide}}.log",
+        benchmark:
+            f"{OUT}/benchmarks/tile/{{slide}}.tsv"
+        conda:
+            env_file("slides")
+        threads: 1
+        resources:
+            mem_mb=scaled_mem(2000),
+            runtime=scaled_runtime(30),
+        params:
+            path=slide_path,
+            slide=slide_file,
+            args=tile_args,
+            settings=lambda wc: json.dumps(config["tiling"]),
+            on_error=config["slides"]["on_error"],
+            cmta=CMTA,
+            version=VERSION,
+        shell:
+            "mkdir -p {output.tiles:q} && "
+            "{params.cmta} tile {params.path:q} -o {output.tiles:q} {params.args} "
+            "--settings {params.settings:q} --status {output.status:q} "
+            "--on-error {params.on_error} > {log:q} 2>&1"
 
 
 checkpoint tile_summary:
     input:
-        expand(f"{OUT}/tiles/{{slide}}.tile.json", slide=SLIDES.index),
+        expand(f"{SHARED}/tiles/{{slide}}.tile.json", slide=SLIDES.index),
     output:
         summary=report(
             f"{OUT}/tiles/summary.tsv",

@@ -253,3 +253,105 @@ def warn_once(message):
     if message not in _WARNED:
         _WARNED.add(message)
         print(message, file=sys.stderr)
+
+
+def slide_table(cfg):
+    """The slides of one cohort's config: the demo's, a sheet or folder, or none (a
+    genomics-only cohort)."""
+    if cfg.get("demo"):
+        # The demo cohort's slides are written by rules/demo.smk; their names are known before.
+        from cmta_pipeline.demo.settings import DemoSettings, slide_sheet
+
+        table = slide_sheet(DemoSettings.from_config(cfg["demo"]), cfg["demo"]["dir"])
+    elif cfg["slides"]["sheet"] or cfg["slides"]["folder"]:
+        s = cfg["slides"]
+        table = load_slide_table(
+            sheet=s["sheet"],
+            folder=s["folder"],
+            recursive=s["recursive"],
+            gdc_sample_sheet=s["gdc_sample_sheet"],
+            gdc_manifest=s["gdc_manifest"],
+        )
+    else:  # a genomics-only cohort
+        table = pd.DataFrame(columns=["slide_id", "case_id", "path", "mpp", "stain"])
+    validate(table, schema="../schemas/slides.schema.yaml")
+    if table.empty and not cfg.get("parent_outdir"):
+        warn_once(
+            "slides: no slides; set slides.sheet or slides.folder in the config to use "
+            "slides (README: 'Your data')"
+        )
+    return table.set_index("slide_id", drop=False)
+
+
+#: folders of <outdir> that a run of several cohorts keeps for itself
+RESERVED_COHORT_NAMES = {
+    "tiles",
+    "features",
+    "logs",
+    "benchmarks",
+    "cache",
+    "resources",
+}
+
+
+def check_cohort_names(cfg):
+    """Each cohort name names the folder <outdir>/<name> and the rules <name>_<rule>:
+    letters, digits and _, starting with a letter, and none of <outdir>'s own folders.
+    Checked before the schema, for a clearer message than its pattern's."""
+    cohorts = cfg.get("cohorts")
+    for name in cohorts if isinstance(cohorts, dict) else {}:
+        name = str(name)
+        if (
+            not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name)
+            or name in RESERVED_COHORT_NAMES
+        ):
+            raise WorkflowError(
+                f"config cohorts: {name!r} is not a usable cohort name: it names the folder "
+                f"<outdir>/{name} and its rules; use letters, digits and _ (starting with a "
+                f"letter), not {', '.join(sorted(RESERVED_COHORT_NAMES))}"
+            )
+
+
+def cohort_configs(cfg):
+    """config cohorts: name -> that cohort's full config: the top-level one with the
+    cohort's slides, genomics, cohort and study merged over it, outdir <outdir>/<name> and
+    parent_outdir <outdir>. {} for a run of one cohort (no cohorts:)."""
+    cohorts = cfg.get("cohorts") or {}
+    if cohorts and cfg.get("demo"):
+        raise WorkflowError("config: demo and cohorts cannot be combined; drop one")
+    if cohorts and cfg.get("parent_outdir"):
+        raise WorkflowError(
+            "config: cohorts inside a cohort (parent_outdir set): drop one"
+        )
+    check_cohort_names(cfg)
+    out = {}
+    for name, part in cohorts.items():
+        c = {k: v for k, v in cfg.items() if k != "cohorts"}
+        for section in ("slides", "genomics", "cohort"):
+            c[section] = {**cfg[section], **(part or {}).get(section, {})}
+        if "study" in (part or {}):
+            c["study"] = part["study"]
+        c["outdir"] = f"{cfg['outdir'].rstrip('/')}/{name}"
+        c["parent_outdir"] = cfg["outdir"].rstrip("/")
+        out[name] = c
+    return out
+
+
+def union_slide_table(tables):
+    """The slides of every cohort, each once; a slide id that two cohorts give with
+    different files is an error naming both."""
+    seen = {}
+    for name, table in tables.items():
+        for sid, path in zip(table["slide_id"], table["path"]):
+            where = os.path.realpath(str(path))
+            if sid in seen and seen[sid][1] != where:
+                raise WorkflowError(
+                    f"config cohorts: slide {sid!r} is {seen[sid][1]} in cohort "
+                    f"{seen[sid][0]!r} but {where} in cohort {name!r}: one slide id, one file"
+                )
+            seen.setdefault(sid, (name, where))
+    frames = [t for t in tables.values() if len(t)]
+    if not frames:
+        return next(iter(tables.values()))
+    union = pd.concat(frames, ignore_index=True).drop_duplicates("slide_id")
+    return union.set_index("slide_id", drop=False)

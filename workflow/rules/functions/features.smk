@@ -9,7 +9,7 @@ IMAGENET_SHA256 = "0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722f
 
 # The encoder jobs write each slide's features here; the rule extract moves them into
 # {OUT}/features/ (temp: nothing is left here).
-ENCODED = f"{OUT}/features/encoded"
+ENCODED = f"{SHARED}/features/encoded"
 
 
 def extract_gpus():
@@ -33,7 +33,7 @@ def extract_env():
 
 def feature_targets():
     """Feature files of the slides tiled successfully (after the checkpoint tile_summary)."""
-    return expand(f"{OUT}/features/{{slide}}.features.h5", slide=tiled_slides())
+    return expand(f"{SHARED}/features/{{slide}}.features.h5", slide=tiled_slides())
 
 
 def jump_hash(key, buckets):

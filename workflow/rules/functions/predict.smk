@@ -7,6 +7,8 @@ PREDICT = config["predict"]
 def predict_runs():
     """Trained runs to predict with; runs that read slides need predict.slides."""
     runs = [r for r in train_runs() if PREDICT["runs"] is None or r in PREDICT["runs"]]
+    # linear models (coxnet) keep no network for cmta predict
+    runs = [r for r in runs if r.split("-")[0] not in LINEAR_MODELS]
     if not PREDICT["slides"]:
         dropped = [r for r in runs if r.split("-")[0] in PATH_MODELS]
         if dropped:
@@ -66,7 +68,7 @@ def predict_args(wildcards):
         "--threads 1",
     ]
     if wildcards.run.split("-")[0] in PATH_MODELS:
-        features = PREDICT["features_dir"] or os.path.join(OUT, "features")
+        features = PREDICT["features_dir"] or os.path.join(SHARED, "features")
         args.append(
             f"--slides {shlex.quote(PREDICT['slides'])} --features-dir {shlex.quote(features)}"
         )

@@ -1,7 +1,7 @@
 # Input and argument functions of the training stage's rules (rules/training.smk, which
 # includes this file); they read the config and the slide sheet of rules/common.smk.
 
-from cmta_pipeline.modalities import MODALITIES, reads_slides
+from cmta_pipeline.modalities import LINEAR_MODELS, MODALITIES, reads_slides
 
 TRAINING = config["training"]
 
@@ -42,6 +42,24 @@ def train_targets(name="summary.json"):
         f"{OUT}/train/{{run}}/fold_{{fold}}/{name}",
         run=train_runs(),
         fold=train_folds(),
+    )
+
+
+def table_runs():
+    """The runs of table 1: the trained runs and the linear floor (table1.floor), which is
+    trained for the table (not added to the report's runs)."""
+    floor = config["table1"]["floor"]
+    runs = train_runs()
+    return runs + ([floor] if floor and floor not in runs else [])
+
+
+def floor_targets(name="summary.json"):
+    """File ``name`` of every fold of the floor run when training.models lacks it."""
+    if not genomics_configured():
+        return []
+    extra = [r for r in table_runs() if r not in train_runs()]
+    return expand(
+        f"{OUT}/train/{{run}}/fold_{{fold}}/{name}", run=extra, fold=train_folds()
     )
 
 
@@ -104,6 +122,8 @@ def train_speed_args(wildcards, threads):
 def train_args(wildcards):
     model, _, ablation = wildcards.run.partition("-")
     t = TRAINING
+    if model in LINEAR_MODELS:  # scikit-survival: none of the networks' settings
+        return f"--model {model} --fold {wildcards.fold} --seed {t['seed']}"
     args = [
         f"--model {model}",
         f"--fold {wildcards.fold}",
@@ -118,7 +138,7 @@ def train_args(wildcards):
         f"--seed {t['seed']} --device {t['device']}",
     ]
     if model in PATH_MODELS:
-        args.append(f"--features-dir {shlex.quote(os.path.join(OUT, 'features'))}")
+        args.append(f"--features-dir {shlex.quote(os.path.join(SHARED, 'features'))}")
     if ablation:
         args.append(ABLATION_FLAGS[ablation])
     if not t["weighted_sampler"]:

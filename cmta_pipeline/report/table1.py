@@ -1,0 +1,187 @@
+"""Table 1 of the paper from this pipeline's runs: models x cohorts, mean +- sd over folds,
+with the paired comparisons (``cmta table1``; docs/report.md, "Table 1").
+
+Input: one folder per cohort holding ``train/<run>/fold_<k>/predictions.tsv`` (the
+workflow's ``<outdir>/<cohort>``, or ``<outdir>`` of a single cohort). Every metric of
+:mod:`.metrics` is computed per held-out fold; mean and sd over the folds with a value.
+The sd's ddof follows the protocol (:func:`.protocol.sd_ddof`): 1 for ``honest``, 0 for
+``paper`` (the authors' ``np.std``), and ``table1.tsv`` says which in ``sd_ddof``.
+
+Outputs (in ``outdir``): ``table1.tsv`` (long: cohort, run, recipe, protocol, optimistic,
+metric, mean, sd, sd_ddof, n_folds), ``table1_paired.tsv`` (:mod:`.paired`),
+``table1.png``/``.svg`` (heat table of the c-index) and, last, ``table1.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import CMTAError
+from .metrics import METRICS, evaluate_run
+from .paired import PAIRED_COLUMNS, paired_table, sentence
+from .protocol import sd_ddof
+
+TABLE1_COLUMNS = ["cohort", "run", "recipe", "protocol", "optimistic", "metric", "mean", "sd", "sd_ddof",
+                  "n_folds"]
+OUTPUTS = ("table1.tsv", "table1_paired.tsv", "table1.png", "table1.svg")
+#: the paper's own numbers (Zhou et al., ICCV 2023, Table 1), shown beside protocol paper
+PAPER_TABLE = Path(__file__).resolve().parents[2] / "resources" / "paper_table1.tsv"
+
+
+def run_files(cohort_dir: Path, runs: list[str] | None) -> dict[str, list[Path]]:
+    """run -> its folds' predictions.tsv under ``cohort_dir/train`` (``runs``: only these,
+    in this order; one a cohort did not train, such as a slide model of a genomics-only
+    cohort, is left out of that cohort)."""
+    train = Path(cohort_dir) / "train"
+    found = {d.name: sorted(d.glob("fold_*/predictions.tsv")) for d in sorted(train.glob("*")) if d.is_dir()}
+    found = {r: f for r, f in found.items() if f}
+    if runs is None:
+        return found
+    return {r: found[r] for r in runs if r in found}
+
+
+def recipe_of(files: list[Path]) -> str:
+    """The folds' ``summary.json`` "recipe" (default "cmta"), joined when folds differ."""
+    recipes = []
+    for f in files:
+        s = f.with_name("summary.json")
+        recipes.append(str(json.loads(s.read_text()).get("recipe", "cmta")) if s.is_file() else "cmta")
+    return "/".join(dict.fromkeys(recipes)) or "cmta"
+
+
+def summarise(values, protocol: str) -> tuple[float, float, int]:
+    """(mean, sd with the protocol's ddof, number of folds with a value)."""
+    v = np.asarray([x for x in values if x == x], float)
+    ddof = sd_ddof(protocol)
+    mean = float(v.mean()) if len(v) else math.nan
+    sd = float(v.std(ddof=ddof)) if len(v) > ddof else math.nan
+    return mean, sd, len(v)
+
+
+def cohort_rows(cohort: str, cohort_dir: Path, protocol: str, runs: list[str] | None):
+    """(table1 rows of one cohort, run -> pooled held-out predictions)."""
+    rows, preds = [], {}
+    for run, files in run_files(cohort_dir, runs).items():
+        res = evaluate_run(run, files)
+        preds[run] = res.predictions
+        for m in METRICS:
+            mean, sd, n = summarise(res.per_fold[m], protocol)
+            rows.append({"cohort": cohort, "run": run, "recipe": recipe_of(files), "protocol": protocol,
+                         "optimistic": bool(res.optimistic), "metric": m, "mean": mean, "sd": sd,
+                         "sd_ddof": sd_ddof(protocol), "n_folds": n})
+    if not rows:
+        raise CMTAError(f"{Path(cohort_dir) / 'train'}: no run with predictions")
+    return rows, preds
+
+
+def build_table1(cohorts: list[tuple[str, Path]], protocol: str = "honest", runs: list[str] | None = None,
+                 n_boot: int = 1000, seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(table1 long, paired comparisons) of ``cohorts`` [(name, folder)]."""
+    names = [c for c, _ in cohorts]
+    if len(set(names)) != len(names):
+        raise CMTAError(f"cohort {next(c for c in names if names.count(c) > 1)!r} is given twice")
+    rows, paired = [], []
+    for name, folder in cohorts:
+        r, preds = cohort_rows(name, Path(folder), protocol, runs)
+        rows += r
+        paired.append(paired_table(name, preds, n_boot, seed))
+    paired = [p for p in paired if len(p)]
+    pairs = pd.concat(paired, ignore_index=True) if paired else pd.DataFrame(columns=PAIRED_COLUMNS)
+    return pd.DataFrame(rows, columns=TABLE1_COLUMNS), pairs
+
+
+def read_paper_table(path: Path = PAPER_TABLE) -> pd.DataFrame:
+    """model, study, mean, sd, source (the paper's Table 1 values known here)."""
+    return pd.read_csv(path, sep="\t", comment="#")
+
+
+def row_label(run: str, optimistic: bool) -> str:
+    return f"{run} [optimistic]" if optimistic else run
+
+
+def wide_table(long: pd.DataFrame, metric: str = "cindex_harrell", digits: int = 4) -> pd.DataFrame:
+    """Rows run (optimistic ones labelled), columns cohorts, cells ``mean ± sd``."""
+    part = long[long["metric"] == metric]
+
+    def cell(r):
+        if math.isnan(r["mean"]):
+            return "n/a"
+        return f"{r['mean']:.{digits}f}" + ("" if math.isnan(r["sd"]) else f" ± {r['sd']:.{digits}f}")
+
+    part = part.assign(row=[row_label(r, o) for r, o in zip(part["run"], part["optimistic"])],
+                       cell=part.apply(cell, axis=1))
+    wide = part.pivot(index="row", columns="cohort", values="cell").fillna("")
+    return wide.reindex(list(dict.fromkeys(part["row"])))[list(dict.fromkeys(part["cohort"]))]
+
+
+def paper_rows(cohorts: list[str], studies: dict[str, str], paper: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """The paper's own c-indices as rows ``<model> (paper)`` under our cohorts' names."""
+    out = {}
+    for _, r in paper.iterrows():
+        for c in cohorts:
+            if studies.get(c, c).lower() == str(r["study"]).lower():
+                sd = "" if pd.isna(r["sd"]) else f" ± {r['sd']:.{digits}f}"
+                out.setdefault(f"{r['model']} (paper)", {})[c] = f"{r['mean']:.{digits}f}{sd}"
+    return pd.DataFrame.from_dict(out, orient="index").reindex(columns=cohorts).fillna("")
+
+
+def to_markdown(wide: pd.DataFrame) -> list[str]:
+    head = ["model"] + list(wide.columns)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return lines + ["| " + " | ".join([str(i)] + list(r)) + " |" for i, r in zip(wide.index, wide.to_numpy())]
+
+
+def markdown(long: pd.DataFrame, pairs: pd.DataFrame, studies: dict[str, str], paper: pd.DataFrame | None) -> str:
+    """table1.md: the c-index table per protocol, the other metrics, the paired comparisons."""
+    md = ["# Table 1: Harrell's c-index, models x cohorts", "",
+          "Mean ± sd over held-out folds (`table1.tsv` has every metric).", ""]
+    for protocol, part in long.groupby("protocol", sort=False):
+        ddof = sd_ddof(protocol)
+        if protocol == "paper":
+            md += ["## Protocol paper (OPTIMISTIC: bins from the whole cohort, epoch chosen on the reported fold)",
+                   "", f"sd: ddof {ddof} (numpy's np.std over folds, as the paper computed it).", ""]
+        else:
+            md += [f"## Protocol {protocol}", "", f"sd: ddof {ddof} (sample standard deviation over folds).", ""]
+        wide = wide_table(part)
+        if protocol == "paper" and paper is not None:
+            wide = pd.concat([wide, paper_rows(list(wide.columns), studies, paper)]).fillna("")
+            md_note = ["", "Rows `(paper)`: Zhou et al., ICCV 2023, Table 1 (resources/paper_table1.tsv); "
+                           "an empty sd is not known here."]
+        else:
+            md_note = []
+        md += to_markdown(wide) + md_note + [""]
+        if part["optimistic"].any():
+            md += ["Rows marked [optimistic] chose their epoch on the reported fold.", ""]
+    md += ["## Paired comparisons (same held-out patients)", "",
+           "Difference of Harrell's c-index (per fold, averaged over folds); 95 % interval from "
+           "bootstrap resamples of the held-out patients within each fold (paired, seeded).", ""]
+    md += [f"* {sentence(r)}" for _, r in pairs.iterrows()] or ["* no pair of runs to compare"]
+    return "\n".join(md) + "\n"
+
+
+def write_table1(cohorts: list[tuple[str, Path]], outdir, protocol: str = "honest", runs: list[str] | None = None,
+                 studies: dict[str, str] | None = None, n_boot: int = 1000, seed: int = 1,
+                 paper_table: Path | None = PAPER_TABLE) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write the Table 1 files (module doc) into ``outdir``; returns (long, paired)."""
+    from ..fileio import atomic_output, fresh_outputs, write_text_atomic
+    from .figures import plot_heat_table
+
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    with fresh_outputs(out, OUTPUTS, marker="table1.md"):
+        long, pairs = build_table1(cohorts, protocol, runs, n_boot, seed)
+        with atomic_output(out / "table1.tsv") as tmp:
+            long.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+        with atomic_output(out / "table1_paired.tsv") as tmp:
+            pairs.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+        c = long[long["metric"] == "cindex_harrell"]
+        plot_heat_table(c.assign(row=[row_label(r, o) for r, o in zip(c["run"], c["optimistic"])]),
+                        METRICS["cindex_harrell"], out / "table1")
+        paper = read_paper_table(paper_table) if paper_table and Path(paper_table).is_file() else None
+        write_text_atomic(out / "table1.md", markdown(long, pairs, studies or {}, paper))
+    return long, pairs
