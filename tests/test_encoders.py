@@ -1,0 +1,139 @@
+"""The encoder registry: every architecture builds (on the meta device: no memory, no
+time) with its published parameter count and dimension; `cmta extract --encoder` with
+random weights on a real slide for four families; weights files checked."""
+
+from __future__ import annotations
+
+import h5py
+import pytest
+import torch
+
+from cmta_pipeline.errors import CMTAError
+from cmta_pipeline.features.encoders import REGISTRY, get_spec
+from cmta_pipeline.features.encoders.build import (
+    build_architecture,
+    build_named_encoder,
+    load_weights,
+)
+
+#: published counts are rounded (1.1B) or leave out heads TRIDENT does not use (CONCH's
+#: caption pooler): a built network within 5% of its published count passes
+TOLERANCE = 0.05
+
+
+def params_match(n_built: int, published_m: float) -> bool:
+    return abs(n_built / 1e6 - published_m) <= TOLERANCE * published_m
+
+
+def meta_model(name):
+    with torch.device("meta"):
+        return build_architecture(get_spec(name))
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_architecture_has_published_size_and_dim(name):
+    spec = get_spec(name)
+    model = meta_model(name)
+    n = sum(p.numel() for p in model.parameters())
+    assert params_match(n, spec.params_m), (name, n / 1e6, spec.params_m)
+    x = torch.empty(2, 3, spec.input_px, spec.input_px, device="meta")
+    assert tuple(model.eval()(x).shape) == (2, spec.dim)
+
+
+def test_size_check_can_fail():
+    n = sum(p.numel() for p in meta_model("uni_v1").parameters())
+    assert params_match(n, 303.0)
+    assert not params_match(n, 632.0)  # a ViT-H's count is not a ViT-L's
+
+
+def test_registry_dims_and_geometry_match_trident():
+    dims = {"resnet50": 1024, "uni_v1": 1024, "uni_v2": 1536, "conch_v1": 512,
+            "conch_v15": 768, "virchow": 2560, "virchow2": 2560, "hoptimus0": 1536,
+            "gigapath": 1536, "phikon": 768, "phikon_v2": 1024, "ctranspath": 768}
+    for name, dim in dims.items():
+        assert get_spec(name).dim == dim, name
+    # UNI was trained on 256 px at 20x shown at 224: the default tiling's geometry
+    assert get_spec("uni_v1").geometry() == get_spec("resnet50").geometry()
+    assert get_spec("conch_v1").input_px == 448
+    assert get_spec("conch_v1").geometry() != get_spec("resnet50").geometry()
+    assert get_spec("resnet50_trunc").name == "resnet50"  # the name in our feature files
+
+
+def test_unknown_encoder_is_one_line_error():
+    with pytest.raises(CMTAError, match="unknown encoder 'uni3'.*cmta encoders"):
+        get_spec("uni3")
+
+
+def test_cmta_encoders_lists_every_encoder(capsys):
+    from cmta_pipeline.cli import main
+
+    assert main(["encoders", "--format", "tsv"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in out[1:]] == list(REGISTRY)
+
+
+def test_weights_file_loads_and_wrong_one_is_refused(tmp_path):
+    model, _ = build_named_encoder("ctranspath", "random")
+    path = tmp_path / "ctp.pth"
+    torch.save(model.state_dict(), path)
+    loaded, info = build_named_encoder("ctranspath", str(path))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert info.weights == "file:ctp.pth" and len(info.weights_sha256) == 64
+    other = tmp_path / "lunit.pth"
+    torch.save(build_named_encoder("lunit-vits8", "random")[0].state_dict(), other)
+    with pytest.raises(CMTAError, match="not ctranspath weights"):
+        build_named_encoder("ctranspath", str(other))
+
+
+def test_conch_checkpoint_names_load():
+    """CONCH's checkpoint is the whole CoCa model: its visual tower under ``visual.``."""
+    spec = get_spec("conch_v1")
+    src, _ = build_named_encoder("conch_v1", "random")
+    state = {f"visual.{k}": v for k, v in src.state_dict().items()}
+    state["text.token_embedding.weight"] = torch.zeros(3, 3)  # left out
+    dst = build_architecture(spec)
+    load_weights(spec, dst, state, "conch.bin")
+    assert all(torch.equal(a, b) for a, b in zip(dst.state_dict().values(),
+                                                  src.state_dict().values()))
+    del state["visual.ln_contrast.weight"]
+    with pytest.raises(CMTAError, match="ln_contrast.weight"):
+        load_weights(spec, build_architecture(spec), state, "conch.bin")
+
+
+@pytest.fixture(scope="module")
+def two_patches(slides_dir, tmp_path_factory):
+    from _feature_helpers import write_grid_coords
+
+    out = tmp_path_factory.mktemp("enc") / "cmu.coords.h5"
+    return slides_dir / "CMU-1-Small-Region.svs", write_grid_coords(
+        slides_dir / "CMU-1-Small-Region.svs", out, n=2, size0=512, slide_id="cmu")
+
+
+# a ViT-L, a ViT-H, a CONCH-style ViT-B at 448, a Swin
+@pytest.mark.parametrize("name", ["uni_v1", "virchow2", "conch_v1", "ctranspath"])
+def test_cmta_extract_encoder_random_weights_on_real_slide(name, two_patches, tmp_path):
+    from cmta_pipeline.cli import main
+
+    slide, coords = two_patches
+    assert main(["extract", str(slide), str(coords), "-o", str(tmp_path), "--encoder", name,
+                 "--weights", "random", "--threads", "2", "--compile", "off"]) == 0
+    spec = get_spec(name)
+    with h5py.File(tmp_path / "cmu.features.h5") as f:
+        feats = f["features"][()]
+        assert feats.shape == (2, spec.dim)
+        assert f.attrs["encoder"] == name and f.attrs["feature_dim"] == spec.dim
+        assert f.attrs["input_px"] == spec.input_px
+        assert f.attrs["normalisation"] == spec.normalisation
+    assert torch.isfinite(torch.from_numpy(feats)).all()
+    assert torch.load(tmp_path / "cmu.pt").shape == (2, spec.dim)
+
+
+def test_extract_refuses_another_input_size(two_patches, tmp_path):
+    from cmta_pipeline.features import ExtractOptions, extract_features
+
+    slide, coords = two_patches
+    with pytest.raises(CMTAError, match="conch_v1 takes 448 px"):
+        extract_features(slide, coords, ExtractOptions(encoder="conch_v1", weights="random",
+                                                       input_px=224))
