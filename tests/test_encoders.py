@@ -137,3 +137,17 @@ def test_extract_refuses_another_input_size(two_patches, tmp_path):
     with pytest.raises(CMTAError, match="conch_v1 takes 448 px"):
         extract_features(slide, coords, ExtractOptions(encoder="conch_v1", weights="random",
                                                        input_px=224))
+
+
+def test_cmta_takes_the_width_of_virchow_features():
+    from cmta_pipeline.models import build_model
+
+    omic_sizes = [5, 6, 7, 8, 9, 10]
+    model = build_model("cmta", omic_sizes, path_dim=2560).eval()
+    bag = torch.randn(12, 2560)
+    omics = [torch.randn(n) for n in omic_sizes]
+    with torch.no_grad():
+        out = model(bag, omics)
+    assert torch.isfinite(out["risk"]).all()
+    with pytest.raises(RuntimeError):  # 1024-d features do not fit a 2560-d model
+        model(torch.randn(12, 1024), omics)

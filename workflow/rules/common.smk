@@ -65,6 +65,7 @@ PLANNING_MODULES = [
     "cmta_pipeline.slides.sheet",
     "cmta_pipeline.modalities",
     "cmta_pipeline.demo.settings",
+    "cmta_pipeline.features.encoders.registry",
 ]
 sys.path.insert(0, planning_package())
 import cmta_pipeline
@@ -89,6 +90,10 @@ if _protocol_notes:
 CMTA = f"{'python' if CONDA else sys.executable} -m cmta_pipeline"
 
 OUT = config["outdir"].rstrip("/")
+# The encoder (features.encoder), the tiles its geometry needs and where its features go:
+# resnet50 tiles/ and features/; another encoder features/<encoder>/, and tiles_<geometry>/
+# unless it shares the tiling's geometry (docs/features.md).
+ENCODER, TILES, FEATURES_OUT, TILING = encoder_layout(config, OUT)
 
 if config.get("demo"):
     # The demo cohort's slides are written by rules/demo.smk; their names are known before.
@@ -124,7 +129,7 @@ GPU = resolve_gpu(config["gpu"])
 
 
 def final_targets():
-    targets = [f"{OUT}/tiles/summary.tsv"]
+    targets = [f"{TILES}/summary.tsv"]
     targets += cohort_targets()  # rules/cohort.smk
     targets += train_targets()  # rules/training.smk
     if train_targets():
