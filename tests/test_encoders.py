@@ -151,3 +151,33 @@ def test_cmta_takes_the_width_of_virchow_features():
     assert torch.isfinite(out["risk"]).all()
     with pytest.raises(RuntimeError):  # 1024-d features do not fit a 2560-d model
         model(torch.randn(12, 1024), omics)
+
+
+def test_phikon_hugging_face_names_load():
+    """Phikon's hub file is a transformers ViTModel: query/key/value apart, other names."""
+    spec = get_spec("phikon")
+    src, _ = build_named_encoder("phikon", "random")
+    own = {k[len("trunk."):]: v for k, v in src.state_dict().items()}
+    hf = {"embeddings.cls_token": own["cls_token"],
+          "embeddings.position_embeddings": own["pos_embed"],
+          "embeddings.patch_embeddings.projection.weight": own["patch_embed.proj.weight"],
+          "embeddings.patch_embeddings.projection.bias": own["patch_embed.proj.bias"],
+          "layernorm.weight": own["norm.weight"], "layernorm.bias": own["norm.bias"]}
+    for i in range(12):
+        p, q = f"encoder.layer.{i}.", f"blocks.{i}."
+        for t in ("weight", "bias"):
+            for part, x in zip(("query", "key", "value"), own[q + f"attn.qkv.{t}"].chunk(3)):
+                hf[p + f"attention.attention.{part}.{t}"] = x
+            hf[p + f"attention.output.dense.{t}"] = own[q + f"attn.proj.{t}"]
+            hf[p + f"layernorm_before.{t}"] = own[q + f"norm1.{t}"]
+            hf[p + f"layernorm_after.{t}"] = own[q + f"norm2.{t}"]
+            hf[p + f"intermediate.dense.{t}"] = own[q + f"mlp.fc1.{t}"]
+            hf[p + f"output.dense.{t}"] = own[q + f"mlp.fc2.{t}"]
+    dst = build_architecture(spec)
+    load_weights(spec, dst, hf, "phikon.bin")
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(dst.eval()(x), src(x))
+    del hf["encoder.layer.3.output.dense.bias"]
+    with pytest.raises(CMTAError, match="output.dense.bias"):  # an incomplete file
+        load_weights(spec, build_architecture(spec), hf, "phikon.bin")

@@ -109,7 +109,10 @@ def as_own_names(spec: EncoderSpec, state: dict, model: nn.Module) -> dict:
 def load_weights(spec: EncoderSpec, model: nn.Module, state: dict, source: str) -> None:
     """Every parameter and buffer of ``model`` from ``state``, shapes checked; a one-line
     error naming the first missing or misshapen tensor."""
-    state = as_own_names(spec, state, model)
+    try:
+        state = as_own_names(spec, state, model)
+    except KeyError as exc:  # a transformers/timm-0.5 file without one of its tensors
+        raise CMTAError(f"{source}: not {spec.name} weights; tensor {exc} missing") from exc
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     if missing:
