@@ -14,6 +14,7 @@ from cmta_pipeline.features.encoders.build import (
     build_architecture,
     build_named_encoder,
     load_weights,
+    random_architecture,
 )
 
 #: published counts are rounded (1.1B) or leave out heads TRIDENT does not use (CONCH's
@@ -73,18 +74,20 @@ def test_cmta_encoders_lists_every_encoder(capsys):
 
 
 def test_weights_file_loads_and_wrong_one_is_refused(tmp_path):
-    model, _ = build_named_encoder("ctranspath", "random")
-    path = tmp_path / "ctp.pth"
-    torch.save(model.state_dict(), path)
-    loaded, info = build_named_encoder("ctranspath", str(path))
+    model, _ = build_named_encoder("lunit-vits8", "random")
+    path = tmp_path / "lunit.safetensors"  # the hub's format, timm's names
+    from safetensors.torch import save_file
+
+    save_file({k[len("trunk."):]: v for k, v in model.state_dict().items()}, str(path))
+    loaded, info = build_named_encoder("lunit-vits8", str(path))
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
-    assert info.weights == "file:ctp.pth" and len(info.weights_sha256) == 64
-    other = tmp_path / "lunit.pth"
-    torch.save(build_named_encoder("lunit-vits8", "random")[0].state_dict(), other)
-    with pytest.raises(CMTAError, match="not ctranspath weights"):
-        build_named_encoder("ctranspath", str(other))
+    assert info.weights == "file:lunit.safetensors" and len(info.weights_sha256) == 64
+    other = tmp_path / "ctp.pth"
+    torch.save({"model": build_named_encoder("ctranspath", "random")[0].state_dict()}, other)
+    with pytest.raises(CMTAError, match="not lunit-vits8 weights"):
+        build_named_encoder("lunit-vits8", str(other))
 
 
 def test_conch_checkpoint_names_load():
@@ -93,13 +96,13 @@ def test_conch_checkpoint_names_load():
     src, _ = build_named_encoder("conch_v1", "random")
     state = {f"visual.{k}": v for k, v in src.state_dict().items()}
     state["text.token_embedding.weight"] = torch.zeros(3, 3)  # left out
-    dst = build_architecture(spec)
+    dst = random_architecture(spec)
     load_weights(spec, dst, state, "conch.bin")
     assert all(torch.equal(a, b) for a, b in zip(dst.state_dict().values(),
                                                   src.state_dict().values()))
     del state["visual.ln_contrast.weight"]
     with pytest.raises(CMTAError, match="ln_contrast.weight"):
-        load_weights(spec, build_architecture(spec), state, "conch.bin")
+        load_weights(spec, random_architecture(spec), state, "conch.bin")
 
 
 @pytest.fixture(scope="module")
@@ -173,11 +176,11 @@ def test_phikon_hugging_face_names_load():
             hf[p + f"layernorm_after.{t}"] = own[q + f"norm2.{t}"]
             hf[p + f"intermediate.dense.{t}"] = own[q + f"mlp.fc1.{t}"]
             hf[p + f"output.dense.{t}"] = own[q + f"mlp.fc2.{t}"]
-    dst = build_architecture(spec)
+    dst = random_architecture(spec)
     load_weights(spec, dst, hf, "phikon.bin")
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(dst.eval()(x), src(x))
     del hf["encoder.layer.3.output.dense.bias"]
     with pytest.raises(CMTAError, match="output.dense.bias"):  # an incomplete file
-        load_weights(spec, build_architecture(spec), hf, "phikon.bin")
+        load_weights(spec, random_architecture(spec), hf, "phikon.bin")

@@ -7,7 +7,7 @@ Usage (repository root):
         [--batches 2] [--threads 2] [--encoders resnet50,uni_v1,...] [--precisions fp32,bf16]
         [--json out.json]
 
-For each encoder and precision: one warm-up batch, then ``--batches`` timed batches of
+For each encoder and precision: a one-patch warm-up, then ``--batches`` timed batches of
 random uint8 patches at the encoder's input size; reduced precision is compared with
 fp32 on the same patches (minimum cosine over the batch, the per-slide check's measure).
 bf16 is run on CPU only where oneDNN has native bf16 (AVX512-BF16/AMX).
@@ -40,7 +40,7 @@ def measure(name: str, device: torch.device, precisions: list[str], batch: int, 
     rows, ref = [], None
     for precision in precisions:
         runner = EncoderRunner(model, device, precision, normalisation=info.normalisation)
-        out = runner(px)  # warm-up (and the reference in fp32)
+        runner(px[:1])  # warm-up: one patch (eager: no per-shape compilation to pay)
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()

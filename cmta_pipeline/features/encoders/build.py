@@ -38,13 +38,14 @@ def build_architecture(spec: EncoderSpec) -> nn.Module:
 
 
 def random_architecture(spec: EncoderSpec) -> nn.Module:
-    """The network with seeded random weights. A ViT is built on the meta device and
+    """The network with seeded random weights. A ViT (CONCH's too) is built on the meta
+    device and
     filled directly (normal(0, 0.02) matrices and tokens, LayerNorm 1/0, biases 0,
     LayerScale 1, so that different patches give different features): timm's truncated-normal initialisation takes 20 s for a ViT-H on two
     cores, this a few. Networks with buffers (Swin, ResNet) are built as they are."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
-        if spec.family != "vit":
+        if spec.family not in ("vit", "conch"):
             return build_architecture(spec)
         with torch.device("meta"):
             model = build_architecture(spec)

@@ -136,7 +136,8 @@ def features_args(wildcards):
     ]
     if ENCODER != "resnet50":  # resnet50's command stays as it was: nothing reruns
         args.insert(0, f"--encoder {ENCODER}")
-    if FEATURES["input_px"] is not None:
+    # the other encoders take their own input size (the tiling plans it)
+    if FEATURES["input_px"] is not None and ENCODER == "resnet50":
         args.append(f"--input-px {int(FEATURES['input_px'])}")
     return " ".join(args)
 
