@@ -40,8 +40,15 @@ def test_trident_job_folder_is_read_with_its_encoder(tmp_path):
     job = tmp_path / "trident_job"
     f = trident_file(job / "20x_256px_0px_overlap" / "features_conch_v1" / "S1.h5", 5, 512,
                      encoder="conch_v1")
-    assert find_feature_file(job, "S1") is None  # which encoder's? not guessed
+    assert find_feature_file(job, "S1") == f  # the one encoder there
+    assert load_bag(job, ["S1"]).shape == (5, 512)
+    assert features_encoder(job, ["S1"]) == "conch_v1"
+    other = trident_file(job / "20x_256px_0px_overlap" / "features_uni_v1" / "S1.h5", 5, 1024)
+    with pytest.raises(CMTAError, match="several encoders.*features_conch_v1, features_uni_v1"):
+        find_feature_file(job, "S1")  # which one? not guessed
     assert find_feature_file(job, "S1", encoder="conch_v1") == f
+    assert find_feature_file(job, "S1", encoder="uni_v1") == other
+    assert find_feature_file(job, "S9", encoder="uni_v1") is None
     assert load_features(f).shape == (5, 512)
     assert feature_file_encoder(f) == "conch_v1"
     check_encoder(f, 512, "conch_v1", expected_encoder="conch_v1")

@@ -38,20 +38,24 @@ CANDIDATES = (
 def find_feature_file(features_dir: str | os.PathLike, slide_id: str,
                       encoder: str | None = None) -> Path | None:
     """The first existing feature file of ``slide_id`` under ``features_dir``, or None.
-    With ``encoder``, TRIDENT's job folder is searched too:
-    ``features_<encoder>/<slide_id>.h5`` and ``*/features_<encoder>/<slide_id>.h5``."""
+    TRIDENT's job folder is searched too: ``features_<encoder>/<slide_id>.h5`` and
+    ``*/features_<encoder>/<slide_id>.h5``, of ``encoder`` or, without it, of the one
+    encoder there (features of several: a one-line error)."""
     root = Path(features_dir)
     for pattern in CANDIDATES:
         p = root / pattern.format(sid=slide_id)
         if p.is_file():
             return p
-    if encoder:
-        for name in (encoder, *[a for a, c in ALIASES.items() if c == encoder]):
-            hits = sorted(root.glob(f"features_{name}/{slide_id}.h5")) or sorted(
-                root.glob(f"*/features_{name}/{slide_id}.h5"))
-            if hits:
-                return hits[0]
-    return None
+    names = [encoder, *[a for a, c in ALIASES.items() if c == encoder]] if encoder else ["*"]
+    hits = []
+    for name in names:
+        hits += sorted(root.glob(f"features_{name}/{slide_id}.h5")) + sorted(
+            root.glob(f"*/features_{name}/{slide_id}.h5"))
+    folders = sorted({p.parent.name for p in hits})
+    if len(folders) > 1:
+        raise CMTAError(f"{root}: features of slide {slide_id} by several encoders "
+                        f"({', '.join(folders)}); give one features_<encoder> folder")
+    return hits[0] if hits else None
 
 
 def load_features(path: str | os.PathLike) -> np.ndarray:
