@@ -184,3 +184,43 @@ def test_phikon_hugging_face_names_load():
     del hf["encoder.layer.3.output.dense.bias"]
     with pytest.raises(CMTAError, match="output.dense.bias"):  # an incomplete file
         load_weights(spec, random_architecture(spec), hf, "phikon.bin")
+
+
+def test_fetch_weights_from_the_hub_checked_and_gated_error(tmp_path, monkeypatch, capsys):
+    """`cmta fetch-weights --encoder` through huggingface_hub (stood in for: no network
+    here): the file is checked to load before it is saved; a failed download of a gated
+    model says how to pass a token."""
+    import huggingface_hub
+    from safetensors.torch import save_file
+
+    from cmta_pipeline.cli import main
+
+    model, _ = build_named_encoder("lunit-vits8", "random")
+    hub_file = tmp_path / "hub" / "model.safetensors"
+    hub_file.parent.mkdir()
+    save_file({k[len("trunk."):]: v for k, v in model.state_dict().items()}, str(hub_file))
+    asked = []
+
+    def fake_download(repo, filename, repo_type="model", token=None, cache_dir=None):
+        asked.append((repo, filename, repo_type))
+        return str(hub_file)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    out = tmp_path / "weights" / "lunit-vits8" / "model.safetensors"
+    assert main(["fetch-weights", "--encoder", "lunit-vits8", "-o", str(out)]) == 0
+    assert asked == [("1aurent/vit_small_patch8_224.lunit_dino", "model.safetensors", "model")]
+    assert out.read_bytes() == hub_file.read_bytes()
+    save_file({"x": torch.zeros(1)}, str(hub_file))  # not the encoder's weights
+    capsys.readouterr()
+    assert main(["fetch-weights", "--encoder", "lunit-vits8", "-o", str(tmp_path / "bad.st")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not lunit-vits8 weights" in err[0], err
+    assert not (tmp_path / "bad.st").exists()
+
+    def offline(*a, **k):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    assert main(["fetch-weights", "--encoder", "uni_v1", "-o", str(tmp_path / "uni.bin")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "MahmoodLab/UNI is gated" in err[0] and "HF_TOKEN" in err[0], err
