@@ -70,6 +70,11 @@ def test_encoder_from_folder_name_or_alias(tmp_path):
     assert features_encoder(tmp_path / "ours", ["S3"]) == "resnet50"
     clam = trident_file(tmp_path / "clam" / "h5_files" / "S4.h5", 2, 1024)
     assert feature_file_encoder(clam) == ""  # CLAM does not say: only the width is checked
+    # one patient's slides by two encoders of the same width: refused
+    trident_file(tmp_path / "ours" / "S5.features.h5", 2, 1024, encoder="uni_v1")
+    with pytest.raises(CMTAError, match="different encoders"):
+        load_bag(tmp_path / "ours", ["S3", "S5"])
+    assert load_bag(tmp_path / "ours", ["S3"]).shape == (2, 1024)
 
 
 def test_predict_refuses_features_of_another_encoder(tmp_path):

@@ -144,12 +144,17 @@ def check_encoder(path, dim: int, encoder: str = "", expected_dim: int | None = 
 
 def load_bag(features_dir: str | os.PathLike, slide_ids: list[str]) -> np.ndarray:
     """All patches of a patient's slides pooled into one (M, D) bag."""
-    parts = []
+    parts, encoders = [], {}
     for sid in slide_ids:
         p = find_feature_file(features_dir, sid)
         if p is None:
             raise CMTAError(f"no feature file for slide {sid!r} under {features_dir}")
         parts.append(load_features(p))
+        if len(slide_ids) > 1 and (enc := feature_file_encoder(p)):
+            encoders.setdefault(enc, p)
+    if len(encoders) > 1:  # equal widths (UNI and ResNet-50 are both 1024-d) do not say
+        raise CMTAError(f"slides {slide_ids} have features of different encoders: "
+                        + ", ".join(f"{p} ({e})" for e, p in encoders.items()))
     if not parts:
         raise CMTAError("no slides given for the bag")
     dims = {p.shape[1] for p in parts}
