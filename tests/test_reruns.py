@@ -84,6 +84,11 @@ def test_speed_settings_rerun_nothing_and_result_settings_rerun_what_they_change
     out = plan(features={"input_px": 48})
     assert "Params have changed since last execution" in out and "--input-px 48" in out
     assert {rule for rule, _ in jobs(out)} == {"encode", "extract", "features"}, jobs(out)
+    # another encoder of the same geometry (UNI: 128 um at 224 px) shares the tiles: only
+    # its features are made, beside resnet50's
+    out = plan(features={"encoder": "uni_v1"})
+    assert {rule for rule, _ in jobs(out)} == {"encode", "extract", "features"}, jobs(out)
+    assert "features/uni_v1/" in out and "tiles_" not in out
     out = plan(tiling={"preset": "biopsy", "step_fraction": 0.5})
     assert {rule for rule, _ in jobs(out)} == {"tile", "tile_summary", "features"}, jobs(out)
     # another file under a slide's name is tiled again (its size and time are recorded)

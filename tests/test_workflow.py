@@ -480,3 +480,38 @@ def test_protocol_paper_and_recipes_reach_the_commands_and_defaults_keep_theirs(
     bad = {**paper, "training": {**base["training"], "recipes": {"nonsense": "reference"}}}
     r = snakemake("-n", "--directory", str(_workdir(tmp_path / "bad", bad)))
     assert r.returncode != 0 and "nonsense" in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_cmta_trains_on_features_of_another_encoder(tmp_path, tcga_dir):
+    """features.encoder: ctranspath (a Swin, 768-d, 224 px patches of 112 um, random
+    weights): the slides are tiled with its geometry (tiles_fov112um_in224/), its features
+    written to features/ctranspath/, and CMTA trains on them (one fold, one epoch) with
+    path_dim 768, its checkpoint naming the encoder."""
+    import torch
+
+    cases = ["TCGA-ZF-AA4N", "TCGA-BL-A13I", "TCGA-CU-A0YN", "TCGA-G2-A3IE"]
+    _synthetic_slides(tmp_path / "slides", cases)
+    config = {
+        "outdir": "results",
+        "slides": {"folder": "slides"},
+        "tiling": {"preset": "biopsy"},
+        "features": {"encoder": "ctranspath", "weights": "random", "workers": 0,
+                     "threads": 1},
+        "genomics": {"table": str(tcga_dir / "tcga_blca_all_clean.csv.gz"),
+                     "families": str(tcga_dir / "signatures.csv")},
+        "cohort": {"n_folds": 2, "n_bins": 2},
+        "training": {"models": ["cmta"], "folds": [0], "epochs": 1, "threads": 1},
+    }
+    wd = _workdir(tmp_path, config)
+    r = snakemake("--cores", "2", "--directory", str(wd))
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = wd / "results"
+    assert not (out / "tiles").exists()  # resnet50's tiles are not made
+    coords = out / f"tiles_fov112um_in224/{cases[0]}-01Z-00-DX1/{cases[0]}-01Z-00-DX1.coords.h5"
+    with h5py.File(coords) as f:
+        assert f["coords"].attrs["patch_size_level0"] == 224  # 112 um at 0.5 um/px
+    with h5py.File(out / f"features/ctranspath/{cases[0]}-01Z-00-DX1.features.h5") as f:
+        assert f["features"].shape[1] == 768 and f.attrs["encoder"] == "ctranspath"
+    ckpt = torch.load(out / "train/cmta/fold_0/model.pt", weights_only=True)
+    assert ckpt["model"]["path_dim"] == 768 and ckpt["model"]["encoder"] == "ctranspath"

@@ -10,31 +10,29 @@ model's batches), :mod:`.settings` (options, device, batching, precision, compil
 :mod:`.runner` (the encoder as it runs on batches), :mod:`.encode` (one slide's loop and
 its precision check), :mod:`.sinks` (in memory, or on disk to resume), :mod:`.extract`
 (one slide or several, to files), :mod:`.files` (reading feature files: ours and those
-users bring).
+users bring), :mod:`.encoders` (the registry of patch encoders and their builders).
 """
 
-from .encoder import FEATURE_DIM, EncoderInfo, ResNet50Trunc, build_encoder, fetch_imagenet_weights
-from .extract import SlideJob, extract_features, extract_slide, extract_slides, write_feature_files
-from .files import find_feature_file, load_bag, load_features
-from .patches import PatchBatches, load_patch_grid
-from .settings import ExtractOptions, ExtractResult
+# Imported on first use (PEP 562), so that Snakemake can plan with the torch-free encoder
+# registry (:mod:`.encoders.registry`) without importing torch.
+_HOME = {
+    "FEATURE_DIM": "encoder", "EncoderInfo": "encoder", "ResNet50Trunc": "encoder",
+    "build_encoder": "encoder", "fetch_imagenet_weights": "encoder",
+    "SlideJob": "extract", "extract_features": "extract", "extract_slide": "extract",
+    "extract_slides": "extract", "write_feature_files": "extract",
+    "find_feature_file": "files", "load_bag": "files", "load_features": "files",
+    "PatchBatches": "patches", "load_patch_grid": "patches",
+    "ExtractOptions": "settings", "ExtractResult": "settings",
+    "build_named_encoder": "encoders.build",
+}
 
-__all__ = [
-    "FEATURE_DIM",
-    "EncoderInfo",
-    "ResNet50Trunc",
-    "build_encoder",
-    "fetch_imagenet_weights",
-    "ExtractOptions",
-    "ExtractResult",
-    "SlideJob",
-    "extract_features",
-    "extract_slide",
-    "extract_slides",
-    "write_feature_files",
-    "PatchBatches",
-    "load_patch_grid",
-    "find_feature_file",
-    "load_bag",
-    "load_features",
-]
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+
+
+__all__ = sorted(_HOME)

@@ -28,10 +28,16 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
                    help="the slide's `cmta tile --status` file, once per slide: a slide whose "
                    "tiling failed gets empty feature files marked failed instead (what the "
                    "workflow's multi-slide jobs, features.slides_per_job, need)")
-    p.add_argument("--weights", default="imagenet",
-                   help="imagenet (torchvision IMAGENET1K_V1, downloaded once), random "
-                   "(seeded; tests and demos only) or the path of a local state dict "
-                   "(from `cmta fetch-weights`, for offline nodes). Default: imagenet")
+    p.add_argument("--encoder", default="resnet50",
+                   help="the patch encoder, a name of `cmta encoders` (resnet50, uni_v1, "
+                   "conch_v1, virchow2, ...); its input size and normalisation come with "
+                   "it. Default: resnet50 (CLAM's resnet50_trunc, 1024-d)")
+    p.add_argument("--weights", default=None,
+                   help="hub (the registry's Hugging Face file, downloaded once into the "
+                   "hub cache; HF_TOKEN for gated models), imagenet (resnet50 only: "
+                   "torchvision IMAGENET1K_V1), random (seeded; tests and demos only) or the "
+                   "path of a local file (from `cmta fetch-weights`, for offline nodes). "
+                   "Default: imagenet for resnet50, hub for the others")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=_positive, default=None,
                    help="patches per batch (default: 32 on CPU, 256 on CUDA)")
@@ -113,7 +119,7 @@ def run_extract(args: argparse.Namespace) -> int:
     from . import ExtractOptions, extract_slides
 
     opts = ExtractOptions(
-        weights=args.weights, device=args.device, batch_size=args.batch_size,
+        weights=args.weights, encoder=args.encoder, device=args.device, batch_size=args.batch_size,
         workers=args.workers, reader=args.reader, precision=args.precision,
         input_px=args.input_px,
         read_at=args.read_at, on_error=args.on_error, threads=args.threads,
@@ -130,16 +136,58 @@ def run_extract(args: argparse.Namespace) -> int:
 
 def add_fetch_weights_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True,
-                   help="where to save the state dict, e.g. resources/weights/resnet50-0676ba61.pth")
+                   help="where to save the weights, e.g. resources/weights/resnet50-0676ba61.pth")
+    p.add_argument("--encoder", default="resnet50",
+                   help="whose weights: resnet50 (torchvision, default) or any name of `cmta "
+                   "encoders` (its Hugging Face file; huggingface_hub and, for gated models, "
+                   "HF_TOKEN needed); checked to load into the encoder before it is saved")
     p.add_argument("--url", default=None,
-                   help="download from here instead of torchvision's URL (a mirror); the file "
-                   "name must keep torchvision's -<sha256 prefix>. part")
+                   help="resnet50: download from here instead of torchvision's URL (a "
+                   "mirror); the file name must keep torchvision's -<sha256 prefix>. part")
 
 
 def run_fetch_weights(args: argparse.Namespace) -> int:
-    from .encoder import fetch_imagenet_weights
+    from .encoders.registry import get_spec
 
-    fetch_imagenet_weights(args.output, url=args.url)
+    if get_spec(args.encoder).family == "resnet":
+        from .encoder import fetch_imagenet_weights
+
+        fetch_imagenet_weights(args.output, url=args.url)
+    else:
+        from .encoders.build import fetch_encoder_weights
+
+        fetch_encoder_weights(args.encoder, args.output)
+    return 0
+
+
+# ---- cmta encoders ---------------------------------------------------------------
+
+
+def add_encoders_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=["table", "tsv", "markdown"], default="table",
+                   help="table (default), tsv (every field) or markdown (docs/features.md)")
+
+
+def run_encoders(args: argparse.Namespace) -> int:
+    from .encoders.registry import table_rows
+
+    rows = table_rows()
+    if args.format == "tsv":
+        print("\t".join(rows[0]))
+        for r in rows:
+            print("\t".join(str(v) for v in r.values()))
+        return 0
+    cols = ["name", "dim", "geometry", "norm", "weights", "gated", "licence", "params_m"]
+    if args.format == "markdown":
+        print("| " + " | ".join(cols) + " |")
+        print("|" + "---|" * len(cols))
+        for r in rows:
+            print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+        return 0
+    width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(width[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(width[c]) for c in cols))
     return 0
 
 
@@ -147,4 +195,5 @@ def run_fetch_weights(args: argparse.Namespace) -> int:
 COMMANDS = {
     "extract": (add_extract_arguments, run_extract),
     "fetch-weights": (add_fetch_weights_arguments, run_fetch_weights),
+    "encoders": (add_encoders_arguments, run_encoders),
 }

@@ -53,6 +53,7 @@ def run_settings(slide_path: Path, grid, info: EncoderInfo, input_px: int, opts:
         "precision": opts.precision,
         "threads": threads if device.type == "cpu" else None,
         "cmta_version": __version__, "torch": torch.__version__,
+        "encoder": info.name, "normalisation": info.normalisation,
     }
 
 
@@ -67,7 +68,7 @@ def encode(slide_path: Path, grid, opts: ExtractOptions, model: nn.Module, info:
     ``MIN_COSINE`` (bf16/fp16), else the slide is encoded in eager fp32 (one log line). A
     failure to compile falls back the same way.
     """
-    input_px = int(opts.input_px or grid.encoder_input_px or 224)
+    input_px = encoder_input_px(opts, grid, info)
     device = resolve_device(opts.device)
     precision = resolve_precision(opts.precision, device)
     level0 = opts.read_at == "level0"
@@ -106,6 +107,18 @@ def encode(slide_path: Path, grid, opts: ExtractOptions, model: nn.Module, info:
             engine, state, stats["resumed_rows"] = fb.args[0], {"rows": 0}, 0
 
 
+def encoder_input_px(opts: ExtractOptions, grid, info: EncoderInfo) -> int:
+    """The side patches are resized to: ``--input-px``, else the coords file's plan, else
+    224, for ResNet-50 (any size); the network's own size for the other encoders (a
+    different ``--input-px`` is an error)."""
+    if info.input_px is None:
+        return int(opts.input_px or grid.encoder_input_px or 224)
+    if opts.input_px and int(opts.input_px) != info.input_px:
+        raise CMTAError(f"--input-px {opts.input_px}: {info.name} takes {info.input_px} px "
+                        f"patches; leave --input-px unset")
+    return int(info.input_px)
+
+
 @dataclass
 class _Check:
     """The first batch's check of a non-reference engine against eager fp32."""
@@ -125,7 +138,8 @@ class _Check:
         rejected engine is replaced by eager fp32, and the slide starts again. The check's
         reference runs untuned (cuDNN's heuristic plans, a few patches); the rest of a
         rejected slide runs on a tuned eager fp32 runner (:func:`.runner.build_runner`)."""
-        reference = EncoderRunner(self.model, self.device, "fp32", tune=False)
+        reference = EncoderRunner(self.model, self.device, "fp32", tune=False,
+                                  normalisation=self.settings["normalisation"])
         take = min(len(idx), max(1, self.opts.check_patches))
         sel = torch.from_numpy(ok[:take])
         ref = reference(batch["pixels"][:take])
@@ -147,7 +161,7 @@ class _Check:
             check = {"min_cosine": cos, "fallback": f"{rejected}: {why}"}
             self.sink.begin(self.settings, {"rows": 0, "engine": asdict(engine)})
             runner = build_runner(self.model, self.device, engine, self.batch_size,
-                                  self.slide_path, self.runners)
+                                  self.slide_path, self.runners, self.settings["normalisation"])
             feats = ref if take == len(idx) else runner(batch["pixels"])
         return feats, runner, engine, check
 
@@ -161,13 +175,14 @@ def encode_rows(slide_path, dataset, opts, model, engine, sink, settings, state,
     start = int(state["rows"])
     sink.begin(settings, {**state, "engine": asdict(engine)})
     check = state.get("check")  # the first run's outcome, kept so resumed files are equal
-    runner = build_runner(model, device, engine, batch_size, slide_path, runners)
+    norm = settings["normalisation"]
+    runner = build_runner(model, device, engine, batch_size, slide_path, runners, norm)
     if runner is None:  # compilation failed (logged): eager fp32
         engine = Engine(False, "fp32")
         if start:
             raise Fallback(engine)
         sink.begin(settings, {"rows": 0, "engine": asdict(engine)})
-        runner = build_runner(model, device, engine, batch_size, slide_path, runners)
+        runner = build_runner(model, device, engine, batch_size, slide_path, runners, norm)
         check = {"min_cosine": None, "fallback": "compilation failed"}
     checking = engine != Engine(False, "fp32")
     checker = _Check(model, device, opts, slide_path, start, settings, sink, batch_size,

@@ -62,6 +62,9 @@ class EncoderInfo:
     name: str
     weights: str  # "imagenet1k_v1", "random(seed=0)" or "file:<path>"
     weights_sha256: str  # "" when unknown (random)
+    dim: int = FEATURE_DIM  # feature dimension
+    normalisation: str = "imagenet"  # key of encoders.registry.NORMALISATIONS
+    input_px: int | None = None  # the input side the network needs; None: any (ResNet)
 
 
 def _load_state_dict_into(model: ResNet50Trunc, state: dict, source: str) -> None:

@@ -1,5 +1,5 @@
-"""A slide's features end to end: coords file + slide -> (N, 1024) features, checked and
-written atomically (:func:`extract_slide`), in memory (:func:`extract_features`), or for
+"""A slide's features end to end: coords file + slide -> (N, D) features of the encoder,
+checked and written atomically (:func:`extract_slide`), in memory (:func:`extract_features`), or for
 several slides in one process sharing one encoder (:func:`extract_slides`)."""
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from .. import __version__
 from ..errors import CMTAError
 from ..fileio import atomic_output, fresh_outputs, remove_outputs
 from .encode import encode
-from .encoder import FEATURE_DIM, EncoderInfo, build_encoder
+from .encoder import FEATURE_DIM, EncoderInfo
+from .encoders.build import build_named_encoder
+from .encoders.registry import get_spec
 from .patches import READ_AT, load_patch_grid, open_slide
 from .settings import COMPILE_MODES, ExtractOptions, ExtractResult
 from .sinks import MemorySink, PartialFeatures
@@ -51,7 +53,7 @@ def _finish(slide_path: Path, grid, info: EncoderInfo, opts: ExtractOptions, fac
         "encoder": info.name,
         "weights": info.weights,
         "weights_sha256": info.weights_sha256,
-        "feature_dim": FEATURE_DIM,
+        "feature_dim": info.dim,
         "input_px": facts["input_px"],
         "read_at": opts.read_at,
         "reader": facts["reader"],
@@ -61,7 +63,7 @@ def _finish(slide_path: Path, grid, info: EncoderInfo, opts: ExtractOptions, fac
         "patch_level": grid.patch_level,
         "patch_size": grid.patch_size,
         "patch_size_level0": grid.patch_size_level0,
-        "normalisation": "imagenet",
+        "normalisation": info.normalisation,
         "precision": engine.precision,
         "compiled": engine.compiled,
         "device": str(facts["device"]),
@@ -97,8 +99,14 @@ def _prepare(slide_path, coords_path, opts: ExtractOptions, model, info):
     finally:
         slide.close()
     if model is None:
-        model, info = build_encoder(opts.weights)
+        model, info = encoder_of(opts)
     return slide_path, grid, model, info
+
+
+def encoder_of(opts: ExtractOptions):
+    """(model, info) of ``opts.encoder`` with ``opts.weights`` (None: ResNet-50's ImageNet
+    weights, the hub file of any other encoder)."""
+    return build_named_encoder(opts.encoder, opts.weights or "hub")
 
 
 def extract_features(
@@ -108,14 +116,14 @@ def extract_features(
     model: nn.Module | None = None,
     info: EncoderInfo | None = None,
 ):
-    """Features of every patch of ``coords_path``, in memory: (features (N', 1024) float32,
+    """Features of every patch of ``coords_path``, in memory: (features (N', D) float32,
     coords (N', 2) int64, metadata dict). N' < N only with ``on_error="skip"``.
 
     ``model``/``info`` let callers reuse one encoder over many slides. :func:`extract_slide`
     is the same computation written to files (and resumable).
     """
     slide_path, grid, model, info = _prepare(slide_path, coords_path, opts, model, info)
-    sink = MemorySink(len(grid.coords))
+    sink = MemorySink(len(grid.coords), info.dim)
     facts = encode(slide_path, grid, opts, model, info, sink)
     feats, coords, meta = _finish(slide_path, grid, info, opts, facts, sink.result(),
                                   sink.failed)
@@ -172,7 +180,7 @@ def extract_slide(slide_path, coords_path, outdir, opts: ExtractOptions,
 def _extract_slide(slide_path: Path, coords_path, outdir, opts: ExtractOptions, slide_id: str,
                    model, info, runners) -> ExtractResult:
     slide_path, grid, model, info = _prepare(slide_path, coords_path, opts, model, info)
-    sink = PartialFeatures(outdir, slide_id, len(grid.coords))
+    sink = PartialFeatures(outdir, slide_id, len(grid.coords), info.dim)
     if not opts.resume:
         sink.discard()
     try:
@@ -255,15 +263,16 @@ def tiling_failed(status_path) -> str | None:
     return str(status.get("reason") or f"status {status.get('status')!r}")
 
 
-def write_failed_feature_files(outdir, slide_id: str, reason: str) -> tuple[Path, Path]:
+def write_failed_feature_files(outdir, slide_id: str, reason: str,
+                               dim: int = FEATURE_DIM) -> tuple[Path, Path]:
     """Empty feature files (zero patches, ``status = "failed"``) for a slide whose tiling
     failed, so that a job encoding several slides has every output it declares. Nothing
     reads them as features: :func:`cmta_pipeline.features.files.load_features` rejects a
     file with no patches, and the cohort keeps only the slides tiled successfully."""
     meta = {"status": "failed", "reason": reason, "n_patches": 0, "patch_level": 0,
-            "patch_size": 0, "patch_size_level0": 0, "feature_dim": FEATURE_DIM,
+            "patch_size": 0, "patch_size_level0": 0, "feature_dim": dim,
             "cmta_version": __version__}
-    return write_feature_files(outdir, slide_id, np.zeros((0, FEATURE_DIM), np.float32),
+    return write_feature_files(outdir, slide_id, np.zeros((0, dim), np.float32),
                                np.zeros((0, 2), np.int64), meta)
 
 
@@ -282,12 +291,12 @@ def extract_slides(jobs: list[SlideJob], outdir, opts: ExtractOptions) -> list[E
     for i, (job, slide_id) in enumerate(zip(jobs, ids), 1):
         reason = tiling_failed(job.tile_status) if job.tile_status else None
         if reason is not None:
-            write_failed_feature_files(outdir, slide_id, reason)
+            write_failed_feature_files(outdir, slide_id, reason, get_spec(opts.encoder).dim)
             log.info("%s: tiling failed (%s); empty feature files marked failed", slide_id,
                      reason)
         else:
             if model is None:
-                model, info = build_encoder(opts.weights)
+                model, info = encoder_of(opts)
             results.append(extract_slide(job.slide, job.coords, outdir, opts,
                                          slide_id=slide_id, model=model, info=info,
                                          runners=runners))

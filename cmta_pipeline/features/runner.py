@@ -15,10 +15,23 @@ from torch import nn
 
 from .. import compute
 from ..compute import available_cpus
-from .encoder import IMAGENET_MEAN, IMAGENET_STD
+from .encoders.registry import NORMALISATIONS
 from .settings import DTYPES
 
 log = logging.getLogger(__name__)
+
+
+def prepared_copy(model: nn.Module, dtype: torch.dtype, device: torch.device) -> nn.Module:
+    """The encoder as a runner holds it: ResNet-50 with BatchNorm folded (a copy); another
+    encoder itself, or a copy where it changes dtype or device (the caller's model, e.g.
+    the fp32 reference of the precision check, is left as it was)."""
+    if all(hasattr(model, n) for n in ("bn1", "layer1", "layer2", "layer3")):
+        m = fold_batchnorm(model)
+    elif dtype != torch.float32 or device.type != "cpu":
+        m = copy.deepcopy(model).eval()
+    else:
+        m = model
+    return m.to(device=device, memory_format=torch.channels_last).to(dtype=dtype)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -45,17 +58,20 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 class Normalised(nn.Module):
-    """uint8 NHWC pixels -> ImageNet-normalised input in ``dtype``, channels_last -> encoder.
+    """uint8 NHWC pixels -> normalised input in ``dtype``, channels_last -> encoder.
 
     One module, so that compilation fuses the normalisation with the first convolution.
+    ``normalisation``: the encoder's channel means and deviations (ImageNet's by default).
     """
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype, device: torch.device):
+    def __init__(self, model: nn.Module, dtype: torch.dtype, device: torch.device,
+                 normalisation: str = "imagenet"):
         super().__init__()
         self.model = model
         self.dtype = dtype
-        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+        mean_, std_ = NORMALISATIONS[normalisation]
+        mean = torch.tensor(mean_, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(std_, device=device).view(1, 3, 1, 1)
         # (x / 255 - mean) / std as one multiply-add
         self.register_buffer("scale", 1.0 / (255.0 * std))
         self.register_buffer("shift", -mean / std)
@@ -67,10 +83,10 @@ class Normalised(nn.Module):
 
 
 class EncoderRunner:
-    """Runs the encoder on uint8 NHWC batches: (B, S, S, 3) uint8 -> (B, 1024) float32.
+    """Runs the encoder on uint8 NHWC batches: (B, S, S, 3) uint8 -> (B, D) float32.
 
-    The model runs channels_last with BatchNorm folded, in ``precision``; ImageNet
-    normalisation happens on the device in fp32, then the input is cast. ``compiled``:
+    The model runs channels_last (ResNet-50 with BatchNorm folded), in ``precision``; the
+    encoder's ``normalisation`` (ImageNet's by default) happens on the device in fp32, then the input is cast. ``compiled``:
     through ``torch.compile`` (inductor, ``freezing=True``: weights become constants and
     are pre-packed for oneDNN/cuDNN; CUDA graphs on CUDA) for one static batch shape,
     ``batch_size``: a shorter last batch is padded with zeros and the padding dropped, so
@@ -81,7 +97,8 @@ class EncoderRunner:
 
     def __init__(self, model: nn.Module, device: torch.device, precision: str,
                  compiled: bool = False, batch_size: int | None = None,
-                 pad_to: int | None = None, tune: bool = True):
+                 pad_to: int | None = None, tune: bool = True,
+                 normalisation: str = "imagenet"):
         self.device = device
         self.tune = tune
         self.pad_to = pad_to if device.type == "cuda" else None
@@ -89,8 +106,8 @@ class EncoderRunner:
         self.dtype = DTYPES[precision]
         self.compiled = bool(compiled)
         self.batch_size = batch_size
-        m = fold_batchnorm(model).to(device=device, memory_format=torch.channels_last)
-        self.module = Normalised(m.to(dtype=self.dtype), self.dtype, device).eval()
+        m = prepared_copy(model, self.dtype, device)
+        self.module = Normalised(m, self.dtype, device, normalisation).eval()
         self._cudagraphs = self.compiled and device.type == "cuda"
         if self.compiled:
             if batch_size is None:
@@ -204,19 +221,19 @@ class Engine:
 
 
 def build_runner(model, device, engine: Engine, batch_size: int, slide_path: Path,
-                  runners: dict | None = None):
+                  runners: dict | None = None, normalisation: str = "imagenet"):
     """The engine's runner; None (and one log line) if it cannot be built. ``runners``
     (from :func:`extract_slides`) keeps the runners built for earlier slides of the same
     process, which then share one folded, compiled (on CUDA graph-captured) encoder
     instead of compiling again for each slide."""
     runners = {} if runners is None else runners
-    key = (str(device), engine.precision, engine.compiled, batch_size)
+    key = (str(device), engine.precision, engine.compiled, batch_size, normalisation)
     if key in runners:
         return runners[key]
     try:
         runners[key] = EncoderRunner(model, device, engine.precision,
                                      compiled=engine.compiled, batch_size=batch_size,
-                                     pad_to=batch_size)
+                                     pad_to=batch_size, normalisation=normalisation)
         return runners[key]
     except Exception as exc:
         if not engine.compiled:

@@ -45,7 +45,8 @@ COMPILE_MIN_PATCHES = {"cpu": 512, "cuda": None}
 
 @dataclass
 class ExtractOptions:
-    weights: str = "imagenet"
+    weights: str | None = "imagenet"  # None: the encoder's own (ImageNet / hub file)
+    encoder: str = "resnet50"  # a name of encoders.registry (cmta encoders)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     batch_size: int | None = None  # None: 32 on CPU, 256 on CUDA
     workers: int | None = None  # None: 1 on CPU (the model is the bottleneck), cores - 2 on CUDA

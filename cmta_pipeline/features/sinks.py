@@ -11,14 +11,14 @@ import numpy as np
 from .. import fileio
 from .encoder import FEATURE_DIM
 
-ROW_BYTES = FEATURE_DIM * 4  # one float32 feature vector
+ROW_BYTES = FEATURE_DIM * 4  # one float32 feature vector of ResNet-50
 
 
 class MemorySink:
-    """Features of every patch, row by row, in one preallocated (N, 1024) float32 array."""
+    """Features of every patch, row by row, in one preallocated (N, D) float32 array."""
 
-    def __init__(self, n: int):
-        self.features = np.zeros((n, FEATURE_DIM), np.float32)
+    def __init__(self, n: int, dim: int = FEATURE_DIM):
+        self.features = np.zeros((n, dim), np.float32)
         self.rows = 0
         self.failed: list[int] = []
         self.state: dict = {}
@@ -44,8 +44,8 @@ class MemorySink:
 class PartialFeatures:
     """A slide's features so far, on disk, so that a killed extraction resumes.
 
-    Two hidden files beside the outputs: ``.<id>.features.partial`` (float32 rows, 4 KiB
-    each, in patch order) and ``.<id>.features.partial.json`` (how many rows are complete,
+    Two hidden files beside the outputs: ``.<id>.features.partial`` (float32 rows, 4 bytes
+    x D each, in patch order) and ``.<id>.features.partial.json`` (how many rows are complete,
     the failed patch indices, the check's outcome, and the settings that produced them).
     Each batch is appended to the data, then the JSON is replaced atomically, so the JSON
     never counts a row that is not on disk; rows beyond its count are cut on resume. A
@@ -53,8 +53,10 @@ class PartialFeatures:
     or not, package versions ...) starts again from row 0.
     """
 
-    def __init__(self, outdir, slide_id: str, n: int):
+    def __init__(self, outdir, slide_id: str, n: int, dim: int = FEATURE_DIM):
         outdir = Path(outdir)
+        self.dim = dim
+        self.row_bytes = dim * 4
         self.data = outdir / f".{slide_id}.features.partial"
         self.json = outdir / f".{slide_id}.features.partial.json"
         self.n = n
@@ -70,7 +72,7 @@ class PartialFeatures:
             state = json.loads(self.json.read_text())
             rows = int(state["rows"])
             ok = (state.get("settings") == settings and 0 < rows <= self.n
-                  and self.data.stat().st_size >= rows * ROW_BYTES)
+                  and self.data.stat().st_size >= rows * self.row_bytes)
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return state if ok else None
@@ -88,8 +90,8 @@ class PartialFeatures:
             self._f = open(self.data, "wb")
         else:
             self._f = open(self.data, "r+b")
-            self._f.truncate(self.rows * ROW_BYTES)
-            self._f.seek(self.rows * ROW_BYTES)
+            self._f.truncate(self.rows * self.row_bytes)
+            self._f.seek(self.rows * self.row_bytes)
 
     def append(self, feats: np.ndarray, failed: list[int]) -> None:
         self._f.write(np.ascontiguousarray(feats, dtype=np.float32).tobytes())
@@ -101,10 +103,10 @@ class PartialFeatures:
             "settings": self._settings}))
 
     def result(self) -> np.ndarray:
-        """All N rows, (N, 1024) float32 (the output itself: the one full copy in memory)."""
+        """All N rows, (N, D) float32 (the output itself: the one full copy in memory)."""
         self.close()
-        feats = np.fromfile(self.data, dtype=np.float32, count=self.n * FEATURE_DIM)
-        return feats.reshape(self.n, FEATURE_DIM)
+        feats = np.fromfile(self.data, dtype=np.float32, count=self.n * self.dim)
+        return feats.reshape(self.n, self.dim)
 
     def close(self) -> None:
         if self._f is not None:

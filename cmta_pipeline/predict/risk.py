@@ -242,6 +242,19 @@ def _with_needed_genes(matrix: pd.DataFrame, models, impute_missing_genes: bool,
     return matrix
 
 
+def check_features(models, features_dir, slide_ids) -> None:
+    """The new patients' features against what the models were trained on: the encoder
+    the checkpoint records (one-line error for another's) and the width (path_dim)."""
+    from ..features.files import check_encoder, features_encoder, find_feature_file, load_features
+
+    spec = models[0].checkpoint["model"]
+    path = find_feature_file(features_dir, slide_ids[0])
+    if path is None:
+        return  # load_bag names the missing file
+    check_encoder(path, int(load_features(path).shape[1]), features_encoder(features_dir, slide_ids),
+                  expected_dim=int(spec["path_dim"]), expected_encoder=spec.get("encoder", ""))
+
+
 def _run_models(models, ids, fold_omics, features_dir, slides_of, dev):
     """Every fold model on every patient (each patient's bag is read once for all folds):
     (fold -> risks, fold -> survival curves)."""
@@ -254,6 +267,8 @@ def _run_models(models, ids, fold_omics, features_dir, slides_of, dev):
         for i, case in enumerate(ids):
             bag = None
             if slides_of:
+                if i == 0:
+                    check_features(models, features_dir, slides_of[case])
                 bag = torch.from_numpy(load_bag(features_dir, slides_of[case])).to(dev)
             for fm in models:
                 omics = fold_omics[fm.fold]

@@ -78,6 +78,14 @@ def fold_patients(fold_data, features_dir: str | os.PathLike | None, needs_path:
     return sets, skipped
 
 
+def fold_encoder(fold_data, features_dir) -> str:
+    """The encoder the fold's feature files name ("" where none says)."""
+    from ..features.files import features_encoder
+
+    ids = [s for sids in fold_data.patients["slide_ids"] for s in sids][:8]
+    return features_encoder(features_dir, ids)
+
+
 def run_fold(
     cohort_dir: str | os.PathLike,
     fold: int,
@@ -118,6 +126,8 @@ def run_fold(
             raise CMTAError(f"{cohort_dir}: fold {fold} has no training patients usable by {model_name}")
         model, spec = _build_model(model_name, fd.omic_sizes, train, "path" in mods, s, size, fusion,
                                    model_options)
+        if "path" in mods:  # which encoder made the features: predict refuses any other's
+            spec["encoder"] = fold_encoder(fd, features_dir)
         eval_sets = {k: v for k, v in sets.items() if k in (s.val_set, s.heldout_set) and v}
         reasons = optimistic_reasons(s.selection, _labels_from(cohort_dir))
         log.info("fold %d, %s: %d train, %s; %s selection, recipe %s%s", fold, model_name, len(train),

@@ -11,6 +11,10 @@
 # new stages after --budget-s (380 s; the compile stage only with 100 s of it left), stops
 # any stage after --stage-timeout-s (150 s) so that the next ones still run, and is killed
 # at 470 s in any case: the whole call, wheels included, fits one 540 s device call.
+# Encoders (issue 22): ENCODERS=resnet50,uni_v1,conch_v1,virchow2,ctranspath (or "all")
+# then times those encoders on the GPU (tests/benchmarks/bench_encoders.py: random weights,
+# fp32/fp16/bf16, cosine to fp32; batch 64, 3 batches) into $OUT/gpu_encoders.json, within
+# ENCODERS_TIMEOUT_S (120 s) more: give the device call that much longer.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python3}
@@ -38,4 +42,10 @@ DATA=()
 timeout -k 5 470 $PY tests/benchmarks/gpu_check.py --json "$RESULTS" "${DATA[@]}" "$@"
 rc=$?
 [ $rc -eq 124 ] && echo "TIMED OUT after 470 s; the stages that ended are in $RESULTS"
+if [ -n "${ENCODERS:-}" ]; then
+    [ "$ENCODERS" = all ] && ENCODERS=$($PY -c "from cmta_pipeline.features.encoders import REGISTRY; print(','.join(REGISTRY))")
+    timeout -k 5 "${ENCODERS_TIMEOUT_S:-120}" $PY tests/benchmarks/bench_encoders.py --device cuda \
+        --batch-size 64 --batches 3 --encoders "$ENCODERS" --json "${OUT:-/tmp}/gpu_encoders.json" \
+        || echo "encoder timings ended early (rc $?); those done are printed above"
+fi
 exit $rc

@@ -66,6 +66,7 @@ PLANNING_MODULES = [
     "cmta_pipeline.slides.sheet",
     "cmta_pipeline.modalities",
     "cmta_pipeline.demo.settings",
+    "cmta_pipeline.features.encoders.registry",
 ]
 sys.path.insert(0, planning_package())
 import cmta_pipeline
@@ -100,6 +101,12 @@ OUT = config["outdir"].rstrip("/")
 COHORTS = cohort_configs(config)
 SHARED = (config["parent_outdir"] or OUT).rstrip("/")
 OWNS_SLIDES = SHARED == OUT
+# The encoder (features.encoder), the tiles its geometry needs and where its features go:
+# resnet50 tiles/ and features/; another encoder features/<encoder>/, and tiles_<geometry>/
+# unless it shares the tiling's geometry (docs/features.md). TILES and FEATURES_OUT are the
+# run's (SHARED); TILES_HERE holds this cohort's tiling summary.
+ENCODER, TILES, FEATURES_OUT, TILING = encoder_layout(config, SHARED)
+TILES_HERE = f"{OUT}/{os.path.basename(TILES)}"
 
 if COHORTS:
     SLIDES = union_slide_table({name: slide_table(c) for name, c in COHORTS.items()})
@@ -116,11 +123,11 @@ def final_targets():
     if (
         COHORTS
     ):  # several cohorts: each one's targets (its module's rule all) and table 1
-        targets = [f"{OUT}/tiles/summary.tsv"]
+        targets = [f"{TILES_HERE}/summary.tsv"]
         for name in COHORTS:
             targets += getattr(rules, f"{name}_all").input
         return targets + table1_targets()  # rules/report.smk
-    targets = [f"{OUT}/tiles/summary.tsv"]
+    targets = [f"{TILES_HERE}/summary.tsv"]
     targets += cohort_targets()  # rules/cohort.smk
     targets += train_targets()  # rules/training.smk
     if train_targets():

@@ -1,5 +1,6 @@
-# The feature stage: ResNet-50 (ImageNet, through layer3) 1024-d features of every patch of
-# every successfully tiled slide (cmta extract), and the weights fetched once (cmta
+# The feature stage: features of every patch of every successfully tiled slide by the
+# encoder of features.encoder (default ResNet-50 through layer3, 1024-d; cmta extract), and
+# the weights fetched once (cmta
 # fetch-weights, a local rule: compute nodes need no internet). See docs/features.md.
 #
 # Two steps, so that how the work is cut into jobs is no setting of the results:
@@ -40,17 +41,40 @@ if OWNS_SLIDES:
         shell:
             "{params.cmta} fetch-weights -o {output:q} > {log:q} 2>&1"
 
+    # Another encoder's published weights (features.encoder), also fetched once by a local
+    # rule; gated Hugging Face models (UNI, CONCH, Virchow, ...) read a token from HF_TOKEN.
+    if ENCODER != "resnet50":
+
+        rule fetch_encoder_weights:
+            output:
+                ensure(published_weights_file(), sha256=published_weights_sha256()),
+            log:
+                f"{OUT}/logs/fetch_weights_{ENCODER}.log",
+            localrule: True
+            conda:
+                env_file("torch")
+            threads: 1
+            resources:
+                mem_mb=scaled_mem(8000),
+                runtime=scaled_runtime(60),
+            params:
+                cmta=CMTA,
+                encoder=ENCODER,
+            shell:
+                "{params.cmta} fetch-weights --encoder {params.encoder} -o {output:q} "
+                "> {log:q} 2>&1"
+
     rule extract:
         input:
             h5=f"{ENCODED}/{{slide}}.features.h5",
             pt=f"{ENCODED}/{{slide}}.pt",
             # the tiling status (ok/failed) and the slide's folder with <slide>.coords.h5
-            status=f"{OUT}/tiles/{{slide}}.tile.json",
-            tiles=f"{OUT}/tiles/{{slide}}",
+            status=f"{TILES}/{{slide}}.tile.json",
+            tiles=f"{TILES}/{{slide}}",
             weights=features_weights_input,
         output:
-            h5=f"{OUT}/features/{{slide}}.features.h5",
-            pt=f"{OUT}/features/{{slide}}.pt",
+            h5=f"{FEATURES_OUT}/{{slide}}.features.h5",
+            pt=f"{FEATURES_OUT}/{{slide}}.pt",
         log:
             f"{OUT}/logs/extract/{{slide}}.log",
         localrule: True
@@ -69,7 +93,7 @@ if OWNS_SLIDES:
 
         rule encode:
             input:
-                summary=ancient(f"{OUT}/tiles/summary.tsv"),
+                summary=ancient(f"{TILES_HERE}/summary.tsv"),
                 weights=features_weights_input,
             output:
                 h5=temp(f"{ENCODED}/{{slide}}.features.h5"),
@@ -107,7 +131,7 @@ if OWNS_SLIDES:
                 name:
                     f"encode_batch_{batch}"
                 input:
-                    summary=ancient(f"{OUT}/tiles/summary.tsv"),
+                    summary=ancient(f"{TILES_HERE}/summary.tsv"),
                     weights=features_weights_input,
                 output:
                     h5=encoded(ids, ".features.h5"),

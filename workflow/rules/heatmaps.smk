@@ -23,7 +23,7 @@ rule heatmap:
         ),
         features=lambda wc: feature_targets(),
         # tiles/<slide>/<slide>.coords.h5: the patches' places and the slide file
-        tiles=lambda wc: expand(f"{SHARED}/tiles/{{slide}}", slide=tiled_slides()),
+        tiles=lambda wc: expand(f"{TILES}/{{slide}}", slide=tiled_slides()),
     output:
         index=report(
             f"{OUT}/heatmaps/{{run}}/heatmaps.tsv",
@@ -46,8 +46,8 @@ rule heatmap:
         args=heatmap_args,
         run_dir=lambda wc, input: os.path.dirname(os.path.dirname(input.models[0])),
         cohort=lambda wc, input: os.path.dirname(input.cohort),
-        features=lambda wc: f"{SHARED}/features",
-        tiles=lambda wc: f"{SHARED}/tiles",
+        features=lambda wc: FEATURES_OUT,
+        tiles=lambda wc: TILES,
         outdir=lambda wc, output: os.path.dirname(output.index),
         cmta=CMTA,
         version=VERSION,

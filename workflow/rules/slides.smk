@@ -15,11 +15,11 @@ if OWNS_SLIDES:
         input:
             slide_input,
         output:
-            status=f"{OUT}/tiles/{{slide}}.tile.json",
+            status=f"{TILES}/{{slide}}.tile.json",
             # <slide>.coords.h5 (read by the encoder jobs), <slide>.qc.png and its small JPEG,
             # <slide>.qc.jpg, which the Snakemake report embeds (the PNGs would make it huge)
             tiles=report(
-                directory(f"{OUT}/tiles/{{slide}}"),
+                directory(f"{TILES}/{{slide}}"),
                 patterns=["{slide}.qc.jpg"],
                 caption="../report/slide_qc.rst",
                 category="Slides",
@@ -40,7 +40,7 @@ if OWNS_SLIDES:
             path=slide_path,
             slide=slide_file,
             args=tile_args,
-            settings=lambda wc: json.dumps(config["tiling"]),
+            settings=lambda wc: json.dumps(TILING),
             on_error=config["slides"]["on_error"],
             cmta=CMTA,
             version=VERSION,
@@ -53,17 +53,17 @@ if OWNS_SLIDES:
 
 checkpoint tile_summary:
     input:
-        expand(f"{SHARED}/tiles/{{slide}}.tile.json", slide=SLIDES.index),
+        expand(f"{TILES}/{{slide}}.tile.json", slide=SLIDES.index),
     output:
         summary=report(
-            f"{OUT}/tiles/summary.tsv",
+            f"{TILES_HERE}/summary.tsv",
             caption="../report/tile_summary.rst",
             category="Slides",
             subcategory="Summary",
             labels={"table": "tiling of every slide"},
         ),
         failed=report(
-            f"{OUT}/tiles/failed_slides.tsv",
+            f"{TILES_HERE}/failed_slides.tsv",
             caption="../report/failed_slides.rst",
             category="Slides",
             subcategory="Summary",

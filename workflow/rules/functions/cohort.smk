@@ -11,7 +11,7 @@ def cohort_targets():
 def cohort_slides(wildcards):
     """The tiling summary (slide list + failed slides) when the cohort uses slides."""
     if COHORT["with_slides"] and len(SLIDES):
-        return {"tiles_summary": f"{OUT}/tiles/summary.tsv"}
+        return {"tiles_summary": f"{TILES_HERE}/summary.tsv"}
     return {}
 
 

@@ -355,3 +355,31 @@ def union_slide_table(tables):
         return next(iter(tables.values()))
     union = pd.concat(frames, ignore_index=True).drop_duplicates("slide_id")
     return union.set_index("slide_id", drop=False)
+
+
+def encoder_layout(config, out):
+    """(encoder, tiles folder, features folder, tiling settings) of features.encoder.
+
+    resnet50 takes any patch size: the tiling as configured, tiles/ and features/. Another
+    encoder was trained on patches of one field of view shown at one input size (its
+    registry entry): patch_size_px becomes that field of view at tiling.target_mpp and
+    encoder_input_px its input; when that is the configured geometry (UNI: 128 um at 224
+    px, as resnet50's default) it shares tiles/, else tiles_<geometry>/.
+    """
+    from cmta_pipeline.features.encoders.registry import get_spec
+
+    try:
+        spec = get_spec(config["features"]["encoder"])
+    except Exception as exc:
+        raise WorkflowError(f"features.encoder: {exc}") from exc
+    tiling = dict(config["tiling"])
+    if spec.family == "resnet":
+        return spec.name, f"{out}/tiles", f"{out}/features", tiling
+    mpp = float(tiling["target_mpp"])
+    own = {
+        "patch_size_px": int(round(spec.fov_um / mpp)),
+        "encoder_input_px": spec.input_px,
+    }
+    same = all(tiling[k] == v for k, v in own.items())
+    tiles = f"{out}/tiles" if same else f"{out}/tiles_{spec.geometry()}"
+    return spec.name, tiles, f"{out}/features/{spec.name}", {**tiling, **own}

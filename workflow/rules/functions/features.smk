@@ -8,8 +8,8 @@ FEATURES = config["features"]
 IMAGENET_SHA256 = "0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a"
 
 # The encoder jobs write each slide's features here; the rule extract moves them into
-# {OUT}/features/ (temp: nothing is left here).
-ENCODED = f"{SHARED}/features/encoded"
+# {FEATURES_OUT}/ (temp: nothing is left here).
+ENCODED = f"{FEATURES_OUT}/encoded"
 
 
 def extract_gpus():
@@ -33,7 +33,7 @@ def extract_env():
 
 def feature_targets():
     """Feature files of the slides tiled successfully (after the checkpoint tile_summary)."""
-    return expand(f"{SHARED}/features/{{slide}}.features.h5", slide=tiled_slides())
+    return expand(f"{FEATURES_OUT}/{{slide}}.features.h5", slide=tiled_slides())
 
 
 def jump_hash(key, buckets):
@@ -71,8 +71,8 @@ def encode_inputs(ids):
         ids_ = ids if ids is not None else [wildcards.slide]
         pairs, per_slide = [], []
         for s in ids_:
-            status = f"{OUT}/tiles/{s}.tile.json"
-            pairs += [SLIDES.loc[s, "path"], f"{OUT}/tiles/{s}/{s}.coords.h5"]
+            status = f"{TILES}/{s}.tile.json"
+            pairs += [SLIDES.loc[s, "path"], f"{TILES}/{s}/{s}.coords.h5"]
             per_slide += ["--slide-id", s, "--tile-status", status]
         return " ".join(map(shlex.quote, pairs + per_slide))
 
@@ -83,12 +83,32 @@ def encoded(ids, suffix):
     return [temp(f"{ENCODED}/{s}{suffix}") for s in ids]
 
 
+def published_weights_file():
+    """Where fetch_weights saves the encoder's published weights: weights_file for
+    resnet50, resources/weights/<encoder>/<the hub file's name> for the others."""
+    if ENCODER == "resnet50":
+        return FEATURES["weights_file"]
+    from cmta_pipeline.features.encoders.registry import get_spec
+
+    return f"resources/weights/{ENCODER}/{os.path.basename(get_spec(ENCODER).hf_file)}"
+
+
+def published_weights_sha256():
+    """The sha256 Snakemake checks after fetch_weights (resnet50's, or the registry's
+    where it knows one; fetch-weights checks the file loads into the encoder anyway)."""
+    if ENCODER == "resnet50":
+        return IMAGENET_SHA256
+    from cmta_pipeline.features.encoders.registry import get_spec
+
+    return get_spec(ENCODER).sha256 or None
+
+
 def features_weights_input(wildcards):
-    """The weights file the job reads: fetched ImageNet weights, a user's file, or none."""
+    """The weights file the job reads: fetched published weights, a user's file, or none."""
     w = FEATURES["weights"]
     if w == "random":
         return []
-    return [FEATURES["weights_file"] if w == "imagenet" else w]
+    return [published_weights_file() if w in ("imagenet", "hub") else w]
 
 
 # YAML reads a bare on/off as true/false
@@ -114,7 +134,10 @@ def features_args(wildcards):
         f"--on-error {FEATURES['on_error']}",
         "--no-progress",
     ]
-    if FEATURES["input_px"] is not None:
+    if ENCODER != "resnet50":  # resnet50's command stays as it was: nothing reruns
+        args.insert(0, f"--encoder {ENCODER}")
+    # the other encoders take their own input size (the tiling plans it)
+    if FEATURES["input_px"] is not None and ENCODER == "resnet50":
         args.append(f"--input-px {int(FEATURES['input_px'])}")
     return " ".join(args)
 

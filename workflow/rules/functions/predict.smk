@@ -68,7 +68,7 @@ def predict_args(wildcards):
         "--threads 1",
     ]
     if wildcards.run.split("-")[0] in PATH_MODELS:
-        features = PREDICT["features_dir"] or os.path.join(SHARED, "features")
+        features = PREDICT["features_dir"] or FEATURES_OUT
         args.append(
             f"--slides {shlex.quote(PREDICT['slides'])} --features-dir {shlex.quote(features)}"
         )

@@ -138,7 +138,7 @@ def train_args(wildcards):
         f"--seed {t['seed']} --device {t['device']}",
     ]
     if model in PATH_MODELS:
-        args.append(f"--features-dir {shlex.quote(os.path.join(SHARED, 'features'))}")
+        args.append(f"--features-dir {shlex.quote(FEATURES_OUT)}")
     if ablation:
         args.append(ABLATION_FLAGS[ablation])
     if not t["weighted_sampler"]:

@@ -1,0 +1,168 @@
+"""The patch encoders this pipeline knows, one :class:`EncoderSpec` each, named as TRIDENT
+names them. Torch-free: Snakemake plans the tiling (field of view, input size) with it.
+
+Geometry: an encoder was trained on patches of ``fov_um`` micrometres at
+``magnification`` (``patch_px`` pixels at ``mpp`` um/px) shown to it at ``input_px``
+pixels. The tiler cuts patches of that field of view; encoders with the same
+(``fov_um``, ``input_px``) share one tiles folder.
+
+Weights: ``hf_repo`` / ``hf_file`` on the Hugging Face hub (``gated``: accept the model's
+terms on its page, then pass a token in ``HF_TOKEN``); ``sha256`` where known (the fetch
+checks it and records the hash otherwise). Parameter counts are the published ones
+(``params_source``); tests check the architecture built here against them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...errors import CMTAError
+
+#: Channel means and standard deviations of the normalisations used (on 0..1 pixels).
+NORMALISATIONS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "openai_clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    "hoptimus": ((0.707223, 0.578729, 0.703617), (0.211883, 0.230117, 0.177517)),
+    "lunit": ((0.70322989, 0.53606487, 0.66096631), (0.21716536, 0.26081574, 0.20723464)),
+}
+
+DEFAULT_ENCODER = "resnet50"
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    name: str  # TRIDENT's name
+    family: str  # builder: resnet | vit | conch | swin
+    arch: str  # what is built (human readable)
+    dim: int  # feature dimension
+    input_px: int  # side of the image the network sees
+    normalisation: str  # key of NORMALISATIONS
+    mpp: float  # um/px of the training patches
+    patch_px: int  # their side in pixels at mpp
+    output: str  # how the feature is read out of the network
+    hf_repo: str  # "" = torchvision / none
+    hf_file: str
+    gated: bool
+    licence: str
+    params_m: float  # published parameter count, millions
+    params_source: str
+    sha256: str = ""
+    notes: str = ""
+    hf_repo_type: str = "model"  # "dataset" for CTransPath's
+
+    @property
+    def fov_um(self) -> float:
+        return round(self.mpp * self.patch_px, 3)
+
+    @property
+    def magnification(self) -> str:
+        return f"{round(10 / self.mpp)}x"
+
+    def geometry(self) -> str:
+        """Name of the tiling this encoder needs (its tiles folder)."""
+        return f"fov{self.fov_um:g}um_in{self.input_px}"
+
+
+def _spec(name, family, arch, dim, input_px, norm, mpp, patch_px, output, repo, file, gated,
+          licence, params_m, source, **kw) -> EncoderSpec:
+    return EncoderSpec(name, family, arch, dim, input_px, norm, mpp, patch_px, output, repo,
+                       file, gated, licence, params_m, source, **kw)
+
+
+_CC = "CC-BY-NC-ND-4.0"
+_SPECS = [
+    _spec("resnet50", "resnet", "torchvision ResNet-50 through layer3 (CLAM resnet50_trunc)",
+          1024, 224, "imagenet", 0.25, 512, "global average pool of layer3", "", "", False,
+          "BSD-3-Clause (torchvision)", 8.54, "ResNet-50 layers conv1..layer3 (He et al. "
+          "2016; CLAM resnet50_trunc); full ResNet-50 is 25.6M",
+          sha256="0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a",
+          notes="weights: torchvision IMAGENET1K_V1 (resnet50-0676ba61.pth)"),
+    _spec("uni_v1", "vit", "ViT-L/16, LayerScale (timm vit_large_patch16_224)", 1024, 224,
+          "imagenet", 0.5, 256, "class token", "MahmoodLab/UNI", "pytorch_model.bin", True,
+          _CC, 303.0, "Chen et al. 2024, Nat Med (UNI): ViT-L/16, 0.3B; HF model card"),
+    _spec("uni_v2", "vit", "ViT-H/14, 8 registers, SwiGLU (timm vit_giant_patch14_224 "
+          "configured as UNI2-h)", 1536, 224, "imagenet", 0.5, 256, "class token",
+          "MahmoodLab/UNI2-h", "pytorch_model.bin", True, _CC, 681.0,
+          "HF model card MahmoodLab/UNI2-h: ViT-H/14-reg8, 681M"),
+    _spec("conch_v1", "conch", "ViT-B/16 at 448 + attentional pooler (CONCH visual tower)",
+          512, 448, "openai_clip", 0.5, 512, "attentional pool (1 query) + LayerNorm, "
+          "without proj_contrast (as TRIDENT)", "MahmoodLab/CONCH", "pytorch_model.bin",
+          True, _CC, 90.0, "Lu et al. 2024, Nat Med (CONCH): ViT-B/16 image encoder, ~90M"),
+    _spec("conch_v15", "conch", "ViT-L/16 at 448 + attentional pooler (CONCH v1.5 visual)",
+          768, 448, "imagenet", 0.5, 512, "attentional pool (1 query) + LayerNorm",
+          "MahmoodLab/conchv1_5", "pytorch_model_vision.bin", True, _CC, 307.0,
+          "TITAN paper (Ding et al. 2024): CONCH v1.5, ViT-L/16 initialised from UNI"),
+    _spec("virchow", "vit", "ViT-H/14, SwiGLU (timm vit_huge_patch14_224)", 2560, 224,
+          "imagenet", 0.5, 224, "class token ++ mean of patch tokens", "paige-ai/Virchow",
+          "pytorch_model.bin", True, "Apache-2.0 (non-commercial terms on HF)", 632.0,
+          "Vorontsov et al. 2024, Nat Med (Virchow): ViT-H/14, 632M"),
+    _spec("virchow2", "vit", "ViT-H/14, 4 registers, SwiGLU (timm vit_huge_patch14_224)",
+          2560, 224, "imagenet", 0.5, 224, "class token ++ mean of patch tokens",
+          "paige-ai/Virchow2", "pytorch_model.bin", True, _CC, 632.0,
+          "Zimmermann et al. 2024 (Virchow2, arXiv:2408.00738): ViT-H/14, 632M"),
+    _spec("hoptimus0", "vit", "ViT-g/14, 4 registers (timm vit_giant_patch14_reg4_dinov2)",
+          1536, 224, "hoptimus", 0.5, 224, "class token", "bioptimus/H-optimus-0",
+          "pytorch_model.bin", True, "Apache-2.0", 1100.0,
+          "Bioptimus H-optimus-0 model card: ViT-g/14, 1.1B"),
+    _spec("hoptimus1", "vit", "ViT-g/14, 4 registers (timm vit_giant_patch14_reg4_dinov2)",
+          1536, 224, "hoptimus", 0.5, 224, "class token", "bioptimus/H-optimus-1",
+          "pytorch_model.bin", True, "CC-BY-NC-ND-4.0 (H-optimus-1 terms)", 1100.0,
+          "Bioptimus H-optimus-1 model card: ViT-g/14, 1.1B"),
+    _spec("gigapath", "vit", "ViT-g/14 layout, patch 16 (timm vit_giant_patch14_dinov2 "
+          "configured as Prov-GigaPath tile encoder)", 1536, 224, "imagenet", 0.5, 256,
+          "class token", "prov-gigapath/prov-gigapath", "pytorch_model.bin", True,
+          "Apache-2.0 (research terms on HF)", 1134.0,
+          "Xu et al. 2024, Nature (Prov-GigaPath): tile encoder ViT-g/14, 1.13B",
+          notes="its model card resizes to 256 and centre-crops 224; here the 128 um "
+          "patch is resized to 224"),
+    _spec("phikon", "vit", "ViT-B/16 (timm vit_base_patch16_224; HF transformers layout on "
+          "the hub)", 768, 224, "imagenet", 0.5, 224, "class token", "owkin/phikon",
+          "pytorch_model.bin", False, "Owkin non-commercial", 86.0,
+          "Filiot et al. 2023 (Phikon, medRxiv): iBOT ViT-B/16, 86M"),
+    _spec("phikon_v2", "vit", "ViT-L/16, LayerScale (DINOv2 layout; HF transformers on "
+          "the hub)", 1024, 224, "imagenet", 0.5, 224, "class token",
+          "owkin/phikon-v2", "model.safetensors", False, "Owkin non-commercial", 300.0,
+          "Filiot et al. 2024 (Phikon-v2, arXiv:2409.09173): ViT-L/16, 0.3B"),
+    _spec("ctranspath", "swin", "Swin-T/4 window 7 with convolutional stem (TransPath)", 768,
+          224, "imagenet", 0.5, 224, "global average pool", "MahmoodLab/hest-bench",
+          "fm_v1/ctranspath/CHIEF_CTransPath.pth", True, "GPL-3.0 (TransPath code)", 27.5,
+          "Wang et al. 2022, MedIA (CTransPath): Swin-T with conv stem, 27.5M",
+          hf_repo_type="dataset", notes="weights under 'model' in timm 0.5 names"),
+    _spec("lunit-vits8", "vit", "ViT-S/8 (DINO, timm vit_small_patch8_224)", 384, 224,
+          "lunit", 0.5, 224, "class token", "1aurent/vit_small_patch8_224.lunit_dino",
+          "model.safetensors", False, "Lunit non-commercial", 21.7,
+          "Kang et al. 2023, CVPR (Lunit benchmarking SSL): ViT-S/8, 21.7M"),
+]
+
+REGISTRY: dict[str, EncoderSpec] = {s.name: s for s in _SPECS}
+
+#: Encoder names other tools write into feature files, mapped to the registry's.
+ALIASES = {"resnet50_trunc": "resnet50", "uni": "uni_v1", "conch": "conch_v1",
+           "conchv1_5": "conch_v15", "uni2-h": "uni_v2", "h-optimus-0": "hoptimus0",
+           "h-optimus-1": "hoptimus1", "prov-gigapath": "gigapath", "phikon-v2": "phikon_v2"}
+
+
+def canonical(name: str) -> str:
+    """The registry name of ``name`` (an alias too); the name itself if unknown."""
+    key = str(name).strip()
+    return ALIASES.get(key.lower(), key)
+
+
+def get_spec(name: str) -> EncoderSpec:
+    """The spec of a registered encoder; a one-line error listing them otherwise."""
+    spec = REGISTRY.get(canonical(name))
+    if spec is None:
+        raise CMTAError(f"unknown encoder {name!r}; registered: {', '.join(REGISTRY)} "
+                        f"(`cmta encoders` lists them)")
+    return spec
+
+
+def table_rows() -> list[dict]:
+    """One row per encoder for `cmta encoders` and docs/features.md."""
+    return [{"name": s.name, "arch": s.arch, "dim": s.dim, "input_px": s.input_px,
+             "geometry": f"{s.patch_px} px at {s.magnification} ({s.fov_um:g} um) -> "
+                         f"{s.input_px} px", "norm": s.normalisation, "output": s.output,
+             "weights": f"hf:{s.hf_repo}/{s.hf_file}" if s.hf_repo else "torchvision",
+             "gated": "yes (HF_TOKEN)" if s.gated else "no", "licence": s.licence,
+             "params_m": s.params_m, "params_source": s.params_source}
+            for s in _SPECS]

@@ -1,0 +1,112 @@
+"""Vision transformers built with timm (never ``trust_remote_code``): UNI, UNI2-h,
+Virchow, Virchow2, H-optimus-0/1, Prov-GigaPath, Phikon, Phikon-v2, Lunit ViT-S/8.
+
+Each is timm's ``VisionTransformer`` with the arguments its model card gives; the module
+keeps timm's parameter names under ``trunk.``, so the hub's timm-format state dicts load
+directly. :class:`ViTEncoder` reads the feature out of the token sequence: the class
+token, or (Virchow) the class token concatenated with the mean of the patch tokens
+(registers left out).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .registry import EncoderSpec
+
+
+def _swiglu() -> dict:
+    import timm
+
+    return {"mlp_layer": timm.layers.SwiGLUPacked, "act_layer": nn.SiLU}
+
+
+def timm_config(name: str) -> tuple[str, dict]:
+    """(timm architecture, its keyword arguments) of a registered ViT."""
+    base = {"num_classes": 0, "img_size": 224, "global_pool": ""}
+    ls = {"init_values": 1e-5}
+    configs = {
+        "uni_v1": ("vit_large_patch16_224", {**ls}),
+        "uni_v2": ("vit_giant_patch14_224", {
+            **ls, "patch_size": 14, "depth": 24, "num_heads": 24, "embed_dim": 1536,
+            "mlp_ratio": 2.66667 * 2, "reg_tokens": 8, "no_embed_class": True, **_swiglu()}),
+        "virchow": ("vit_huge_patch14_224", {**ls, "mlp_ratio": 5.3375, **_swiglu()}),
+        "virchow2": ("vit_huge_patch14_224", {**ls, "mlp_ratio": 5.3375, "reg_tokens": 4,
+                                              **_swiglu()}),
+        "hoptimus0": ("vit_giant_patch14_reg4_dinov2", {**ls}),
+        "hoptimus1": ("vit_giant_patch14_reg4_dinov2", {**ls}),
+        "gigapath": ("vit_giant_patch14_dinov2", {
+            **ls, "patch_size": 16, "embed_dim": 1536, "depth": 40, "num_heads": 24,
+            "mlp_ratio": 5.33334}),
+        "phikon": ("vit_base_patch16_224", {}),
+        "phikon_v2": ("vit_large_patch16_224", {**ls}),
+        "lunit-vits8": ("vit_small_patch8_224", {}),
+    }
+    if name not in configs:
+        raise KeyError(name)
+    arch, kw = configs[name]
+    return arch, {**base, **kw}
+
+
+class ViTEncoder(nn.Module):
+    """A timm ViT trunk and its read-out: (B, 3, S, S) normalised -> (B, dim)."""
+
+    def __init__(self, trunk: nn.Module, readout: str):
+        super().__init__()
+        self.trunk = trunk
+        self.readout = readout  # "cls" | "cls_mean"
+        self.prefix = int(getattr(trunk, "num_prefix_tokens", 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.trunk.forward_features(x)
+        cls = tokens[:, 0]
+        if self.readout == "cls":
+            return cls
+        return torch.cat([cls, tokens[:, self.prefix:].mean(1)], dim=-1)
+
+
+def build_vit(spec: EncoderSpec) -> ViTEncoder:
+    """The encoder of ``spec`` with timm's initial (random) weights."""
+    import timm
+
+    arch, kw = timm_config(spec.name)
+    trunk = timm.create_model(arch, pretrained=False, **kw)
+    readout = "cls_mean" if spec.output.startswith("class token ++") else "cls"
+    return ViTEncoder(trunk, readout)
+
+
+def hf_vit_to_timm(state: dict) -> dict:
+    """A Hugging Face transformers ``ViTModel``/``Dinov2Model`` state dict (Phikon,
+    Phikon-v2) in timm's names: query/key/value joined into ``qkv``."""
+    if not any(k.startswith(("embeddings.", "encoder.layer.")) for k in state):
+        return state
+    out = {"cls_token": state["embeddings.cls_token"],
+           "pos_embed": state["embeddings.position_embeddings"],
+           "patch_embed.proj.weight": state["embeddings.patch_embeddings.projection.weight"],
+           "patch_embed.proj.bias": state["embeddings.patch_embeddings.projection.bias"],
+           "norm.weight": state["layernorm.weight"], "norm.bias": state["layernorm.bias"]}
+    n = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.layer."))
+    for i in range(n):
+        p, q = f"encoder.layer.{i}.", f"blocks.{i}."
+        att = p + "attention.attention."
+        for t in ("weight", "bias"):
+            out[q + f"attn.qkv.{t}"] = torch.cat(
+                [state[att + f"{x}.{t}"] for x in ("query", "key", "value")])
+            out[q + f"attn.proj.{t}"] = state[p + f"attention.output.dense.{t}"]
+            out[q + f"norm1.{t}"] = state[p + f"layernorm_before.{t}"
+                                          if p + "layernorm_before.weight" in state
+                                          else p + f"norm1.{t}"]
+            out[q + f"norm2.{t}"] = state[p + f"layernorm_after.{t}"
+                                          if p + "layernorm_after.weight" in state
+                                          else p + f"norm2.{t}"]
+            fc1 = p + f"intermediate.dense.{t}" if p + "intermediate.dense.weight" in state \
+                else p + f"mlp.fc1.{t}"
+            fc2 = p + f"output.dense.{t}" if p + "output.dense.weight" in state \
+                else p + f"mlp.fc2.{t}"
+            out[q + f"mlp.fc1.{t}"], out[q + f"mlp.fc2.{t}"] = state[fc1], state[fc2]
+        for j in (1, 2):
+            key = p + f"layer_scale{j}.lambda1"
+            if key in state:
+                out[q + f"ls{j}.gamma"] = state[key]
+    return out
