@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cmta_pipeline.training.losses import nll_survival_loss
 from cmta_pipeline.models import MODELS, build_model, count_parameters, modalities
 from cmta_pipeline.models.fusion import flat_omics
 from cmta_pipeline.models.mil import clam_instance_loss
+from cmta_pipeline.training.losses import nll_survival_loss
 
 BLCA = [94, 334, 521, 468, 1496, 479]
 TINY = [5, 7, 9, 4, 6, 8]

@@ -13,7 +13,11 @@ import pytest
 from cmta_pipeline import genomics as g
 from cmta_pipeline.cli import main
 from cmta_pipeline.cohort import (
-    assign_labels, build_cohort, fit_bin_edges, load_fold, read_split_files,
+    assign_labels,
+    build_cohort,
+    fit_bin_edges,
+    load_fold,
+    read_split_files,
 )
 from cmta_pipeline.errors import CMTAError
 
@@ -129,7 +133,7 @@ def test_train_fitted_bins_are_honest():
 
 
 def test_generated_folds_are_stratified_and_reproducible(blca_gdir, tmp_path):
-    s1 = build_cohort(blca_gdir, tmp_path / "s1", n_folds=5, seed=7, inner_val_fraction=0.2)
+    build_cohort(blca_gdir, tmp_path / "s1", n_folds=5, seed=7, inner_val_fraction=0.2)
     cohort = pd.read_csv(tmp_path / "s1" / "cohort.tsv", sep="\t")
     rate = cohort["event"].mean()
     seen = []

@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from _feature_helpers import write_grid_coords, write_tiled_tiff
+
 from cmta_pipeline.errors import CMTAError
 from cmta_pipeline.features import (
     ExtractOptions,
@@ -26,9 +26,9 @@ from cmta_pipeline.features import (
 )
 from cmta_pipeline.features import settings as extract_mod
 from cmta_pipeline.features.encoder import IMAGENET_MEAN, IMAGENET_STD, calibrate_batchnorm
-from cmta_pipeline.features.runner import EncoderRunner
-from cmta_pipeline.features.patches import open_slide
 from cmta_pipeline.features.files import load_features
+from cmta_pipeline.features.patches import open_slide
+from cmta_pipeline.features.runner import EncoderRunner
 
 REPO = Path(__file__).resolve().parents[1]
 N_PATCHES = 31  # what `cmta tile --preset biopsy` finds on CMU-1-Small-Region

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from _training_helpers import killable_fold
+
 from cmta_pipeline import compute
 from cmta_pipeline.errors import CMTAError
 
@@ -188,8 +188,8 @@ def test_nan_cosine_falls_back_to_fp32(tmp_path, monkeypatch):
     ``not (cos >= threshold)``, since ``nan < 0.999`` is False and ``min(0.9995, nan)`` is
     0.9995."""
     from _feature_helpers import write_grid_coords, write_tiled_tiff
-    from cmta_pipeline.features import ExtractOptions, build_encoder, extract_features
-    from cmta_pipeline.features import encode
+
+    from cmta_pipeline.features import ExtractOptions, build_encoder, encode, extract_features
 
     slide = write_tiled_tiff(tmp_path / "s.tiff", shape=(512, 512))
     coords = write_grid_coords(slide, tmp_path / "s.coords.h5", size0=256, input_px=32)
@@ -447,6 +447,7 @@ def test_gpu_check_cmta_step_agrees_with_itself_and_not_with_other_inputs():
     same loss and update (so a CPU/CUDA difference would be the device's); from another
     model, another loss."""
     import gpu_check
+
     from cmta_pipeline.models import build_model
 
     monkey_sizes = [6, 5, 4, 7, 3, 5]
@@ -571,6 +572,7 @@ def test_amp_gate_passes_mixed_precision_and_fails_its_control():
     the negative control, the same mixed-precision step with the weights rounded to 3
     significant bits, fails it."""
     import gpu_check
+
     from cmta_pipeline.models import build_model
 
     sizes = [30, 40, 50, 20, 60, 35]
@@ -611,6 +613,7 @@ def test_stages_start_from_the_same_backend_state():
     """A stage that sets threads, cuDNN plan timing and the fp32 flags (as extraction does)
     does not hand them to the next (training never times cuDNN plans)."""
     import gpu_check
+
     from cmta_pipeline.features.runner import fp32_flags, ieee_fp32
 
     state = gpu_check.backend_state()

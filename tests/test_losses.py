@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from cmta_pipeline.training.losses import alignment_loss, cmta_loss, nll_survival_loss, similarity_loss
 from cmta_pipeline.models import build_model
+from cmta_pipeline.training.losses import alignment_loss, cmta_loss, nll_survival_loss, similarity_loss
 
 H = torch.tensor([[0.1, 0.2, 0.3, 0.4]])  # S = 0.9, 0.72, 0.504, 0.3024
 

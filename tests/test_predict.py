@@ -10,7 +10,6 @@ import torch
 from cmta_pipeline.cli import main
 from cmta_pipeline.predict.risk import percentile_of
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

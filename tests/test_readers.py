@@ -334,8 +334,7 @@ def test_the_gpu_reading_paths_emulated_on_the_cpu(slides_dir, tmp_path, monkeyp
     `tiles` readers hand over patches as read and the device resizes them; `nvjpeg` readers
     hand over tile bytes and the device decodes (here torchvision's CPU decoder), pastes and
     resizes. Both give the OpenSlide reader's features exactly, and say so in the file."""
-    from cmta_pipeline.features import ExtractOptions, build_encoder, extract_features
-    from cmta_pipeline.features import settings
+    from cmta_pipeline.features import ExtractOptions, build_encoder, extract_features, settings
 
     cmu = slides_dir / "CMU-1-Small-Region.svs"
     coords = write_grid_coords(cmu, tmp_path / "c.h5", size0=257, n=24)

@@ -193,8 +193,9 @@ def test_compare_builds_table1_without_mixing_protocols(tmp_path, capsys):
 @pytest.mark.slow
 def test_report_of_a_trained_run_equals_sksurv_on_its_files(tcga_dir, tmp_path):
     """Real BLCA genomics, published splits: SNN trained 2 epochs on two folds, reported."""
-    from cmta_pipeline.report.metrics import METRICS, brier_times, censoring_tau, survival_at
     from sksurv.metrics import integrated_brier_score
+
+    from cmta_pipeline.report.metrics import METRICS, brier_times, censoring_tau, survival_at
 
     g, c = tmp_path / "genomics", tmp_path / "cohort"
     assert main(["genomics", str(tcga_dir / "tcga_blca_all_clean.csv.gz"), "--families",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import cv2
 import h5py
 import numpy as np
@@ -13,10 +12,9 @@ from cmta_pipeline.cli import main
 from cmta_pipeline.errors import CMTAError
 from cmta_pipeline.slides.patching import read_coords, select_patches
 from cmta_pipeline.slides.segmentation import TilingParams
-from cmta_pipeline.slides.wsi import open_slide, slide_geometry
 from cmta_pipeline.slides.synthetic import demo_specimen, write_synthetic_slide
 from cmta_pipeline.slides.tiling import tile_slide
-
+from cmta_pipeline.slides.wsi import open_slide, slide_geometry
 
 # ---- real slides -----------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from _training_helpers import killable_fold
+
 from cmta_pipeline.errors import CMTAError
 from cmta_pipeline.models import build_model
 from cmta_pipeline.training import (

@@ -42,8 +42,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from cmta_pipeline.features import ExtractOptions, ResNet50Trunc, build_encoder, extract_slide  # noqa: E402
 from cmta_pipeline.features.encoder import IMAGENET_MEAN, IMAGENET_STD, calibrate_batchnorm  # noqa: E402
-from cmta_pipeline.features.runner import EncoderRunner  # noqa: E402
 from cmta_pipeline.features.patches import PatchBatches, load_patch_grid, open_slide  # noqa: E402
+from cmta_pipeline.features.runner import EncoderRunner  # noqa: E402
 
 REAL = Path(os.environ.get("CMTA_SHARED_DATA", REPO.parent / "shared" / "data")) / "slides" \
     / "CMU-1-Small-Region.svs"

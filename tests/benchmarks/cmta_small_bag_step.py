@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from cmta_pipeline.training.losses import cmta_loss
 from cmta_pipeline.models import build_model
+from cmta_pipeline.training.losses import cmta_loss
 
 
 def main() -> None:

@@ -53,8 +53,8 @@ def _official_model(directory: str):
 def measure(a) -> None:
     import torch
 
-    from cmta_pipeline.training.losses import cmta_loss
     from cmta_pipeline.models import build_model
+    from cmta_pipeline.training.losses import cmta_loss
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
