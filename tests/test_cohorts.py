@@ -144,6 +144,27 @@ def test_a_slide_in_two_cohorts_is_tiled_once_and_conflicts_are_named(tmp_path, 
     assert "slide 'S2' is /data/s2.svs in cohort 'blca' but /elsewhere/s2.svs in cohort 'ucec'" in r.stdout + r.stderr
 
 
+
+def test_cohorts_share_the_tiles_and_features_of_another_encoder(tmp_path, tcga_dir):
+    """features.encoder with its own geometry (ctranspath: 112 um -> 224 px) in a run of two
+    cohorts: the run tiles each slide once into tiles_<geometry>/ and encodes it once into
+    features/<encoder>/; each cohort's tiling summary sits in its own folder."""
+    a = _sheet(tmp_path / "a.tsv", [("S1", "TCGA-AA-0001", "/data/s1.svs"), ("S2", "TCGA-AA-0002", "/data/s2.svs")])
+    b = _sheet(tmp_path / "b.tsv", [("S2", "TCGA-AA-0002", "/data/s2.svs")])
+    config = _two_cohorts(tcga_dir, models=["cmta"])
+    config["cohorts"]["blca"]["slides"] = {"sheet": a}
+    config["cohorts"]["ucec"]["slides"] = {"sheet": b}
+    config["features"] = {"encoder": "ctranspath", "weights": "random"}
+    r = snakemake(_config(tmp_path, config), "-n")
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = _jobs(r.stdout)
+    assert jobs["tile"] == 2 and jobs["tile_summary"] == 1
+    assert {"blca_tile_summary", "ucec_tile_summary"} <= set(jobs)
+    assert "results/tiles_fov112um_in224/S2.tile.json" in r.stdout
+    assert "results/blca/tiles_fov112um_in224/summary.tsv" in r.stdout
+    assert "results/ucec/tiles_fov112um_in224/summary.tsv" in r.stdout
+    assert "results/tiles/" not in r.stdout
+
 @pytest.mark.parametrize("name", ["my-cohort", "tiles", "1blca"])
 def test_a_cohort_name_that_is_no_safe_folder_name_is_refused(tmp_path, tcga_dir, name):
     config = _two_cohorts(tcga_dir)
