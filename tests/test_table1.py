@@ -224,3 +224,24 @@ def test_table1_files_paper_numbers_and_optimistic_labels(tmp_path):
     assert "ddof 1" in md and "(paper)" not in md
     # a cohort without runs is named
     assert main(["table1", f"e={tmp_path / 'none'}", "-o", str(tmp_path / "e")]) == 2
+
+
+def test_coxnet_on_too_few_training_rows_for_inner_folds_takes_the_null_model():
+    """Two to five training rows (a tiny test cohort): no inner fold can be fitted, so the
+    largest penalty (no gene) is taken rather than failing; on enough rows the same call
+    chooses a smaller penalty (the control)."""
+    from sksurv.util import Surv
+
+    from cmta_pipeline.training.coxnet import fit_coxnet
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5):
+        X = rng.normal(size=(n, 20))
+        y = Surv.from_arrays(np.arange(n) % 2 == 0, np.arange(1.0, n + 1))
+        model, alpha, alphas, _ = fit_coxnet(X, y, CoxnetSettings())
+        assert alpha == alphas[0] and not np.any(model.coef_[:, 0])
+    X = rng.normal(size=(120, 20))
+    time_ = np.exp(-2 * X[:, 0] + rng.normal(scale=0.3, size=120))
+    y = Surv.from_arrays(rng.random(120) < 0.7, time_)
+    _, alpha, alphas, scores = fit_coxnet(X, y, CoxnetSettings())
+    assert alpha < alphas[0] and np.nanmax(scores) > 0.7

@@ -86,22 +86,40 @@ def choose_alpha(X: np.ndarray, y, s: CoxnetSettings) -> tuple[float, np.ndarray
     """(chosen alpha, the path's alphas, mean inner c-index per alpha), from ``X``, ``y``
     (training rows) alone."""
     from sklearn.model_selection import StratifiedKFold
+    from sksurv.exceptions import NoComparablePairException
     from sksurv.metrics import concordance_index_censored
 
     alphas = _quiet_fit(_model(s), X, y).alphas_
     event = y["event"]
     k = max(2, min(s.inner_folds, int(event.sum()), int((~event).sum()) or s.inner_folds))
-    scores = np.zeros((k, len(alphas)))
+    scores = np.full((k, len(alphas)), np.nan)
+    if len(event) < 2 * k:  # too few rows for inner folds of 2 or more: the null model
+        log.warning("coxnet: %d training rows, too few for %d inner folds: the largest penalty "
+                    "(no gene) is taken", len(event), k)
+        return float(alphas[0]), np.asarray(alphas), np.nanmean(scores, axis=0)
     split = StratifiedKFold(n_splits=k, shuffle=True, random_state=s.seed)
     for i, (tr, va) in enumerate(split.split(X, event)):
+        if len(tr) < 2 or not event[tr].any():
+            continue  # an inner training part Cox cannot fit: this inner fold gives no score
         m = _quiet_fit(_model(s, alphas), X[tr], y[tr])
         for j, a in enumerate(m.alphas_):
             if not event[va].any():
                 scores[i, j] = np.nan
                 continue
             risk = m.predict(X[va], alpha=a)
-            scores[i, j] = concordance_index_censored(event[va], y["time"][va], risk)[0]
-    mean = np.nanmean(scores, axis=0)
+            try:
+                scores[i, j] = concordance_index_censored(event[va], y["time"][va], risk)[0]
+            except NoComparablePairException:  # stays NaN: this inner fold scores nothing
+                pass
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: no inner score
+            mean = np.nanmean(scores, axis=0)
+    if np.isnan(mean).all():
+        log.warning("coxnet: no inner fold could be scored: the largest penalty (no gene) is taken")
+        return float(alphas[0]), np.asarray(alphas), mean
     best = int(np.flatnonzero(mean >= np.nanmax(mean) - 1e-12)[0])  # alphas_ descend: the largest
     return float(alphas[best]), np.asarray(alphas), mean
 
@@ -186,7 +204,7 @@ def run_coxnet_fold(cohort_dir: str | os.PathLike, fold: int, outdir: str | os.P
             "n_left_out_without_slides": 0, "omic_sizes": list(map(int, fd.omic_sizes)), "path_dim": 0,
             "bin_edges": [float(e) for e in np.asarray(fd.bin_edges)],
             "coxnet": {**asdict(s), "alpha": alpha, "nonzero": int(np.count_nonzero(coef)),
-                       "inner_cindex": round(float(np.nanmax(scores)), 6)},
+                       "inner_cindex": (None if np.isnan(scores).all() else round(float(np.nanmax(scores)), 6))},
             "seed": s.seed, "device": "cpu", "seconds": round(time.perf_counter() - t0, 1),
         }
         write_text_atomic(outdir / "summary.json", json.dumps(summary, indent=2) + "\n")
