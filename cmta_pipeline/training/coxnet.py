@@ -96,7 +96,7 @@ def choose_alpha(X: np.ndarray, y, s: CoxnetSettings) -> tuple[float, np.ndarray
     if len(event) < 2 * k:  # too few rows for inner folds of 2 or more: the null model
         log.warning("coxnet: %d training rows, too few for %d inner folds: the largest penalty "
                     "(no gene) is taken", len(event), k)
-        return float(alphas[0]), np.asarray(alphas), np.nanmean(scores, axis=0)
+        return float(alphas[0]), np.asarray(alphas), np.full(len(alphas), np.nan)
     split = StratifiedKFold(n_splits=k, shuffle=True, random_state=s.seed)
     for i, (tr, va) in enumerate(split.split(X, event)):
         if len(tr) < 2 or not event[tr].any():
