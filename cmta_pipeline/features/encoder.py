@@ -93,7 +93,8 @@ def _load_state_dict_into(model: ResNet50Trunc, state: dict, source: str) -> Non
     model.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The file's sha256 (hex), read in 1 MB chunks."""
     import hashlib
 
     h = hashlib.sha256()
@@ -144,7 +145,7 @@ def build_encoder(weights: str = "imagenet") -> tuple[ResNet50Trunc, EncoderInfo
             raise CMTAError(f"{path}: cannot load weights ({type(exc).__name__}: {exc})") from exc
         model = ResNet50Trunc()
         _load_state_dict_into(model, state, str(path))
-        info = EncoderInfo(ENCODER_NAME, f"file:{path.name}", _sha256(path))
+        info = EncoderInfo(ENCODER_NAME, f"file:{path.name}", sha256_file(path))
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -177,7 +178,7 @@ def fetch_imagenet_weights(out: str | os.PathLike, url: str | None = None) -> Pa
     _load_state_dict_into(ResNet50Trunc(), state, src)  # refuses anything else
     with atomic_output(out) as tmp:
         torch.save(state, tmp)
-    log.info("ImageNet ResNet-50 weights -> %s (sha256 %s)", out, _sha256(out))
+    log.info("ImageNet ResNet-50 weights -> %s (sha256 %s)", out, sha256_file(out))
     return out
 
 

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -72,8 +73,6 @@ def _model(s: CoxnetSettings, alphas=None, baseline: bool = False):
 
 
 def _quiet_fit(model, X, y):
-    import warnings
-
     from sklearn.exceptions import ConvergenceWarning
 
     with warnings.catch_warnings():
@@ -111,12 +110,9 @@ def choose_alpha(X: np.ndarray, y, s: CoxnetSettings) -> tuple[float, np.ndarray
                 scores[i, j] = concordance_index_censored(event[va], y["time"][va], risk)[0]
             except NoComparablePairException:  # stays NaN: this inner fold scores nothing
                 pass
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: no inner score
-            mean = np.nanmean(scores, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: no inner score
+        mean = np.nanmean(scores, axis=0)
     if np.isnan(mean).all():
         log.warning("coxnet: no inner fold could be scored: the largest penalty (no gene) is taken")
         return float(alphas[0]), np.asarray(alphas), mean

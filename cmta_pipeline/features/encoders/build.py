@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 from torch import nn
 
 from ...errors import CMTAError
-from ..encoder import RANDOM_SEED, EncoderInfo, build_encoder
+from ..encoder import RANDOM_SEED, EncoderInfo, build_encoder, sha256_file
 from .conch import build_conch, conch_state
 from .registry import EncoderSpec, get_spec
 from .swin import build_swin, ctranspath_state
@@ -64,14 +63,6 @@ def random_architecture(spec: EncoderSpec) -> nn.Module:
                     else:
                         p.normal_(0.0, 0.02)
     return model
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_state_file(path: Path) -> dict:
