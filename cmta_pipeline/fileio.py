@@ -51,6 +51,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+class OutputLocked(CMTAError):
+    """Another run is writing the same output (:func:`output_lock`)."""
+
+
 class Glob(str):
     """A name of :func:`fresh_outputs` that is a glob pattern (``Glob("km_*.png")``): only
     names the code spells out as patterns are globbed. Every other name (one made from a
@@ -171,7 +175,7 @@ def _acquire(path: Path) -> int:
         except BlockingIOError:
             holder = os.read(fd, 400).decode(errors="replace").strip() or "another run"
             os.close(fd)
-            raise CMTAError(f"{path.parent}: its output is being written by {holder} (lock file "
+            raise OutputLocked(f"{path.parent}: its output is being written by {holder} (lock file "
                             f"{path}); wait for that run to end, or write elsewhere") from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import CMTAError
-from ..fileio import atomic_output, fresh_outputs, write_text_atomic
+from ..fileio import OutputLocked, atomic_output, fresh_outputs, write_text_atomic
 from ..ids import check_id
 
 # ---- cmta slides ----------------------------------------------------------------
@@ -133,7 +133,7 @@ def run_tile(args) -> int:
             params = TilingParams.from_mapping(settings, "tiling settings")
             result = tile_slide(args.slide, args.outdir, params, slide_id=slide_id, mpp=args.mpp)
     except CMTAError as exc:
-        if args.status:
+        if args.status and not isinstance(exc, OutputLocked):  # the status file is the other run's
             status.update(status="failed", reason=str(exc), n_patches=0)
             write_text_atomic(args.status, json.dumps(status, indent=2) + "\n")
         if args.on_error == "skip" and args.status:
