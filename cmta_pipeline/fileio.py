@@ -118,12 +118,12 @@ def fresh_outputs(
         raise CMTAError(f"{marker_path}: is an existing folder; the output is a file: give a file "
                         "name (the folder and what it holds are left as they are)")
     listed = [marker_path] if marker_path is not None else []
-    paths = listed + _previous(folder, names)
+    _previous(folder, names)  # every name checked before anything is locked or removed
     created = not folder.exists()
     try:
         with output_lock(folder if marker_path is None else marker_path.parent,
                          ".cmta.lock" if marker_path is None else f".{marker_path.name}.lock"):
-            for path in paths:
+            for path in listed + _previous(folder, names):
                 _remove(path)
             try:
                 yield folder

@@ -272,10 +272,19 @@ for _n, _id, _why in [("star", "*", "'*'"), ("traversal", "../x", "'.'")]:
     CASES.append(Case(f"extract_slide_id_{_n}", lambda r, fx, i=_id: [
         "extract", str(r / "missing.svs"), str(_coords(r, None)), "-o", str(r / "results/features"),
         f"--slide-id={i}", "--weights", "random"], 2, ("--slide-id", repr(_id), _why)))
-# the control: a valid attribute goes on, to the missing slide file
+
+
+
+def _failed_tiling(r):
+    p = r / "s.tile.json"
+    p.write_text(json.dumps({"status": "failed", "reason": "no tissue"}))
+    return str(p)
+
+
+# the control: a valid attribute names the outputs (a slide whose tiling failed: no encoder)
 CASES.append(Case("ok_extract_coords_attribute_valid", lambda r, fx: [
     "extract", str(r / "missing.svs"), str(_coords(r, "x.y_1")), "-o", str(r / "results/features"),
-    "--weights", "random"], 2, ("missing.svs",)))
+    "--weights", "random", "--tile-status", _failed_tiling(r)], 0, changes="results/features/x.y_1."))
 
 # cmta genomics: case ids of a wide table, a cBioPortal patient table, a GDC clinical table
 for _n, _id, _why in [HOSTILE_IDS[i] for i in (0, 1, 4, 6, 9, 10)]:
@@ -333,7 +342,7 @@ CASES.append(Case("ok_cohort", lambda r, fx: [
 CASES.append(Case("train_summary_json_is_a_folder", lambda r, fx: _folder_as_marker(
     r, fx, "results/train/fold_0/summary.json",
     ["train", "--cohort", str(r / "nocohort"), "--model", "snn", "--fold", "0", "-o", str(r / "results/train/fold_0")]),
-    2, ("summary.json",)))
+    2, ("summary.json: is an existing folder",)))
 CASES.append(Case("genomics_families_tsv_is_a_folder", lambda r, fx: _folder_as_marker(
     r, fx, "results/genomics/families.tsv",
     ["genomics", str(_wide_table(r)), "--families", str(_families(r)), "-o", str(r / "results/genomics")]),
@@ -362,6 +371,10 @@ CASES.append(Case("cohort_while_another_run_writes", lambda r, fx: _held(
 CASES.append(Case("genomics_while_another_run_writes", lambda r, fx: _held(
     r, fx, "results/genomics", "families.tsv",
     ["genomics", str(_wide_table(r)), "--families", str(_families(r)), "-o", str(r / "results/genomics")]),
+    2, ("being written by pid", "on host")))
+CASES.append(Case("train_while_another_run_writes", lambda r, fx: _held(
+    r, fx, "results/train/fold_0", "summary.json",
+    ["train", "--cohort", str(r / "nocohort"), "--model", "snn", "--fold", "0", "-o", str(r / "results/train/fold_0")]),
     2, ("being written by pid", "on host")))
 CASES.append(Case("tile_while_another_run_writes", lambda r, fx: _held(
     r, fx, "results/tiles", "s.tile.json",
@@ -486,7 +499,7 @@ def test_real_sheets_pass():
         assert is_valid_id(v) and id_problem(v) is None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.text(min_size=0, max_size=MAX_LENGTH + 20))
 def test_the_identifier_rule_is_a_safe_file_name(value):
     """Whatever the text, an id that passes is one safe file name and one shell word, and
