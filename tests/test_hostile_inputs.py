@@ -605,11 +605,34 @@ def test_every_shell_placeholder_is_quoted():
     assert set(found) <= PRE_QUOTED, {k: v for k, v in found.items() if k not in PRE_QUOTED}
 
 
+def _dry_run_commands(root: Path, config: dict) -> list[str]:
+    """The shell commands of a dry run (-n -p) of ``config`` in ``root``."""
+    (root / "config").mkdir()
+    (root / "config/config.yaml").write_text(json.dumps(config))
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow/Snakefile"), "-n", "-p",
+                        "--directory", str(root)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [line.strip().removeprefix("Shell command: ") for line in r.stdout.splitlines()]
+    return [c for c in lines if "-m cmta_pipeline" in c or "sha256sum -c" in c]
+
+
+def _one_word_each(commands: list[str], whole: dict[str, str]) -> None:
+    """Each value is one shell word: a word holding a piece of a value holds all of it."""
+    for command in commands:
+        for word in shlex.split(command):
+            for piece, value in whole.items():
+                if piece in word:
+                    assert value in word, (word, command)
+
+
+HOSTILE_OUTDIR = "res q'x $(touch PWNED); y"
+
+
 def test_hostile_config_values_are_one_shell_word_each(tmp_path):
     """A dry run (-n -p) with an outdir and input paths holding a quote, a space, $() and ;
     and odd but valid slide ids: every shell command parses, and each value is one word
     (the tile jobs, the tiling summary, the genomics and the families' download)."""
-    hostile = "res q'x $(touch PWNED); y"
+    hostile = HOSTILE_OUTDIR
     slides = tmp_path / "sl ides;$(x)"
     slides.mkdir()
     ids = ["TCGA-AA-0001-01Z-00-DX1.5e7ecf69-d1fd-4997-9dcc-ab8e9f10b423", "_odd.id-9", "x.", "a..b"]
@@ -617,30 +640,33 @@ def test_hostile_config_values_are_one_shell_word_each(tmp_path):
     (tmp_path / "slides.tsv").write_text("slide_id\tcase_id\tpath\n" + rows)
     table = tmp_path / "gen 'o'; $(mics).csv"
     table.write_text("x")
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config/config.yaml").write_text(json.dumps({
-        "outdir": f"{tmp_path}/{hostile}", "slides": {"sheet": "slides.tsv"},
-        "genomics": {"table": str(table)}}))  # the families file downloaded: download_families
-    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow/Snakefile"), "-n", "-p",
-                        "--directory", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    lines = [line.strip().removeprefix("Shell command: ") for line in r.stdout.splitlines()]
-    commands = [c for c in lines if "-m cmta_pipeline" in c]
-    run = {(w := shlex.split(c))[w.index("cmta_pipeline") + 1] for c in commands}
+    commands = _dry_run_commands(tmp_path, {  # the families file downloaded: download_families
+        "outdir": f"{tmp_path}/{hostile}", "slides": {"sheet": "slides.tsv"}, "genomics": {"table": str(table)}})
+    run = {(w := shlex.split(c))[w.index("cmta_pipeline") + 1] for c in commands if "cmta_pipeline" in c}
     assert {"tile", "tile-summary", "genomics"} <= run, commands
-    download = [c for c in lines if "sha256sum -c" in c]
-    assert len(download) == 1, lines
-    commands += download
+    assert len([c for c in commands if "sha256sum -c" in c]) == 1, commands
     families = f"{tmp_path}/{hostile}/resources/signatures.csv"
-    whole = {"PWNED": f"{tmp_path}/{hostile}", "(mics)": str(table), "/resources/signatures": families, "ides;": str(slides)}
-    for command in commands:
-        for word in shlex.split(command):  # a piece of a value is never a word of its own
-            for piece, value in whole.items():
-                if piece in word:
-                    assert value in word, (word, command)
+    _one_word_each(commands, {"PWNED": f"{tmp_path}/{hostile}", "(mics)": str(table),
+                              "/resources/signatures": families, "ides;": str(slides)})
     genomics = next(shlex.split(c) for c in commands if " genomics " in c)
     assert str(table) in genomics and str(families) in genomics, genomics
     tile = [shlex.split(c) for c in commands if " tile " in c]
     for i in ids:
         assert any(["--slide-id", i] == w[k:k + 2] for w in tile for k in range(len(w))), i
+    assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()
+
+
+def test_hostile_config_values_down_the_genomics_chain(tmp_path):
+    """The same down a genomics-only chain: genomics, cohort (--splits), train (a network
+    and coxnet), report, table1, and predict with its own genomics."""
+    table = tmp_path / "gen 'o'; $(mics).csv"
+    table.write_text("x")
+    splits = tmp_path / "sp lits;$(x)"
+    commands = _dry_run_commands(tmp_path, {
+        "outdir": f"{tmp_path}/{HOSTILE_OUTDIR}", "genomics": {"table": str(table), "families": str(table)},
+        "cohort": {"n_folds": 2, "with_slides": False, "splits": str(splits)},
+        "training": {"models": ["snn", "coxnet"], "folds": [0], "epochs": 1}, "predict": {"genomics": str(table)}})
+    run = {(w := shlex.split(c))[w.index("cmta_pipeline") + 1] for c in commands}
+    assert {"genomics", "cohort", "train", "report", "table1", "predict"} <= run, commands
+    _one_word_each(commands, {"PWNED": f"{tmp_path}/{HOSTILE_OUTDIR}", "(mics)": str(table), "lits;": str(splits)})
     assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()
