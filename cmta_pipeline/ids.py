@@ -64,8 +64,7 @@ def check_id(value: object, what: str = "slide id", where: str = "") -> str:
                     f"words; use {ALLOWED}")
 
 
-def check_ids(values: Iterable[object], what: str, source: str, lines: Iterable[object] | None = None,
-              line_word: str = "line") -> None:
+def check_ids(values: Iterable[object], what: str, source: str, lines: Iterable[object] | None = None) -> None:
     """Check every one of ``values`` (a table column); the first bad one is an error naming
     ``source`` and its line (``lines``: the line of each value, default 2, 3, ... below a
     header)."""
@@ -73,4 +72,4 @@ def check_ids(values: Iterable[object], what: str, source: str, lines: Iterable[
     lines = list(lines) if lines is not None else [i + 2 for i in range(len(values))]
     for value, line in zip(values, lines):
         if id_problem(value) is not None:
-            check_id(value, what, f"{source}, {line_word} {line}")
+            check_id(value, what, f"{source}, line {line}")
