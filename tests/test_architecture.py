@@ -19,7 +19,7 @@ MAX_FUNCTION_LINES = 80
 MAX_COMMON_SMK_LINES = 200
 #: what every stage uses; everything else lives in a stage's package
 ROOT_MODULES = {
-    "__init__", "__main__", "cli", "compat", "compute", "errors", "fileio", "modalities",
+    "__init__", "__main__", "cli", "compat", "compute", "errors", "fileio", "ids", "modalities",
 }
 
 

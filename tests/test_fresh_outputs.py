@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cmta_pipeline.cli import main
-from cmta_pipeline.fileio import atomic_output, fresh_outputs
+from cmta_pipeline.fileio import Glob, atomic_output, fresh_outputs
 
 
 def _earlier_run(folder: Path, names) -> None:
@@ -30,11 +30,11 @@ def _left(folder: Path) -> list[str]:
 def test_fresh_outputs_removes_the_marker_first_and_cleans_up_after_a_failure(tmp_path):
     _earlier_run(tmp_path, ["done.json", "a.tsv", "km_x.png", "km_y.png", "keep.txt", "sub/b.tsv"])
     seen = []
-    with fresh_outputs(tmp_path, ["a.tsv", "km_*.png", "sub"], marker="done.json"):
+    with fresh_outputs(tmp_path, ["a.tsv", Glob("km_*.png"), "sub"], marker="done.json"):
         seen = _left(tmp_path)  # on entry: the earlier run is gone, other files stay
         (tmp_path / "a.tsv").write_text("new\n")
         (tmp_path / "done.json").write_text("{}\n")
-    assert seen == ["keep.txt"]
+    assert seen == [".done.json.lock", "keep.txt"]  # the lock of this run, removed when it ends
     assert _left(tmp_path) == ["a.tsv", "done.json", "keep.txt"]  # a run that succeeds keeps its files
     with pytest.raises(RuntimeError):
         with fresh_outputs(tmp_path, ["a.tsv"], marker="done.json"):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import CMTAError
+from ..ids import check_ids
 
 
 def read_slides(sheet: str | os.PathLike | None, tiles_summary: str | os.PathLike | None) -> pd.DataFrame | None:
@@ -34,6 +35,7 @@ def read_slides(sheet: str | os.PathLike | None, tiles_summary: str | os.PathLik
             raise CMTAError(f"{path}: missing column(s) {', '.join(miss)}")
         for c in ("slide_id", "case_id"):
             df[c] = df[c].astype(str).str.strip()
+            check_ids(df[c], c, str(path), lines=[int(i) + 2 for i in df.index])  # cmta_pipeline/ids.py
         tables[what] = df
     slides = (tables.get("slide sheet", tables.get("tiling summary")))[["slide_id", "case_id"]].drop_duplicates()
     slides["usable"] = True

@@ -19,6 +19,7 @@ from torch import nn
 from .. import __version__
 from ..errors import CMTAError
 from ..fileio import atomic_output, fresh_outputs, remove_outputs
+from ..ids import check_id
 from .encode import encode
 from .encoder import FEATURE_DIM, EncoderInfo
 from .encoders.build import build_named_encoder
@@ -170,7 +171,7 @@ def extract_slide(slide_path, coords_path, outdir, opts: ExtractOptions,
     :func:`extract_slides` share one encoder between slides.
     """
     slide_path = Path(slide_path)
-    slide_id = slide_id or default_slide_id(slide_path, coords_path)
+    slide_id = checked_slide_id(slide_id, slide_path, coords_path)
     # the previous run's .features.h5 (the marker), then its .pt: a failure leaves neither;
     # the partial features a killed run resumes from are kept
     with fresh_outputs(outdir, (f"{slide_id}.pt",), marker=f"{slide_id}.features.h5"):
@@ -238,8 +239,15 @@ def default_slide_id(slide_path, coords_path) -> str:
     except Exception:
         v = None
     if isinstance(v, bytes):
-        v = v.decode()
-    return str(v) if v else Path(slide_path).stem
+        v = v.decode(errors="replace")
+    if v:  # a name from a file: checked like every id (cmta_pipeline/ids.py)
+        return check_id(str(v), "slide id", f"{coords_path} (attribute slide_id)")
+    return check_id(Path(slide_path).stem, "slide id", f"{slide_path} (its file name)")
+
+
+def checked_slide_id(slide_id: str | None, slide_path, coords_path) -> str:
+    """``slide_id`` (--slide-id) checked, else :func:`default_slide_id`."""
+    return check_id(slide_id, "slide id", "--slide-id") if slide_id else default_slide_id(slide_path, coords_path)
 
 
 @dataclass
@@ -285,7 +293,7 @@ def extract_slides(jobs: list[SlideJob], outdir, opts: ExtractOptions) -> list[E
     runners: dict = {}  # the encoder runners built for the first slide, reused by the next
     results = []
     t0 = time.perf_counter()
-    ids = [job.slide_id or default_slide_id(job.slide, job.coords) for job in jobs]
+    ids = [checked_slide_id(job.slide_id, job.slide, job.coords) for job in jobs]
     # no earlier run's features of a slide this run does not reach (it stops at a failure)
     remove_outputs(outdir, [f"{s}.features.h5" for s in ids] + [f"{s}.pt" for s in ids])
     for i, (job, slide_id) in enumerate(zip(jobs, ids), 1):

@@ -17,12 +17,14 @@ Accepted layouts (read by :func:`load_features`):
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CMTAError
+from ..ids import check_id
 from .encoders.registry import ALIASES
 
 #: Where a slide's features may be, relative to a features folder, in order of preference.
@@ -42,6 +44,7 @@ def find_feature_file(features_dir: str | os.PathLike, slide_id: str,
     ``*/features_<encoder>/<slide_id>.h5``, of ``encoder`` or, without it, of the one
     encoder there (features of several: a one-line error)."""
     root = Path(features_dir)
+    check_id(slide_id, "slide id", f"features of {root}")  # a file name, never a pattern or a path
     for pattern in CANDIDATES:
         p = root / pattern.format(sid=slide_id)
         if p.is_file():
@@ -49,6 +52,7 @@ def find_feature_file(features_dir: str | os.PathLike, slide_id: str,
     names = [encoder, *[a for a, c in ALIASES.items() if c == encoder]] if encoder else ["*"]
     hits = []
     for name in names:
+        name = name if name == "*" else glob.escape(name)
         hits += sorted(root.glob(f"features_{name}/{slide_id}.h5")) + sorted(
             root.glob(f"*/features_{name}/{slide_id}.h5"))
     folders = sorted({p.parent.name for p in hits})

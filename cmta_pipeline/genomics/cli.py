@@ -106,6 +106,7 @@ def add_per_modality_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..fileio import fresh_outputs
+    from ..ids import check_id
     from .families import read_families
     from .output import AUDIT_FILE, GENOMICS_FILES, MARKER, write_genomics
 
@@ -113,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     with fresh_outputs(args.outdir, (*GENOMICS_FILES, AUDIT_FILE), marker=MARKER):
         families = read_families(args.families)
         data = load(args, families)
+        for case in {*data.matrix.index, *data.survival.index}:  # whichever reader: cmta_pipeline/ids.py
+            check_id(case, "case id", "the genomic and clinical tables")
         if data.survival.empty:
             raise CMTAError("no patient kept: every patient was dropped (see the reasons with --missing-survival keep)")
         expanded = write_genomics(data, families, args.outdir)

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CMTAError
+from ..ids import check_ids
 from .gdc_clinical import gdc_survival, is_gdc_clinical, is_gdc_follow_up
 from .survival import check_survival
-from .tables import NA_VALUES, read_table
+from .tables import NA_VALUES, leading_comment_lines, read_table
 
 #: what a folder given as the clinical input holds: a GDC clinical download, extracted
 GDC_CLINICAL_FILES = ("clinical.tsv", "follow_up.tsv")
@@ -91,6 +92,7 @@ def cbioportal_survival(path: Path, df: pd.DataFrame) -> pd.DataFrame:
             f"{path}: missing column(s) {', '.join(miss)} (overall survival, which CMTA models){have}"
         )
     ids = df["PATIENT_ID"].astype(str).str.strip()
+    check_ids(ids, "PATIENT_ID", str(path), lines=df.index + 2 + leading_comment_lines(path))
     status = df["OS_STATUS"].astype(str).str.strip().str.upper()
     cens = pd.Series(np.nan, index=df.index, dtype=object)
     cens[status.str.contains("DECEASED") | (status == "1") | status.str.startswith("1:")] = 0

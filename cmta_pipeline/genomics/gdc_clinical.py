@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CMTAError
+from ..ids import check_ids
 from .survival import DAYS_PER_MONTH
 from .tables import examples
 
@@ -90,6 +91,7 @@ def _rows(path: Path, df: pd.DataFrame) -> pd.DataFrame:
     if empty.any():
         raise CMTAError(f"{path}: line {int(np.flatnonzero(empty.to_numpy())[0]) + 2}: {case_col} is empty")
     ids = df[case_col].astype(str).str.strip()
+    check_ids(ids, case_col, str(path))  # the one identifier rule (cmta_pipeline/ids.py)
     vital_col = column(df, "vital")
     vital = (df[vital_col].astype(str).str.strip().str.lower().where(df[vital_col].notna())
              if vital_col else pd.Series(np.nan, index=df.index))

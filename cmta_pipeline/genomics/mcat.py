@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CMTAError
+from ..ids import check_ids
 from .audit import dropped_audit
 from .data import MODALITIES, GenomicData
 from .survival import check_survival
@@ -109,6 +110,7 @@ def read_wide_rows(path: Path, missing_survival: str) -> pd.DataFrame:
     if df["case_id"].isna().any():
         raise CMTAError(f"{path}: row {int(df['case_id'].isna().to_numpy().argmax()) + 2}: case_id is empty")
     df["case_id"] = df["case_id"].astype(str).str.strip()
+    check_ids(df["case_id"], "case_id", str(path))  # the one identifier rule (cmta_pipeline/ids.py)
     return df
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..errors import CMTAError
 from ..fileio import atomic_output
+from ..ids import check_ids
 from .audit import family_audit
 from .data import GenomicData
 from .families import expand_families
@@ -79,6 +80,8 @@ def read_genomics_dir(gdir: str | os.PathLike):
     families = {fam: feats.loc[feats["family"] == fam, "feature"].tolist() for fam in order}
     matrix = pd.read_csv(gdir / "matrix.tsv.gz", sep="\t", index_col="case_id")
     matrix.index = matrix.index.astype(str)
-    surv = pd.read_csv(gdir / "patients.tsv", sep="\t", dtype={"case_id": str}).set_index("case_id")
+    surv = pd.read_csv(gdir / "patients.tsv", sep="\t", dtype={"case_id": str})
+    check_ids(surv["case_id"], "case_id", str(gdir / "patients.tsv"))  # cmta_pipeline/ids.py
+    surv = surv.set_index("case_id")
     dropped = pd.read_csv(gdir / "dropped.tsv", sep="\t", dtype=str)
     return families, matrix, surv, dropped

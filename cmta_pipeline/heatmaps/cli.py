@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..fileio import Glob
+
 # ---- cmta heatmap ---------------------------------------------------------------
 
 
@@ -24,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 #: What ``cmta heatmap`` writes besides heatmaps.tsv, its completion marker (written last).
-OUTPUTS = ("*.attention.h5", "*.heatmap.png")
+OUTPUTS = (Glob("*.attention.h5"), Glob("*.heatmap.png"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -38,11 +38,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..fileio import fresh_outputs
+    from ..ids import check_id
     from .risk import predict_run, write_predictions
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else None
+    cases = [check_id(c.strip(), "case id", "--cases") for c in args.cases.split(",") if c.strip()] \
+        if args.cases else None
     out = Path(args.output)
     with fresh_outputs(out.parent, (), marker=out.name):  # no earlier risk.tsv beside a failed run
         df = predict_run(

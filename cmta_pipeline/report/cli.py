@@ -51,14 +51,14 @@ def run_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import CMTAError
-    from ..fileio import fresh_outputs
+    from ..fileio import Glob, fresh_outputs
     from .comparison import read_reports
     from .metrics import METRICS
 
     if args.metric not in METRICS:
         raise CMTAError(f"--metric must be one of {', '.join(METRICS)}")
     out = Path(args.outdir)
-    with fresh_outputs(out, ("compare.tsv", "table1_*.tsv", "compare_*.png", "compare_*.svg"), marker="compare.md"):
+    with fresh_outputs(out, ("compare.tsv", Glob("table1_*.tsv"), Glob("compare_*.png"), Glob("compare_*.svg")), marker="compare.md"):
         _write_compare(read_reports(args.result_dirs), out, args.metric)
     return 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import CMTAError
-from ..fileio import atomic_output, fresh_outputs, write_text_atomic
+from ..fileio import Glob, atomic_output, fresh_outputs, write_text_atomic
 from .figures import plot_km, plot_per_fold
 from .metrics import METRICS, evaluate_run, logrank, metrics_long, metrics_summary
 
@@ -75,7 +75,7 @@ def summary_markdown(results, table, km_threshold: str, run_notes: list[str]) ->
 
 #: What ``cmta report`` writes besides report.html, its completion marker (written last).
 REPORT_OUTPUTS = ("cindex.tsv", "cindex_summary.tsv", "metrics.tsv", "metrics_summary.tsv", "summary.md",
-                  "cindex_per_fold.png", "cindex_per_fold.svg", "km_*.png", "km_*.svg")
+                  "cindex_per_fold.png", "cindex_per_fold.svg", Glob("km_*.png"), Glob("km_*.svg"))
 
 
 def write_report(train_dir, outdir, runs: list[str] | None = None,

@@ -9,7 +9,8 @@ from pathlib import Path
 import yaml
 
 from ..errors import CMTAError
-from ..fileio import atomic_output, fresh_outputs, write_text_atomic
+from ..fileio import OutputLocked, atomic_output, fresh_outputs, write_text_atomic
+from ..ids import check_id
 
 # ---- cmta slides ----------------------------------------------------------------
 
@@ -113,6 +114,11 @@ def run_tile(args) -> int:
     from .tiling import tile_slide
 
     slide_id = args.slide_id or slide_id_from_path(args.slide)
+    check_id(slide_id, "slide id", "--slide-id" if args.slide_id else f"{args.slide} (its file name)")
+    if args.case_id is not None:
+        check_id(args.case_id, "case id", "--case-id")
+    if args.mpp is not None and not 0 < args.mpp < float("inf"):
+        raise CMTAError(f"--mpp: must be a positive finite number of micrometres per pixel, got {args.mpp}")
     status = {"slide_id": slide_id, "case_id": args.case_id, "slide_path": str(args.slide)}
     outputs = (f"{slide_id}.coords.h5", f"{slide_id}.qc.png")
     try:
@@ -127,7 +133,7 @@ def run_tile(args) -> int:
             params = TilingParams.from_mapping(settings, "tiling settings")
             result = tile_slide(args.slide, args.outdir, params, slide_id=slide_id, mpp=args.mpp)
     except CMTAError as exc:
-        if args.status:
+        if args.status and not isinstance(exc, OutputLocked):  # the status file is the other run's
             status.update(status="failed", reason=str(exc), n_patches=0)
             write_text_atomic(args.status, json.dumps(status, indent=2) + "\n")
         if args.on_error == "skip" and args.status:

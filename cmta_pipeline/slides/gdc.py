@@ -26,6 +26,7 @@ import pandas as pd
 from ..errors import CMTAError
 from ..genomics.gdc_sheet import read_sample_sheet
 from ..genomics.samples import is_tumour
+from ..ids import check_id
 from .sheet import SLIDE_EXTENSIONS, case_id_from_barcode, check_table, slide_id_from_path
 
 MANIFEST_COLUMNS = ("id", "filename", "md5", "size")
@@ -101,7 +102,9 @@ def gdc_slide_table(folder: str | os.PathLike, listing: str | os.PathLike) -> tu
                 f"{listing}: {r.file_name}: a manifest names no case and the file name is not a TCGA or "
                 "TARGET barcode; give the cart's sample sheet (gdc_sample_sheet.<date>.tsv) instead"
             )
-        rows.append({"slide_id": slide_id_from_path(r.file_name), "case_id": case, "path": str(path)})
+        where = f"{listing}, row {r.Index + 2} ({r.file_name!r})"
+        rows.append({"slide_id": check_id(slide_id_from_path(r.file_name), "slide id (the file name)", where),
+                     "case_id": check_id(case, "case id", where), "path": str(path)})
     notes = []
     if absent:
         notes.append(f"{len(absent)} slide(s) in the {kind} but not under {folder}: {', '.join(absent[:5])}"

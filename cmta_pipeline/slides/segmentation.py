@@ -55,6 +55,10 @@ class TilingParams:
     _explicit: set = field(default_factory=set, repr=False, compare=False)
 
     def __post_init__(self):
+        for key in ("patch_size_px", "target_mpp", "encoder_input_px", "step_fraction", "seg_mpp", "qc_max_px"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise CMTAError(f"tiling.{key}: must be a positive finite number, got {value!r}")
         if self.preset not in PRESETS:
             raise CMTAError(f"tiling.preset: unknown preset {self.preset!r} (choose {', '.join(PRESETS)})")
         for key, value in PRESETS[self.preset].items():

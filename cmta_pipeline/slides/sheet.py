@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import CMTAError
+from ..ids import check_id, check_ids
 
 if TYPE_CHECKING:  # pandas is imported where tables are built: `cmta tile` need not pay for it
     import pandas as pd
@@ -58,7 +59,7 @@ def discover_slides(folder: str | os.PathLike, recursive: bool = False) -> pd.Da
     rows = []
     for f in sorted(files):
         if f.is_file() and f.name.lower().endswith(SLIDE_EXTENSIONS) and not f.name.startswith("."):
-            sid = slide_id_from_path(f)
+            sid = check_id(slide_id_from_path(f), "slide id (the file name)", str(f))
             case = case_id_from_barcode(f.name)
             if case is None:
                 raise CMTAError(
@@ -111,12 +112,8 @@ def check_table(df: pd.DataFrame, source: str) -> pd.DataFrame:
     dup = df["slide_id"].duplicated()
     if dup.any():
         raise CMTAError(f"{source}: slide_id {df['slide_id'][dup].iloc[0]!r} appears twice")
-    bad = df["slide_id"].str.contains(r"[/\\\s]", regex=True)
-    if bad.any():
-        raise CMTAError(
-            f"{source}: slide_id {df['slide_id'][bad].iloc[0]!r} contains a slash or space; "
-            "slide ids become file names"
-        )
+    for col in ("slide_id", "case_id"):  # the one identifier rule (cmta_pipeline/ids.py)
+        check_ids(df[col], col, source, lines=[int(i) + 2 for i in df.index])
     if "mpp" in df.columns:
         mpp = pd.to_numeric(df["mpp"], errors="coerce")
         wrong = df["mpp"].notna() & ~(mpp > 0)

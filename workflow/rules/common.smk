@@ -90,7 +90,7 @@ if not config["cohorts"]:
 
 # Rules call the `cmta` command line: with --use-conda the python of the rule's env (which
 # installed this workflow's package, env_file), else the interpreter running Snakemake.
-CMTA = f"{'python' if CONDA else sys.executable} -m cmta_pipeline"
+CMTA = f"{'python' if CONDA else shlex.quote(sys.executable)} -m cmta_pipeline"
 
 OUT = config["outdir"].rstrip("/")
 # Several cohorts (config cohorts:): each is this workflow as a Snakemake module with its
@@ -112,7 +112,11 @@ if COHORTS:
     SLIDES = union_slide_table({name: slide_table(c) for name, c in COHORTS.items()})
 else:
     SLIDES = slide_table(config)
-SLIDE_PATTERN = "|".join(map(re.escape, SLIDES.index)) if len(SLIDES) else "NO_SLIDES"
+# slide ids follow cmta_pipeline/ids.py (checked by load_slide_table); the look-ahead keeps a
+# slide wildcard, and so tiles/{slide}/, from ever being . or .. whatever the sheet says
+SLIDE_PATTERN = r"(?!\.\.?(?:/|$))(?:%s)" % (
+    "|".join(map(re.escape, SLIDES.index)) if len(SLIDES) else "NO_SLIDES"
+)
 
 # gpu: true (a cluster whose GPU jobs go to GPU nodes), false (none), or auto (the default:
 # true when the host that plans the run has an NVIDIA GPU).

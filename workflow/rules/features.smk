@@ -59,7 +59,7 @@ if OWNS_SLIDES:
                 runtime=scaled_runtime(60),
             params:
                 cmta=CMTA,
-                encoder=ENCODER,
+                encoder=shlex.quote(ENCODER),
             shell:
                 "{params.cmta} fetch-weights --encoder {params.encoder} -o {output:q} "
                 "> {log:q} 2>&1"

@@ -23,7 +23,7 @@ rule download_families:
         sha256=GENOMICS.get("families_sha256", ""),
     shell:
         "(curl -fsSL --retry 3 -o {output:q}.part {params.url:q}"
-        " && echo '{params.sha256}  {output}.part' | sha256sum -c -"
+        " && printf '%s  %s.part\\n' {params.sha256:q} {output:q} | sha256sum -c -"
         " && mv {output:q}.part {output:q}) > {log:q} 2>&1"
 
 

@@ -89,7 +89,7 @@ if not COHORTS:
             train_dir=lambda wc, input: os.path.dirname(
                 os.path.dirname(os.path.dirname(input.summaries[0]))
             ),
-            runs=lambda wc: " ".join(train_runs()),
+            runs=lambda wc: " ".join(map(shlex.quote, train_runs())),
             outdir=lambda wc, output: os.path.dirname(output.summary),
             cmta=CMTA,
             version=VERSION,

@@ -135,7 +135,7 @@ def features_args(wildcards):
         "--no-progress",
     ]
     if ENCODER != "resnet50":  # resnet50's command stays as it was: nothing reruns
-        args.insert(0, f"--encoder {ENCODER}")
+        args.insert(0, f"--encoder {shlex.quote(ENCODER)}")
     # the other encoders take their own input size (the tiling plans it)
     if FEATURES["input_px"] is not None and ENCODER == "resnet50":
         args.append(f"--input-px {int(FEATURES['input_px'])}")

@@ -32,7 +32,8 @@ def slide_file(wildcards):
 
 def tile_args(wildcards):
     row = SLIDES.loc[wildcards.slide]
-    args = f"--slide-id {wildcards.slide} --case-id {shlex.quote(str(row.case_id))} --stain {row.stain}"
+    args = f"--slide-id {shlex.quote(wildcards.slide)} --case-id {shlex.quote(str(row.case_id))}"
+    args += f" --stain {shlex.quote(row.stain)}"
     if row.mpp == row.mpp:  # not NaN
         args += f" --mpp {row.mpp}"
     return args
