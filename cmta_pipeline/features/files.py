@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CMTAError
+from ..errors import CMTAError, load_refused
 from .encoders.registry import ALIASES
 
 #: Where a slide's features may be, relative to a features folder, in order of preference.
@@ -83,7 +83,7 @@ def load_features(path: str | os.PathLike) -> np.ndarray:
     except CMTAError:
         raise
     except Exception as exc:
-        raise CMTAError(f"{path}: unreadable feature file ({exc})") from exc
+        raise load_refused(path, exc, "feature file") from None
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2 or arr.shape[0] == 0:
