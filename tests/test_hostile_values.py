@@ -439,3 +439,140 @@ def test_survival_months_refused_beyond_the_bound(months):
         return
     with pytest.raises(CMTAError, match=rf"clin.tsv: patient P{bad[0]}: survival_months "):
         check_survival(surv, "clin.tsv", "patient")
+
+
+# ---------------------------------------------------------------- resume files
+
+
+def test_corrupt_partial_features_are_discarded_and_redone(tmp_path, monkeypatch, caplog):
+    """A killed extraction's partial rows, zeroed afterwards (a crash before the page cache
+    reached the disk): the rerun finds their checksum wrong, warns, encodes the slide again
+    and writes what a clean run writes. The untouched partial (negative control) resumes."""
+    from _feature_helpers import write_grid_coords, write_tiled_tiff
+
+    from cmta_pipeline.features import ExtractOptions, build_encoder, extract_slide, sinks
+
+    model, info = build_encoder("random")
+    slide = write_tiled_tiff(tmp_path / "small.tiff", shape=(1024, 1280))
+    coords = write_grid_coords(slide, tmp_path / "small.coords.h5")  # 20 patches
+    opts = ExtractOptions(weights="random", device="cpu", batch_size=4, workers=0, precision="fp32",
+                          threads=1, progress=False, input_px=64)
+    whole = extract_slide(slide, coords, tmp_path / "whole", opts, model=model, info=info)
+    clean = [(tmp_path / "whole" / f"small{e}").read_bytes() for e in (".features.h5", ".pt")]
+
+    def killed_after_8(out):
+        real = sinks.PartialFeatures.append
+
+        def dying(self, feats, failed):
+            real(self, feats, failed)
+            if self.rows == 8:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(sinks.PartialFeatures, "append", dying)
+        with pytest.raises(KeyboardInterrupt):
+            extract_slide(slide, coords, out, opts, model=model, info=info)
+        monkeypatch.setattr(sinks.PartialFeatures, "append", real)
+        return out / ".small.features.partial"
+
+    partial = killed_after_8(tmp_path / "ok")
+    record = json.loads(partial.with_name(partial.name + ".json").read_text())
+    assert [c[0] for c in record["chunks"]] == [4, 8] and all(len(c[1]) == 64 for c in record["chunks"])
+    assert extract_slide(slide, coords, tmp_path / "ok", opts, model=model, info=info).stats["resumed_rows"] == 8
+
+    partial = killed_after_8(tmp_path / "zeroed")
+    data = bytearray(partial.read_bytes())
+    data[5 * 4096:7 * 4096] = bytes(2 * 4096)  # rows 5 and 6 zeroed; size and count unchanged
+    partial.write_bytes(bytes(data))
+    caplog.clear()
+    res = extract_slide(slide, coords, tmp_path / "zeroed", opts, model=model, info=info)
+    assert res.stats["resumed_rows"] == 0
+    assert "partial features fail their checksum (rows 4..7 changed)" in caplog.text
+    assert [(tmp_path / "zeroed" / f"small{e}").read_bytes() for e in (".features.h5", ".pt")] == clean
+    assert not partial.exists() and whole.n_patches == 20
+
+
+# ---------------------------------------------------------------- weights
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A stood-in torch hub cache (TORCH_HOME in tmp_path): nothing is downloaded here."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "torch" / "hub"))
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    yield tmp_path / "torch" / "hub" / "checkpoints"
+    torch.hub.set_dir(old)
+
+
+def _resnet_state(seed=0):
+    from cmta_pipeline.features.encoder import ResNet50Trunc
+
+    torch.manual_seed(seed)
+    return ResNet50Trunc().state_dict()
+
+
+def test_random_weights_under_the_imagenet_name_are_refused(hub, tmp_path):
+    """torchvision's file name carries 8 hex digits of the hash, and torch hub checks them
+    only when it downloads: a cached file is hashed in full, by `--weights imagenet` and by
+    fetch-weights, and nothing is written."""
+    from cmta_pipeline.features.encoder import (
+        IMAGENET_FILE,
+        IMAGENET_SHA256,
+        build_encoder,
+        fetch_imagenet_weights,
+    )
+
+    torch.save(_resnet_state(), hub / IMAGENET_FILE)
+    with pytest.raises(CMTAError, match=rf"{IMAGENET_FILE}: sha256 [0-9a-f]{{64}} is not {IMAGENET_SHA256}"):
+        build_encoder("imagenet")
+    out = tmp_path / "resources" / IMAGENET_FILE
+    with pytest.raises(CMTAError, match=f"{IMAGENET_FILE}: sha256 .* is not {IMAGENET_SHA256}"):
+        fetch_imagenet_weights(out)
+    assert not out.exists() and not out.parent.exists() or not any(out.parent.iterdir())
+    assert (hub / IMAGENET_FILE).is_file()  # not ours to delete
+
+
+def test_fetch_weights_writes_the_downloaded_bytes(hub, tmp_path):
+    """The saved file is the downloaded one, byte for byte (so the workflow's
+    ensure(sha256=...) can pass), from a mirror or the hub cache; a wrong hash writes nothing."""
+    from cmta_pipeline.features.encoder import fetch_imagenet_weights, sha256_file
+
+    src = tmp_path / "src.pth"
+    torch.save(_resnet_state(1), src)
+    sha = sha256_file(src)
+    mirror = tmp_path / "mirror" / f"resnet50-{sha[:8]}.pth"
+    mirror.parent.mkdir()
+    src.rename(mirror)
+    out = tmp_path / "w" / "a.pth"
+    fetch_imagenet_weights(out, url=mirror.as_uri())
+    assert sha256_file(out) == sha
+    fetch_imagenet_weights(tmp_path / "w" / "b.pth", url=mirror.as_uri(), sha256=sha)
+    assert sha256_file(tmp_path / "w" / "b.pth") == sha
+    with pytest.raises(CMTAError, match=f"sha256 {sha} is not {'0' * 64}"):
+        fetch_imagenet_weights(tmp_path / "w" / "c.pth", url=mirror.as_uri(), sha256="0" * 64)
+    wrong = tmp_path / "mirror" / "resnet50-deadbeef.pth"
+    wrong.write_bytes(mirror.read_bytes())
+    with pytest.raises(CMTAError, match="does not start with the hash in its name"):
+        fetch_imagenet_weights(tmp_path / "w" / "d.pth", url=wrong.as_uri())
+    # a file already in the hub cache is copied, not downloaded, once its hash is checked
+    (hub / mirror.name).write_bytes(mirror.read_bytes())
+    mirror.unlink()
+    fetch_imagenet_weights(tmp_path / "w" / "e.pth", url=mirror.as_uri(), sha256=sha)
+    assert sha256_file(tmp_path / "w" / "e.pth") == sha
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["a.pth", "b.pth", "e.pth"]
+
+
+def test_configured_weights_sha256(tmp_path):
+    """features.weights_sha256 / --weights-sha256: the local file's hash must match."""
+    from cmta_pipeline.features.encoder import check_weights_sha256, sha256_file
+
+    path = tmp_path / "w.pth"
+    torch.save(_resnet_state(), path)
+    check_weights_sha256(str(path), sha256_file(path).upper())  # the right hash passes
+    with pytest.raises(CMTAError, match="w.pth: sha256 .* is not 0{64}"):
+        check_weights_sha256(str(path), "0" * 64)
+    with pytest.raises(CMTAError, match="'xyz' is not a sha256"):
+        check_weights_sha256(str(path), "xyz")
+    with pytest.raises(CMTAError, match="checks a local weights file"):
+        check_weights_sha256("random", "0" * 64)
