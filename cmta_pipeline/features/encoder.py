@@ -226,11 +226,13 @@ def fetch_imagenet_weights(out: str | os.PathLike, url: str | None = None, sha25
                     f"cannot download {src} ({type(exc).__name__}: {exc}); run this on a machine "
                     f"with internet and copy {out.name} to the offline nodes"
                 ) from None
-        where = cached if cached.is_file() else src
-        if expected:
-            check_sha256(tmp, expected, f"the expected hash of {name}", f"; from {where}, nothing written")
-        elif prefix is None or not sha256_file(tmp).startswith(prefix.group(1)):
-            raise CMTAError(f"{where}: its sha256 {sha256_file(tmp)} does not start with the hash in its "
+        where, digest = (cached if cached.is_file() else src), sha256_file(tmp)
+        if expected and digest != expected.strip().lower():
+            raise CMTAError(f"{where}: sha256 {digest} is not {expected} (the expected hash of {name}); "
+                            "nothing written" + ("; the torch hub cache holds other weights under this "
+                                                 "name: remove that file" if where == cached else ""))
+        if not expected and (prefix is None or not digest.startswith(prefix.group(1))):
+            raise CMTAError(f"{where}: its sha256 {digest} does not start with the hash in its "
                             "name (or the name has none: give --sha256); nothing written")
         try:
             state = torch.load(tmp, map_location="cpu", weights_only=True)
