@@ -263,6 +263,13 @@ def _omics_h5(**kw):
     return edit
 
 
+def _fold_months(value):
+    def edit(c):
+        _edit_tsv(c / "folds/fold_0/patients.tsv", lambda df: _set(df, _case(5), "survival_months", value))
+        return ["fold_0/patients.tsv", f"case_id {_case(5)}", "'survival_months'"]
+    return edit
+
+
 def _no_omics(c):
     (c / "folds/fold_0/omics.h5").unlink()
     return ["fold_0/omics.h5", "missing"]
@@ -302,6 +309,8 @@ CASES = {
     "train fold.json no bin_edges": lambda b, t: _train(b, t, _fold_json("{}")),
     "train omics.h5 no case_id": lambda b, t: _train(b, t, _omics_h5(drop="case_id")),
     "train omics.h5 NaN": lambda b, t: _train(b, t, _omics_h5(nan_in="omic_0")),
+    "train fold patients months inf": lambda b, t: _train(b, t, _fold_months("inf")),
+    "train fold patients months 1e30": lambda b, t: _train(b, t, _fold_months("1e30")),
     "train folds.json []": lambda b, t: _train(b, t, _write("folds.json", "[]", ["folds.json", "mapping"])),
     # cmta predict
     "predict folds.json []": lambda b, t: _predict(b, t, _write("cohort/folds.json", "[]", ["folds.json", "mapping"])),

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..errors import CMTAError
 from ..fileio import atomic_output, write_text_atomic
-from ..genomics.tables import bad_value_text, first_bad_cell
+from ..genomics.tables import MAX_SURVIVAL_MONTHS, bad_value_text, check_finite, first_bad_cell
 
 SPLITS = ("train", "inner_val", "heldout")
 
@@ -73,6 +73,8 @@ def load_fold(cohort_dir: str | os.PathLike, fold: int) -> FoldData:
         patients = patients.set_index("case_id")
     except (OSError, ValueError, KeyError) as exc:
         raise CMTAError(f"{fdir / 'patients.tsv'}: missing or not a fold's patient table ({exc})") from None
+    check_finite(patients[["survival_months"]], str(fdir / "patients.tsv"),
+                 [f"case_id {c}" for c in patients.index], MAX_SURVIVAL_MONTHS)
     names = summary["family_names"]
     case_ids, blocks = _read_omics(fdir / "omics.h5", len(names))
     omics = {c: [np.ascontiguousarray(b[r]) for b in blocks] for r, c in enumerate(case_ids)}

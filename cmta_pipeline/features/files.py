@@ -88,8 +88,11 @@ def load_features(path: str | os.PathLike) -> np.ndarray:
         arr = arr[0]
     if arr.ndim != 2 or arr.shape[0] == 0:
         raise CMTAError(f"{path}: features must be N x D with N > 0, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise CMTAError(f"{path}: features contain NaN or infinite values")
+    bad = np.argwhere(~np.isfinite(arr))
+    if len(bad):
+        r, c = (int(i) for i in bad[0])
+        raise CMTAError(f"{path}: features contain NaN or infinite values ({len(bad)}; the first: "
+                        f"patch {r}, feature {c}: {float(arr[r, c])})")
     return arr
 
 
