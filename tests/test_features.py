@@ -132,7 +132,7 @@ def test_local_state_dict_gives_same_features(tmp_path, encoder):
 
 
 def test_fetch_weights_from_mirror_checks_hash(tmp_path, monkeypatch, encoder):
-    """fetch-weights goes through torch hub (hash in the file name checked), saves atomically."""
+    """fetch-weights saves the downloaded bytes (hash in the file name checked), atomically."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
     torch.hub.set_dir(str(tmp_path / "hub"))
     model, _ = encoder
@@ -150,8 +150,11 @@ def test_fetch_weights_from_mirror_checks_hash(tmp_path, monkeypatch, encoder):
     wrong = tmp_path / "resnet50-deadbeef.pth"
     wrong.write_bytes(good.read_bytes())
     out2 = tmp_path / "w2.pth"
-    with pytest.raises(CMTAError, match="cannot download"):
+    with pytest.raises(CMTAError, match="does not start with the hash in its name"):
         fetch_imagenet_weights(out2, url=wrong.as_uri())
+    assert out.read_bytes() == good.read_bytes()
+    with pytest.raises(CMTAError, match="cannot download"):
+        fetch_imagenet_weights(out2, url=(tmp_path / "resnet50-00000000.pth").as_uri())
     assert not out2.exists()
 
 

@@ -115,6 +115,15 @@ def _jobs(args: argparse.Namespace):
             in zip(pairs, per_slide["slide_id"], per_slide["tile_status"])]
 
 
+def add_extract_check_arguments(p: argparse.ArgumentParser) -> None:
+    """`cmta extract`'s arguments, with the checks of its inputs."""
+    add_extract_arguments(p)
+    p.add_argument("--weights-sha256", default=None, metavar="HEX",
+                   help="the sha256 the local --weights file must have (checked before it "
+                   "is loaded; a mismatch is an error). Default: not checked beyond the "
+                   "known hashes of imagenet and the registry's files")
+
+
 def run_extract(args: argparse.Namespace) -> int:
     from . import ExtractOptions, extract_slides
 
@@ -125,7 +134,7 @@ def run_extract(args: argparse.Namespace) -> int:
         read_at=args.read_at, on_error=args.on_error, threads=args.threads,
         progress=args.progress, compile=args.compile,
         compile_min_patches=args.compile_min_patches,
-        compile_cache=args.compile_cache, resume=args.resume,
+        compile_cache=args.compile_cache, resume=args.resume, weights_sha256=args.weights_sha256,
     )
     extract_slides(_jobs(args), args.outdir, opts)
     return 0
@@ -143,7 +152,11 @@ def add_fetch_weights_arguments(p: argparse.ArgumentParser) -> None:
                    "HF_TOKEN needed); checked to load into the encoder before it is saved")
     p.add_argument("--url", default=None,
                    help="resnet50: download from here instead of torchvision's URL (a "
-                   "mirror); the file name must keep torchvision's -<sha256 prefix>. part")
+                   "mirror); the file name must keep torchvision's -<sha256 prefix>. part, "
+                   "or give --sha256")
+    p.add_argument("--sha256", default=None, metavar="HEX",
+                   help="resnet50: the full sha256 the file must have (default: that of "
+                   "torchvision's IMAGENET1K_V1 for its URL)")
 
 
 def run_fetch_weights(args: argparse.Namespace) -> int:
@@ -152,7 +165,7 @@ def run_fetch_weights(args: argparse.Namespace) -> int:
     if get_spec(args.encoder).family == "resnet":
         from .encoder import fetch_imagenet_weights
 
-        fetch_imagenet_weights(args.output, url=args.url)
+        fetch_imagenet_weights(args.output, url=args.url, sha256=args.sha256)
     else:
         from .encoders.build import fetch_encoder_weights
 
@@ -193,7 +206,7 @@ def run_encoders(args: argparse.Namespace) -> int:
 
 #: command -> (add its arguments to a parser, run it); see cmta_pipeline/cli.py
 COMMANDS = {
-    "extract": (add_extract_arguments, run_extract),
+    "extract": (add_extract_check_arguments, run_extract),
     "fetch-weights": (add_fetch_weights_arguments, run_fetch_weights),
     "encoders": (add_encoders_arguments, run_encoders),
 }

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import CMTAError
+from ..errors import CMTAError, load_refused
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: torchvision's file name of ResNet50_Weights.IMAGENET1K_V1 (the weights CLAM uses).
 IMAGENET_FILE = "resnet50-0676ba61.pth"
+#: the full sha256 of that file (its name carries only the first 8 hex digits, which is
+#: all torch hub checks, and only when it downloads): a cached file is checked against it.
+IMAGENET_SHA256 = "0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a"
 RANDOM_SEED = 0
 
 
@@ -118,20 +123,8 @@ def build_encoder(weights: str = "imagenet") -> tuple[ResNet50Trunc, EncoderInfo
         info = EncoderInfo(ENCODER_NAME, f"random(seed={RANDOM_SEED})", "")
     elif weights == "imagenet":
         model = ResNet50Trunc()
-        from torchvision.models import ResNet50_Weights
-
-        try:
-            state = ResNet50_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
-        except Exception as exc:  # no network, proxy, corrupt cache ...
-            hub = Path(torch.hub.get_dir()) / "checkpoints"
-            raise CMTAError(
-                f"--weights imagenet: cannot get torchvision's ResNet50_Weights.IMAGENET1K_V1 "
-                f"({type(exc).__name__}: {exc}). On a machine with internet run "
-                f"`cmta fetch-weights -o resources/weights/{IMAGENET_FILE}` and pass "
-                f"--weights with that file, or copy it into {hub}"
-            ) from exc
-        _load_state_dict_into(model, state, "torchvision ResNet50_Weights.IMAGENET1K_V1")
-        info = EncoderInfo(ENCODER_NAME, "imagenet1k_v1", "0676ba61 (prefix, torchvision)")
+        _load_state_dict_into(model, imagenet_state(), "torchvision ResNet50_Weights.IMAGENET1K_V1")
+        info = EncoderInfo(ENCODER_NAME, "imagenet1k_v1", IMAGENET_SHA256)
     else:
         path = Path(os.path.expanduser(weights))
         if not path.is_file():
@@ -142,7 +135,7 @@ def build_encoder(weights: str = "imagenet") -> tuple[ResNet50Trunc, EncoderInfo
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise CMTAError(f"{path}: cannot load weights ({type(exc).__name__}: {exc})") from exc
+            raise load_refused(path, exc, "weights file") from None
         model = ResNet50Trunc()
         _load_state_dict_into(model, state, str(path))
         info = EncoderInfo(ENCODER_NAME, f"file:{path.name}", sha256_file(path))
@@ -152,32 +145,100 @@ def build_encoder(weights: str = "imagenet") -> tuple[ResNet50Trunc, EncoderInfo
     return model, info
 
 
-def fetch_imagenet_weights(out: str | os.PathLike, url: str | None = None) -> Path:
+def check_sha256(path: Path, expected: str, what: str, hint: str = "") -> str:
+    """``path``'s sha256, which must be ``expected`` (64 hex digits); else an error naming
+    the file and both hashes. Returns the digest."""
+    expected = expected.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", expected):
+        raise CMTAError(f"{what}: {expected!r} is not a sha256 (64 hex digits)")
+    digest = sha256_file(path)
+    if digest != expected:
+        raise CMTAError(f"{path}: sha256 {digest} is not {expected} ({what}){hint}")
+    return digest
+
+
+def check_weights_sha256(weights: str | None, expected: str) -> None:
+    """A configured hash (``--weights-sha256``, ``features.weights_sha256``) checked
+    against the local weights file before it is loaded."""
+    if weights in (None, "imagenet", "hub", "random"):
+        raise CMTAError(f"--weights-sha256 checks a local weights file; --weights is {weights or 'the default'} "
+                        "(imagenet and the registry's files are checked against their known hashes)")
+    path = Path(os.path.expanduser(weights))
+    if not path.is_file():
+        raise CMTAError(f"--weights {weights}: no such file")
+    check_sha256(path, expected, "--weights-sha256", "; the file is not the one configured")
+
+
+def imagenet_state() -> dict:
+    """torchvision's ResNet50_Weights.IMAGENET1K_V1, from the torch hub cache (downloaded
+    there once). The cached file is hashed in full before it is used: torchvision's file
+    name carries only a prefix of the hash, and torch hub checks it only on download."""
+    from torchvision.models import ResNet50_Weights
+
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILE
+    hint = "; the torch hub cache holds other weights under the ImageNet name: remove that file"
+    if cached.is_file():
+        check_sha256(cached, IMAGENET_SHA256, "torchvision's ResNet50_Weights.IMAGENET1K_V1", hint)
+    try:
+        state = ResNet50_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
+    except Exception as exc:  # no network, proxy, corrupt cache ...
+        raise CMTAError(
+            f"--weights imagenet: cannot get torchvision's ResNet50_Weights.IMAGENET1K_V1 "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). On a machine "
+            f"with internet run `cmta fetch-weights -o resources/weights/{IMAGENET_FILE}` and pass "
+            f"--weights with that file, or copy it into {cached.parent}"
+        ) from None
+    check_sha256(cached, IMAGENET_SHA256, "torchvision's ResNet50_Weights.IMAGENET1K_V1", hint)
+    return state
+
+
+def fetch_imagenet_weights(out: str | os.PathLike, url: str | None = None, sha256: str | None = None) -> Path:
     """Download torchvision's ResNet50_Weights.IMAGENET1K_V1 once and save them at ``out``.
 
-    Goes through torchvision's weights API and the torch hub cache (so the sha256 prefix
-    in the file name is checked), then checks the file loads into the encoder before it
-    is written (atomically). ``url`` overrides the source (a mirror, or file:// in tests);
-    its file name must keep the ``-<sha256 prefix>.`` part for the hash check.
+    ``out`` holds the downloaded bytes themselves (so that its sha256 is the published
+    file's, which the workflow's ``ensure(sha256=...)`` checks): copied from the torch hub
+    cache when it is there, else downloaded; either way hashed in full against
+    ``sha256`` (default: the known :data:`IMAGENET_SHA256`), or, for a ``url`` override
+    (a mirror, or file:// in tests) without ``sha256``, against the hash prefix in its
+    file name (``-<prefix>.``). Then the file must load into the encoder (no code runs:
+    ``weights_only``) before it is renamed to ``out``: nothing is written otherwise.
     """
+    import shutil
+
     from torchvision.models import ResNet50_Weights
 
     from ..fileio import atomic_output
 
     out = Path(out)
     src = url or ResNet50_Weights.IMAGENET1K_V1.url
-    try:
-        state = torch.hub.load_state_dict_from_url(
-            src, map_location="cpu", progress=False, check_hash=True, weights_only=True
-        )
-    except Exception as exc:
-        raise CMTAError(
-            f"cannot download {src} ({type(exc).__name__}: {exc}); run this on a machine with "
-            f"internet and copy {out.name} to the offline nodes"
-        ) from exc
-    _load_state_dict_into(ResNet50Trunc(), state, src)  # refuses anything else
+    expected = sha256 or (IMAGENET_SHA256 if url is None else None)
+    name = os.path.basename(urllib.parse.urlparse(src).path)
+    prefix = re.search(r"-([a-f0-9]+)\.", name)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / name
     with atomic_output(out) as tmp:
-        torch.save(state, tmp)
+        if cached.is_file():
+            shutil.copyfile(cached, tmp)
+        else:
+            try:
+                torch.hub.download_url_to_file(src, str(tmp), progress=False)
+            except Exception as exc:
+                raise CMTAError(
+                    f"cannot download {src} ({type(exc).__name__}: {exc}); run this on a machine "
+                    f"with internet and copy {out.name} to the offline nodes"
+                ) from None
+        where, digest = (cached if cached.is_file() else src), sha256_file(tmp)
+        if expected and digest != expected.strip().lower():
+            raise CMTAError(f"{where}: sha256 {digest} is not {expected} (the expected hash of {name}); "
+                            "nothing written" + ("; the torch hub cache holds other weights under this "
+                                                 "name: remove that file" if where == cached else ""))
+        if not expected and (prefix is None or not digest.startswith(prefix.group(1))):
+            raise CMTAError(f"{where}: its sha256 {digest} does not start with the hash in its "
+                            "name (or the name has none: give --sha256); nothing written")
+        try:
+            state = torch.load(tmp, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise load_refused(where, exc, "weights file") from None
+        _load_state_dict_into(ResNet50Trunc(), state, str(where))  # refuses anything else
     log.info("ImageNet ResNet-50 weights -> %s (sha256 %s)", out, sha256_file(out))
     return out
 

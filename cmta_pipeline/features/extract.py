@@ -106,7 +106,12 @@ def _prepare(slide_path, coords_path, opts: ExtractOptions, model, info):
 
 def encoder_of(opts: ExtractOptions):
     """(model, info) of ``opts.encoder`` with ``opts.weights`` (None: ResNet-50's ImageNet
-    weights, the hub file of any other encoder)."""
+    weights, the hub file of any other encoder). A configured ``opts.weights_sha256`` is
+    checked against the local weights file before it is loaded."""
+    if opts.weights_sha256:
+        from .encoder import check_weights_sha256
+
+        check_weights_sha256(opts.weights, opts.weights_sha256)
     return build_named_encoder(opts.encoder, opts.weights or "hub")
 
 

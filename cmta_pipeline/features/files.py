@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CMTAError
+from ..errors import CMTAError, load_refused
 from ..ids import check_id
 from .encoders.registry import ALIASES
 
@@ -87,13 +87,16 @@ def load_features(path: str | os.PathLike) -> np.ndarray:
     except CMTAError:
         raise
     except Exception as exc:
-        raise CMTAError(f"{path}: unreadable feature file ({exc})") from exc
+        raise load_refused(path, exc, "feature file") from None
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2 or arr.shape[0] == 0:
         raise CMTAError(f"{path}: features must be N x D with N > 0, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise CMTAError(f"{path}: features contain NaN or infinite values")
+    bad = np.argwhere(~np.isfinite(arr))
+    if len(bad):
+        r, c = (int(i) for i in bad[0])
+        raise CMTAError(f"{path}: features contain NaN or infinite values ({len(bad)}; the first: "
+                        f"patch {r}, feature {c}: {float(arr[r, c])})")
     return arr
 
 

@@ -62,6 +62,7 @@ class ExtractOptions:
     compile_min_patches: int | None = None  # None: COMPILE_MIN_PATCHES of the device
     compile_cache: str | None = None  # inductor's cache folder; None: $TORCHINDUCTOR_CACHE_DIR
     resume: bool = True  # continue from the rows a killed run wrote
+    weights_sha256: str | None = None  # a local weights file must have this sha256
 
 
 @dataclass

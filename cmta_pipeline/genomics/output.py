@@ -14,6 +14,8 @@ from ..ids import check_ids
 from .audit import family_audit
 from .data import GenomicData
 from .families import expand_families
+from .survival import check_survival
+from .tables import numeric_block
 
 GENOMICS_FILES = ("families.tsv", "features.tsv", "patients.tsv", "dropped.tsv", "matrix.tsv.gz")
 
@@ -78,10 +80,34 @@ def read_genomics_dir(gdir: str | os.PathLike):
     feats = pd.read_csv(gdir / "features.tsv", sep="\t", dtype=str)
     order = pd.read_csv(gdir / "families.tsv", sep="\t", dtype={"family": str})["family"].tolist()
     families = {fam: feats.loc[feats["family"] == fam, "feature"].tolist() for fam in order}
-    matrix = pd.read_csv(gdir / "matrix.tsv.gz", sep="\t", index_col="case_id")
-    matrix.index = matrix.index.astype(str)
-    surv = pd.read_csv(gdir / "patients.tsv", sep="\t", dtype={"case_id": str})
-    check_ids(surv["case_id"], "case_id", str(gdir / "patients.tsv"))  # cmta_pipeline/ids.py
-    surv = surv.set_index("case_id")
+    matrix = _read_checked(gdir / "matrix.tsv.gz", "genomic matrix")
+    matrix = numeric_block(matrix, str(gdir / "matrix.tsv.gz"), [f"case_id {c}" for c in matrix.index])
+    surv = _read_checked(gdir / "patients.tsv", "survival")
+    check_ids(surv.index, "case_id", str(gdir / "patients.tsv"))  # cmta_pipeline/ids.py
+    missing = [c for c in ("survival_months", "censorship") if c not in surv.columns]
+    if missing:
+        raise CMTAError(f"{gdir / 'patients.tsv'}: missing column(s) {', '.join(missing)}")
+    # a hand-edited or foreign folder: infinite or absurd follow-ups are refused here too
+    # (missing ones are patients kept for prediction: --missing-survival keep)
+    surv[["survival_months", "censorship"]] = check_survival(
+        surv[["survival_months", "censorship"]], str(gdir / "patients.tsv"), "case_id", "keep", "keep")[0]
     dropped = pd.read_csv(gdir / "dropped.tsv", sep="\t", dtype=str)
     return families, matrix, surv, dropped
+
+
+def _read_checked(path: Path, what: str) -> pd.DataFrame:
+    """A table of a genomics folder indexed by case_id: a one-line error for an empty or
+    unreadable file, a missing case_id column or a patient given twice."""
+    try:
+        df = pd.read_csv(path, sep="\t", dtype={"case_id": str})
+    except Exception as exc:  # empty, binary, ragged
+        raise CMTAError(f"{path}: not a readable {what} table ({exc})") from None
+    if "case_id" not in df.columns:
+        raise CMTAError(f"{path}: no case_id column")
+    dup = df["case_id"].duplicated()
+    if dup.any():
+        raise CMTAError(
+            f"{path}: row {int(dup.to_numpy().argmax()) + 2}: case_id {df['case_id'][dup].iloc[0]} "
+            "appears twice (one row per patient)"
+        )
+    return df.set_index("case_id")

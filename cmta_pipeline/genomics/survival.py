@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CMTAError
-from .tables import examples
+from .tables import MAX_SURVIVAL_MONTHS, bad_value_text, examples, first_bad_cell
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ def check_survival(
     where = lambda i: f"{row_label} {i}".strip()  # noqa: E731
     for col in ("survival_months", "censorship"):
         surv[col] = _as_number(surv[col], col, source, where)
+    _check_months(surv["survival_months"], source, where)
     missing_rows = surv["survival_months"].isna() | surv["censorship"].isna()
     dropped: dict[str, str] = {}
     if missing == "keep":
@@ -127,6 +128,18 @@ def _as_number(raw: pd.Series, col: str, source: str, where) -> pd.Series:
         i = bad.idxmax()
         raise CMTAError(f"{source}: {where(i)}: {col} {raw[i]!r} is not a number")
     return num
+
+
+def _check_months(months: pd.Series, source: str, where) -> None:
+    """An infinite follow-up or one over :data:`MAX_SURVIVAL_MONTHS` (100 years) is an
+    error naming the row (a missing one is handled by ``missing_survival``)."""
+    at = first_bad_cell(months.to_numpy(dtype=float), MAX_SURVIVAL_MONTHS)
+    if at is not None:
+        i = months.index[at[0]]
+        raise CMTAError(
+            f"{source}: {where(i)}: survival_months {bad_value_text(float(months[i]), MAX_SURVIVAL_MONTHS)}; "
+            "follow-up is in months, at most 1200 (100 years)"
+        )
 
 
 def _drop_nonpositive(surv: pd.DataFrame, nonpositive: str, source: str, where, dropped: dict) -> pd.DataFrame:

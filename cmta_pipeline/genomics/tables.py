@@ -14,6 +14,17 @@ import pandas as pd
 
 from ..errors import CMTAError
 
+#: Largest absolute value accepted in a gene column: far above any count, TPM, FPKM,
+#: copy number or mutation count (raw read counts stay below 1e9); a larger value is a
+#: corrupt cell, not a measurement.
+GENE_VALUE_LIMIT = 1e12
+
+
+#: Longest follow-up accepted, in months (100 years): a larger one is a unit error
+#: (days or years written as months) or a corrupt cell.
+MAX_SURVIVAL_MONTHS = 1200.0
+
+
 #: Cells that mean "no value" in cBioPortal and GDC downloads.
 NA_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "'--", "--", "[Not Available]",
              "[Not Applicable]", "[Unknown]", "[Not Evaluated]", "[Discrepancy]",
@@ -138,8 +149,46 @@ def read_header(path: Path, sep: str = "\t") -> list[str]:
     return []
 
 
-def numeric_block(df: pd.DataFrame, source: str, row_names) -> pd.DataFrame:
-    """``df`` as float64; a non-numeric cell is an error naming its row and column."""
+def first_bad_cell(values, limit: float | None = None, allow_nan: bool = True) -> tuple | None:
+    """Index (a tuple) of the first cell of ``values`` that is infinite, beyond +-``limit``
+    or, unless ``allow_nan``, NaN; None when every cell is fine."""
+    arr = np.asarray(values, dtype=float)
+    bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
+    if limit is not None:
+        with np.errstate(invalid="ignore"):
+            bad |= np.abs(arr) > limit
+    if not bad.any():
+        return None
+    return tuple(int(i) for i in np.unravel_index(int(np.flatnonzero(bad)[0]), arr.shape))
+
+
+def bad_value_text(value: float, limit: float | None) -> str:
+    """Why ``value`` is refused, for the error line."""
+    if np.isnan(value):
+        return "is NaN (missing where a number is required)"
+    if np.isinf(value):
+        return f"is {value:g} (not a finite number)"
+    return f"is {value:g}, beyond +-{limit:g} (an absurd value: a corrupt cell or a unit error)"
+
+
+def check_finite(df: pd.DataFrame, source: str, row_names=None, limit: float | None = GENE_VALUE_LIMIT,
+                 allow_nan: bool = True) -> None:
+    """Every cell of the numeric table ``df`` finite and within +-``limit`` (NaN is a
+    missing value, allowed unless ``allow_nan=False``); else an error naming the file
+    (``source``), the row (``row_names``, default the index) and the column. The one
+    check of numbers read from outside: gene tables, survival, feature matrices."""
+    at = first_bad_cell(df.to_numpy(dtype=float), limit, allow_nan)
+    if at is None:
+        return
+    r, c = at
+    row = row_names[r] if row_names is not None else f"row {df.index[r]}"
+    value = float(df.iat[r, c])
+    raise CMTAError(f"{source}: {row}, column {df.columns[c]!r}: value {bad_value_text(value, limit)}")
+
+
+def numeric_block(df: pd.DataFrame, source: str, row_names, limit: float | None = GENE_VALUE_LIMIT) -> pd.DataFrame:
+    """``df`` as float64; a non-numeric cell, an infinite one or one beyond +-``limit``
+    (:data:`GENE_VALUE_LIMIT`) is an error naming its row and column."""
     out = {}
     for col in df.columns:
         s = df[col]
@@ -154,4 +203,6 @@ def numeric_block(df: pd.DataFrame, source: str, row_names) -> pd.DataFrame:
                 f"{source}: {row_names[pos]}, column {col!r}: value {s.iloc[pos]!r} is not a number"
             )
         out[col] = num.astype(float)
-    return pd.DataFrame(out, index=df.index)
+    values = pd.DataFrame(out, index=df.index)
+    check_finite(values, source, row_names, limit)
+    return values

@@ -22,7 +22,6 @@ per fold.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -35,6 +34,7 @@ import pandas as pd
 import torch
 
 from ..cohort.assemble import read_slides
+from ..cohort.files import read_fold_info, read_summary
 from ..cohort.preprocessing import apply_preprocessing
 from ..errors import CMTAError
 from ..fileio import atomic_output
@@ -104,10 +104,13 @@ def load_fold_model(run_dir: Path, fold: int, fdir: Path, cohort_dir: Path, summ
         )
     features: list[list[str]] = []
     if "omics" in modalities(ckpt["model"]["name"]):
-        with h5py.File(cdir / "omics.h5", "r") as h5:
-            for i in range(len(names)):
-                raw = h5[f"omic_{i}_features"][()]
-                features.append([f.decode() if isinstance(f, bytes) else str(f) for f in raw])
+        try:
+            with h5py.File(cdir / "omics.h5", "r") as h5:
+                for i in range(len(names)):
+                    raw = h5[f"omic_{i}_features"][()]
+                    features.append([f.decode() if isinstance(f, bytes) else str(f) for f in raw])
+        except (OSError, KeyError) as exc:
+            raise CMTAError(f"{cdir / 'omics.h5'}: missing, unreadable or without its feature names ({exc})") from None
         sizes = ckpt["model"]["omic_sizes"]
         for i, name in enumerate(names):
             if sizes[i] != len(features[i]):
@@ -115,14 +118,9 @@ def load_fold_model(run_dir: Path, fold: int, fdir: Path, cohort_dir: Path, summ
                     f"fold {fold}, family {name!r}: the model expects {sizes[i]} features but "
                     f"{cdir} keeps {len(features[i])}; give the cohort folder this run was trained on"
                 )
-    stats = pd.read_csv(cdir / "preprocessing.tsv", sep="\t", index_col="feature")
-    preds_path = fdir / "predictions.tsv"
-    if not preds_path.is_file():
-        raise CMTAError(f"{preds_path}: missing (the fold has not finished training)")
-    ref = pd.read_csv(preds_path, sep="\t")["risk"].to_numpy(float)
-    if len(ref) == 0:
-        raise CMTAError(f"{preds_path}: no out-of-fold predictions to compare with")
-    info = json.loads((cdir / "fold.json").read_text())
+    stats = _read_tsv(cdir / "preprocessing.tsv", "preprocessing", "feature").set_index("feature")
+    ref = _reference_risks(fdir / "predictions.tsv")
+    info = read_fold_info(cdir / "fold.json")
     if ckpt.get("bin_edges") and not np.allclose(ckpt["bin_edges"], info["bin_edges"]):
         log.warning("fold %d: the checkpoint's survival bins differ from %s", fold, cdir / "fold.json")
     if ckpt.get("optimistic"):
@@ -130,6 +128,33 @@ def load_fold_model(run_dir: Path, fold: int, fdir: Path, cohort_dir: Path, summ
     patients = pd.read_csv(cdir / "patients.tsv", sep="\t", dtype={"case_id": str})
     train_cases = set(patients.loc[patients["split"] != "heldout", "case_id"])
     return FoldModel(fold, model.to(device), ckpt, features, stats, ref, train_cases)
+
+
+def _read_tsv(path: Path, what: str, column: str) -> pd.DataFrame:
+    """A TSV of a run or cohort folder; one-line errors for a missing, empty or unreadable
+    file and a missing ``column``."""
+    if not path.is_file():
+        raise CMTAError(f"{path}: missing (the {what} file of a finished run or cohort)")
+    try:
+        df = pd.read_csv(path, sep="\t")
+    except Exception as exc:  # empty (0 bytes), binary, ragged
+        raise CMTAError(f"{path}: not a readable {what} table ({exc})") from None
+    if column not in df.columns:
+        raise CMTAError(f"{path}: no {column!r} column")
+    return df
+
+
+def _reference_risks(path: Path) -> np.ndarray:
+    """The fold's out-of-fold risks (``predictions.tsv``): at least one, every one finite."""
+    df = _read_tsv(path, "out-of-fold predictions", "risk")
+    if len(df) == 0:
+        raise CMTAError(f"{path}: no out-of-fold predictions to compare with")
+    risk = pd.to_numeric(df["risk"], errors="coerce").to_numpy(float)
+    bad = ~np.isfinite(risk)
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise CMTAError(f"{path}: row {r + 2}, column 'risk': value {risk[r]:g} is not a finite number")
+    return risk
 
 
 def prepare_omics(fm: FoldModel, matrix: pd.DataFrame, summary: dict) -> list[np.ndarray]:
@@ -164,10 +189,7 @@ def predict_run(
 
     run_dir, cohort_dir = Path(run_dir), Path(cohort_dir)
     folds = fold_dirs(run_dir)
-    marker = cohort_dir / "folds.json"
-    if not marker.is_file():
-        raise CMTAError(f"{marker}: missing; give the `cmta cohort` folder the run was trained on")
-    summary = json.loads(marker.read_text())
+    summary = read_summary(cohort_dir)
     dev = resolve_device(device, "--device")
     models = [load_fold_model(run_dir, k, d, cohort_dir, summary, dev) for k, d in folds.items()]
     name = models[0].checkpoint["model"]["name"]
@@ -198,6 +220,9 @@ def _new_patients(name, mods, genomics_dir, features_dir, slide_sheet, tiles_sum
         slides = slides[slides["usable"]]
     if cases:
         ids = [str(c) for c in cases]
+        twice = [c for c in dict.fromkeys(ids) if ids.count(c) > 1]
+        if twice:
+            raise CMTAError(f"--cases: patient {twice[0]} is given twice (one risk per patient)")
     elif matrix is not None:
         ids = list(matrix.index)
     else:
@@ -295,6 +320,13 @@ def _risk_table(models, ids, risk_of, surv_of) -> pd.DataFrame:
             log.warning("fold %d: %d patient(s) were in its training data (in-sample risk): %s",
                         fm.fold, len(seen), ", ".join(seen[:5]))
 
+    for fm in models:
+        bad = ~np.isfinite(risks[fm.fold]) | ~np.isfinite(np.stack(surv_of[fm.fold])).all(axis=1)
+        if bad.any():
+            raise CMTAError(
+                f"fold {fm.fold}: the model gives a non-finite risk for patient {ids[int(np.argmax(bad))]} "
+                "(non-finite weights or inputs); no risk written"
+            )
     out = pd.DataFrame({"case_id": ids})
     out["risk"] = np.mean([risks[k] for k in risks], axis=0)
     out["risk_percentile"] = np.mean([percentiles[k] for k in percentiles], axis=0)

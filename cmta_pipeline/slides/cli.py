@@ -102,7 +102,15 @@ def load_settings(text: str | None) -> dict:
     path = Path(text)
     if not path.is_file():
         raise CMTAError(f"--settings: file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:  # a python tag (!!python/object ...) is refused here, as a line
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise CMTAError(f"--settings {path}:{where}: not plain YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise CMTAError(f"--settings {path}: not a text file") from None
     if not isinstance(data, dict):
         raise CMTAError(f"{path}: expected a mapping of tiling settings")
     return data.get("tiling", data)

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import CMTAError
+from ..errors import CMTAError, load_refused
 from ..fileio import atomic_output, fresh_outputs, write_text_atomic
 from ..models import MODELS, build_model, modalities
 from ..report.protocol import optimistic_reasons
@@ -137,6 +137,7 @@ def run_fold(
         state_path = outdir / ".resume.pt"
         res = train_fold(model, train, eval_sets, s, state_path=state_path, resume_key=spec)
 
+        _check_result(res, outdir / "model.pt")
         ckpt = _write_outputs(outdir, model, res, spec, s, fd, fold, train, bool(reasons))
         summary = {
             "fold": int(fold),
@@ -161,6 +162,20 @@ def run_fold(
         write_text_atomic(outdir / "summary.json", json.dumps(summary, indent=2) + "\n")
         state_path.unlink(missing_ok=True)
         return summary
+
+
+def _check_result(res, path: Path) -> None:
+    """Finite weights and finite risks, or an error before anything is written (a NaN
+    c-index from NaN risks never reaches summary.json with exit status 0)."""
+    hint = "training diverged; nothing written (lower --lr, or check the inputs)"
+    check_finite_state(res.state_dict, path, hint)
+    preds = res.predictions
+    if len(preds) and "risk" in preds.columns:
+        bad = ~np.isfinite(preds["risk"].to_numpy(float))
+        if bad.any():
+            row = preds.iloc[int(np.argmax(bad))]
+            raise CMTAError(f"{path}: the model gives a non-finite risk for patient {row['case_id']} "
+                            f"({row.get('set', '')} set); {hint}")
 
 
 def _build_model(model_name, omic_sizes, train, reads_path, s, size, fusion, model_options):
@@ -233,11 +248,36 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[torch.
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise CMTAError(f"{path}: not a readable checkpoint ({exc})") from exc
+        raise load_refused(path, exc, "checkpoint") from None
     spec = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not spec or "state_dict" not in ckpt:
         raise CMTAError(f"{path}: not a `cmta train` checkpoint (no 'model' / 'state_dict')")
-    model = build_model(spec["name"], spec["omic_sizes"], path_dim=spec["path_dim"],
-                        size=spec["size"], fusion=spec["fusion"], **spec["options"])
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model = build_model(spec["name"], spec["omic_sizes"], path_dim=spec["path_dim"],
+                            size=spec["size"], fusion=spec["fusion"], **spec["options"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CMTAError(f"{path}: the checkpoint's model {spec.get('name')!r} cannot be rebuilt "
+                        f"({type(exc).__name__}: {exc})") from None
+    check_finite_state(ckpt["state_dict"], path)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise CMTAError(f"{path}: the weights do not fit model {spec['name']!r} ({first})") from None
     return model.eval(), ckpt
+
+
+def check_finite_state(state: dict, path, hint: str = "the weights are damaged (retrain the fold)") -> None:
+    """Every floating-point tensor of a state dict finite; else an error naming the file,
+    the tensor and the first bad element (NaN weights are never used nor written)."""
+    from ..genomics.tables import bad_value_text, first_bad_cell
+
+    if not isinstance(state, dict):
+        raise CMTAError(f"{path}: 'state_dict' is a {type(state).__name__}, not a mapping of tensors")
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
+            arr = t.detach().float().cpu().numpy()
+            at = first_bad_cell(arr, allow_nan=False)
+            if at is not None:
+                raise CMTAError(f"{path}: tensor {name!r}, element {list(at)}: value "
+                                f"{bad_value_text(float(arr[at]), None)}; {hint}")

@@ -138,7 +138,11 @@ def _resume(run: _Run, state_path: Path | None, resume_key: dict) -> tuple[list,
     start = 1
     if state_path is None or not state_path.is_file():
         return history, best, start
-    st = torch.load(state_path, map_location="cpu", weights_only=True)
+    try:
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged resume state is redone, never trusted
+        log.warning("%s: unreadable resume state (%s); training from epoch 1", state_path, type(exc).__name__)
+        return history, best, start
     if st.get("settings") == run.settings.as_dict() and st.get("resume_key") == resume_key:
         run.model.load_state_dict(st["model"])
         run.optimizer.load_state_dict(st["optimizer"])

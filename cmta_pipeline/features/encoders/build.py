@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...errors import CMTAError
+from ...errors import CMTAError, load_refused
 from ..encoder import RANDOM_SEED, EncoderInfo, build_encoder, sha256_file
 from .conch import build_conch, conch_state
 from .registry import EncoderSpec, get_spec
@@ -74,7 +74,7 @@ def read_state_file(path: Path) -> dict:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CMTAError(f"{path}: cannot load weights ({type(exc).__name__}: {exc})") from exc
+        raise load_refused(path, exc, "weights file") from None
     if not isinstance(state, dict):
         raise CMTAError(f"{path}: not a state dict (got {type(state).__name__})")
     return state

@@ -157,6 +157,9 @@ def features_speed_args(wildcards, threads):
     # instead (cmta extract gives torch 2 threads there, with device auto too)
     if not extract_gpus():
         args.append(f"--threads {threads}")
+    # a check of the weights file, not a setting of the features: a new hash reruns nothing
+    if FEATURES.get("weights_sha256") and FEATURES["weights"] != "random":
+        args.append(f"--weights-sha256 {shlex.quote(str(FEATURES['weights_sha256']))}")
     return " ".join(args)
 
 
