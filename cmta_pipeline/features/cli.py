@@ -177,7 +177,8 @@ def run_encoders(args: argparse.Namespace) -> int:
         for r in rows:
             print("\t".join(str(v) for v in r.values()))
         return 0
-    cols = ["name", "dim", "geometry", "norm", "weights", "gated", "licence", "params_m"]
+    cols = ["name", "dim", "geometry", "precision", "norm", "weights", "gated", "licence",
+            "params_m"]
     if args.format == "markdown":
         print("| " + " | ".join(cols) + " |")
         print("|" + "---|" * len(cols))

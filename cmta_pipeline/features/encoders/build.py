@@ -128,6 +128,7 @@ def hub_download(spec: EncoderSpec, cache_dir: str | None = None) -> Path:
                         f"(pip install huggingface_hub), or pass --weights <local file>") from exc
     try:
         path = hf_hub_download(spec.hf_repo, spec.hf_file, repo_type=spec.hf_repo_type,
+                               revision=spec.revision or None,
                                token=os.environ.get("HF_TOKEN") or None, cache_dir=cache_dir)
     except Exception as exc:
         gated = (f"; {spec.hf_repo} is gated: accept its terms on huggingface.co and set "
@@ -135,6 +136,22 @@ def hub_download(spec: EncoderSpec, cache_dir: str | None = None) -> Path:
         raise CMTAError(f"{spec.name}: cannot download {spec.hf_repo}/{spec.hf_file} "
                         f"({type(exc).__name__}: {exc}){gated}") from exc
     return Path(path)
+
+
+def hub_revision(path: Path) -> str:
+    """The commit a file of the Hugging Face cache came from (its ``snapshots/<commit>/``
+    folder), "" for a file elsewhere."""
+    parts = Path(path).parts
+    if "snapshots" in parts[:-1]:
+        return parts[parts.index("snapshots") + 1]
+    return ""
+
+
+def spec_info(spec: EncoderSpec, weights: str, digest: str, revision: str = "") -> EncoderInfo:
+    """What the feature file records about the encoder and its weights."""
+    return EncoderInfo(spec.name, weights, digest, spec.dim, spec.normalisation,
+                       spec.input_px, resize_px=spec.read_px, precision=spec.precision,
+                       revision=revision)
 
 
 def build_named_encoder(name: str, weights: str = "hub") -> tuple[nn.Module, EncoderInfo]:
@@ -149,8 +166,7 @@ def build_named_encoder(name: str, weights: str = "hub") -> tuple[nn.Module, Enc
                         f"or the path of its weights")
     if weights == "random":
         model = random_architecture(spec)
-        info = EncoderInfo(spec.name, f"random(seed={RANDOM_SEED})", "", spec.dim,
-                           spec.normalisation, spec.input_px)
+        info = spec_info(spec, f"random(seed={RANDOM_SEED})", "")
     else:
         path = hub_download(spec) if weights == "hub" else Path(os.path.expanduser(weights))
         if not path.is_file():
@@ -163,9 +179,9 @@ def build_named_encoder(name: str, weights: str = "hub") -> tuple[nn.Module, Enc
                             f"for {spec.name}")
         model = build_architecture(spec)
         load_weights(spec, model, read_state_file(path), str(path))
-        info = EncoderInfo(spec.name, f"hf:{spec.hf_repo}" if weights == "hub"
-                           else f"file:{path.name}", digest, spec.dim, spec.normalisation,
-                           spec.input_px)
+        info = spec_info(spec, f"hf:{spec.hf_repo}" if weights == "hub"
+                         else f"file:{path.name}", digest,
+                         hub_revision(path) if weights == "hub" else spec.revision)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -1,5 +1,5 @@
 """Vision transformers built with timm (never ``trust_remote_code``): UNI, UNI2-h,
-Virchow, Virchow2, H-optimus-0/1, Prov-GigaPath, Phikon, Phikon-v2, Lunit ViT-S/8.
+Virchow, Virchow2, H-optimus-0/1, H0-mini, Prov-GigaPath, Phikon, Phikon-v2, Lunit ViT-S/8.
 
 Each is timm's ``VisionTransformer`` with the arguments its model card gives; the module
 keeps timm's parameter names under ``trunk.``, so the hub's timm-format state dicts load
@@ -42,6 +42,8 @@ def timm_config(name: str) -> tuple[str, dict]:
         "phikon": ("vit_base_patch16_224", {}),
         "phikon_v2": ("vit_large_patch16_224", {**ls}),
         "lunit-vits8": ("vit_small_patch8_224", {}),
+        # TRIDENT load.py L1416-1423: the hub's timm config with SwiGLUPacked and SiLU
+        "h0-mini": ("vit_base_patch14_reg4_dinov2", {**ls, **_swiglu()}),
     }
     if name not in configs:
         raise KeyError(name)
