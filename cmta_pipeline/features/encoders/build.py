@@ -85,9 +85,10 @@ def as_own_names(spec: EncoderSpec, state: dict, model: nn.Module) -> dict:
     for key in ("state_dict", "model"):
         if key in state and isinstance(state[key], dict) and spec.family != "swin":
             state = state[key]
-    for prefix in ("module.", "model."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+    for prefix in ("module.", "model.", "vit."):  # DataParallel, wrappers, transformers
+        hits = [k for k in state if k.startswith(prefix)]
+        if hits and 2 * len(hits) >= len(state):  # a head beside the network is left out
+            state = {k[len(prefix):]: state[k] for k in hits}
     if spec.family == "conch":
         return conch_state(state)
     if spec.family == "swin":
