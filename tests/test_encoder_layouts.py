@@ -3,8 +3,8 @@
 The published layouts are built here from the reference definitions, not from our own
 modules: timm's models with the arguments TRIDENT passes to ``timm.create_model``
 (trident/patch_encoder_models/load.py) for the timm hub files (UNI, UNI2-h, Virchow,
-Virchow2, H-optimus-0/1, H0-mini, GigaPath, Lunit); Hugging Face transformers' ViT and
-DINOv2 parameter names for Phikon and Phikon-v2; the open_clip CoCa names of CONCH v1
+Virchow2, H-optimus-0/1, H0-mini, GigaPath, Lunit, kaiko's ViTs); Hugging Face
+transformers' ViT and DINOv2 parameter names for Phikon, Phikon-v2 and Midnight-12k; the open_clip CoCa names of CONCH v1
 (``visual.`` tower, caption pooler, text tower); CONCH v1.5's ``pytorch_model_vision.bin``
 (a ViT-L/16 trunk at 224, 197-row position table; ``to_q``/``to_kv``/``to_out`` pooler,
 model_zoo/conchv1_5/conchv1_5.py L595-650); CHIEF's CTransPath file (timm 0.5 Swin names
@@ -52,6 +52,16 @@ TIMM_REFERENCE = {
                                                   num_classes=0)),
     "lunit-vits8": ("vit_small_patch8_224", dict(img_size=224, num_classes=0)),
     "h0-mini": ("vit_base_patch14_reg4_dinov2", dict(img_size=224, swiglu=True)),
+    "kaiko-vits16": ("vit_small_patch16_224", dict(num_classes=0, img_size=224,
+                                                   dynamic_img_size=True)),
+    "kaiko-vits8": ("vit_small_patch8_224", dict(num_classes=0, img_size=224,
+                                                 dynamic_img_size=True)),
+    "kaiko-vitb16": ("vit_base_patch16_224", dict(num_classes=0, img_size=224,
+                                                  dynamic_img_size=True)),
+    "kaiko-vitb8": ("vit_base_patch8_224", dict(num_classes=0, img_size=224,
+                                                dynamic_img_size=True)),
+    "kaiko-vitl14": ("vit_large_patch14_reg4_dinov2", dict(num_classes=0, img_size=518,
+                                                           dynamic_img_size=True)),
 }
 
 
@@ -101,9 +111,10 @@ def test_a_file_of_another_vit_is_refused():
 
 
 def hf_vit_names(depth: int, width: int, mlp: int, grid: int, patch: int,
-                 dinov2: bool) -> dict:
-    """transformers' ``ViTModel`` (Phikon) or ``Dinov2Model`` (Phikon-v2) state dict
-    names and shapes (meta tensors)."""
+                 dinov2: bool, swiglu: bool = False) -> dict:
+    """transformers' ``ViTModel`` (Phikon) or ``Dinov2Model`` (Phikon-v2; Midnight-12k
+    with the SwiGLU FFN, ``mlp.weights_in`` packing gate and value) state dict names and
+    shapes, as transformers 4 saved them (meta tensors)."""
     m = {"embeddings.cls_token": (1, 1, width),
          "embeddings.position_embeddings": (1, 1 + grid * grid, width),
          "embeddings.patch_embeddings.projection.weight": (width, 3, patch, patch),
@@ -121,7 +132,9 @@ def hf_vit_names(depth: int, width: int, mlp: int, grid: int, patch: int,
         m[p + "attention.output.dense.weight"] = (width, width)
         m[p + "attention.output.dense.bias"] = (width,)
         if dinov2:
-            names = {"norm1": (width,), "norm2": (width,), "mlp.fc1": None, "mlp.fc2": None}
+            up, down = ("mlp.weights_in", "mlp.weights_out") if swiglu else ("mlp.fc1",
+                                                                            "mlp.fc2")
+            names = {"norm1": (width,), "norm2": (width,), up: None, down: None}
             m[p + "layer_scale1.lambda1"] = (width,)
             m[p + "layer_scale2.lambda1"] = (width,)
         else:
@@ -129,9 +142,12 @@ def hf_vit_names(depth: int, width: int, mlp: int, grid: int, patch: int,
                      "intermediate.dense": None, "output.dense": None}
         for n, shape in names.items():
             if shape is None:  # the MLP
-                up = n in ("mlp.fc1", "intermediate.dense")
-                m[p + f"{n}.weight"] = (mlp, width) if up else (width, mlp)
-                m[p + f"{n}.bias"] = (mlp,) if up else (width,)
+                if n == "mlp.weights_in":
+                    m[p + f"{n}.weight"], m[p + f"{n}.bias"] = (2 * mlp, width), (2 * mlp,)
+                    continue
+                first = n in ("mlp.fc1", "intermediate.dense")
+                m[p + f"{n}.weight"] = (mlp, width) if first else (width, mlp)
+                m[p + f"{n}.bias"] = (mlp,) if first else (width,)
             else:
                 m[p + f"{n}.weight"], m[p + f"{n}.bias"] = shape, shape
     return {k: torch.empty(v, device="meta") for k, v in m.items()}
@@ -149,6 +165,35 @@ def test_phikon_transformers_files_load_with_vit_prefix():
     check_loads("phikon_v2", {f"module.{k}": v for k, v in v2.items()})
     with pytest.raises(CMTAError, match="phikon_v2"):  # Phikon's ViT-B is not Phikon-v2
         check_loads("phikon_v2", phikon)
+
+
+def test_midnight_transformers_file_loads_at_its_table_size():
+    """kaiko-ai/midnight: a transformers Dinov2Model, ViT-g/14 with SwiGLU (hidden 4096 =
+    two thirds of 4 x 1536, rounded to 8). Its table is used as it is at 224 px (257
+    rows); a table of another size (DINOv2-giant's 518 px: 1370 rows) is interpolated once
+    at load as transformers does at each forward pass. (The conversion was checked against
+    transformers 5.25's Dinov2Model on a small random configuration: identical features.)"""
+    midnight = hf_vit_names(40, 1536, 4096, 16, 14, dinov2=True, swiglu=True)
+    check_loads("midnight12k", midnight)
+    at518 = dict(midnight)
+    at518["embeddings.position_embeddings"] = torch.empty(1, 1370, 1536, device="meta")
+    check_loads("midnight12k", at518)
+    no_swiglu = hf_vit_names(40, 1536, 6144, 16, 14, dinov2=True)
+    with pytest.raises(CMTAError, match="mlp.fc1.weight has shape"):
+        check_loads("midnight12k", no_swiglu)
+
+
+def test_transformers_position_table_is_interpolated_as_transformers():
+    from cmta_pipeline.features.encoders.vit import hf_positions
+
+    torch.manual_seed(0)
+    pos = torch.randn(1, 1 + 37 * 37, 8)
+    out = hf_positions(pos, 16)
+    grid = pos[:, 1:].reshape(1, 37, 37, 8).permute(0, 3, 1, 2)
+    want = F.interpolate(grid, size=(16, 16), mode="bicubic", align_corners=False)
+    assert out.shape == (1, 257, 8) and torch.equal(out[:, :1], pos[:, :1])
+    assert torch.equal(out[:, 1:], want.permute(0, 2, 3, 1).reshape(1, 256, 8))
+    assert hf_positions(out, 16) is out
 
 
 def conch_v1_published() -> dict:

@@ -64,7 +64,8 @@ def _opts(**kw):
 
 
 def test_registry_precision_is_tridents():
-    fp32 = {"conch_v1", "ctranspath", "phikon", "phikon_v2", "lunit-vits8", "resnet50"}
+    fp32 = {"conch_v1", "ctranspath", "phikon", "phikon_v2", "lunit-vits8", "resnet50",
+            "kaiko-vits16", "kaiko-vits8", "kaiko-vitb16", "kaiko-vitb8", "kaiko-vitl14"}
     for name, spec in REGISTRY.items():
         want = "fp32" if name in fp32 else "bf16" if name == "uni_v2" else "fp16"
         assert spec.precision == want, name

@@ -19,7 +19,7 @@ from ..encoder import RANDOM_SEED, EncoderInfo, build_encoder, sha256_file
 from .conch import build_conch, conch_state
 from .registry import EncoderSpec, get_spec
 from .swin import build_swin, ctranspath_state
-from .vit import build_vit, hf_vit_to_timm
+from .vit import build_vit, hf_positions, hf_vit_to_timm
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,15 @@ def as_own_names(spec: EncoderSpec, state: dict, model: nn.Module) -> dict:
         return conch_state(state)
     if spec.family == "swin":
         return ctranspath_state(state, model)
+    hf = any(k.startswith(("embeddings.", "encoder.layer.")) for k in state)
     state = hf_vit_to_timm(state)
     if not any(k.startswith("trunk.") for k in state):
         state = {f"trunk.{k}": v for k, v in state.items()}
+    own = model.trunk.pos_embed
+    pos = state.get("trunk.pos_embed")
+    if hf and pos is not None and pos.shape[1] != own.shape[1] and pos.shape[2] == own.shape[2]:
+        grid = int(round((own.shape[1] - 1) ** 0.5))  # transformers interpolates at run time
+        state["trunk.pos_embed"] = hf_positions(pos, grid)
     return state
 
 

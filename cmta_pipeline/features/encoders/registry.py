@@ -24,6 +24,7 @@ NORMALISATIONS = {
     "openai_clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
     "hoptimus": ((0.707223, 0.578729, 0.703617), (0.211883, 0.230117, 0.177517)),
     "lunit": ((0.70322989, 0.53606487, 0.66096631), (0.21716536, 0.26081574, 0.20723464)),
+    "kaiko": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
 
 DEFAULT_ENCODER = "resnet50"
@@ -115,8 +116,10 @@ _SPECS = [
           "without proj_contrast (as TRIDENT)", "MahmoodLab/CONCH", "pytorch_model.bin",
           True, _CC, 90.0, "Lu et al. 2024, Nat Med (CONCH): ViT-B/16 image encoder, ~90M",
           precision="fp32", ref="trident/patch_encoder_models/load.py L347-390"),
-    _spec("conch_v15", "conch", "ViT-L/16 at 448 + attentional pooler (CONCH v1.5 visual)",
-          768, 448, "imagenet", 0.5, 512, "attentional pool (1 query) + LayerNorm",
+    _spec("conch_v15", "conch", "ViT-L/16 built at 224 (197-row position table), run at "
+          "448 with the table interpolated + attentional pooler to_q/to_kv/to_out "
+          "(CONCH v1.5 visual)", 768, 448, "imagenet", 0.5, 512,
+          "attentional pool (1 query) + ln_contrast, no projection (as TRIDENT)",
           "MahmoodLab/conchv1_5", "pytorch_model_vision.bin", True, _CC, 307.0,
           "TITAN paper (Ding et al. 2024): CONCH v1.5, ViT-L/16 initialised from UNI",
           ref="trident/patch_encoder_models/load.py L1294-1326; model_zoo/conchv1_5/conchv1_5.py L595-689"),
@@ -179,13 +182,35 @@ _SPECS.append(
           "no count on the model card read here: the network TRIDENT builds "
           "(load.py L1416-1423), counted", ref="trident/patch_encoder_models/load.py L1390-1454 (return_type cls_token)"))
 
+_SPECS.append(
+    _spec("midnight12k", "vit", "ViT-g/14, SwiGLU (DINOv2 giant; transformers Dinov2Model on "
+          "the hub)", 1536, 224, "kaiko", 0.5, 224, "class token (TRIDENT's default "
+          "return_type; the card's cls ++ mean is 3072-d)", "kaiko-ai/midnight",
+          "model.safetensors", False, "MIT", 1100.0,
+          "Karasikov et al. 2025 (Midnight, arXiv:2504.05186): ViT-g/14, 1.1B",
+          ref="trident/patch_encoder_models/load.py L1329-1387"))
+_KAIKO = "Kaiko Non-Commercial Public License"
+for _n, _arch, _dim, _m in (("vits16", "ViT-S/16", 384, 21.7), ("vits8", "ViT-S/8", 384, 21.7),
+                            ("vitb16", "ViT-B/16", 768, 86.0), ("vitb8", "ViT-B/8", 768, 86.0),
+                            ("vitl14", "ViT-L/14, 4 registers, built at 518", 1024, 304.0)):
+    _timm = {"vits16": "vit_small_patch16_224", "vits8": "vit_small_patch8_224",
+             "vitb16": "vit_base_patch16_224", "vitb8": "vit_base_patch8_224",
+             "vitl14": "vit_large_patch14_reg4_dinov2"}[_n]
+    _SPECS.append(_spec(
+        f"kaiko-{_n}", "vit", f"{_arch} (timm {_timm}; kaiko.ai DINO/DINOv2)", _dim, 224,
+        "kaiko", 0.5, 256, "class token", f"1aurent/{_timm}.kaiko_ai_towards_large_pathology_fms",
+        "model.safetensors", False, _KAIKO, _m,
+        f"Aben et al. 2024 (arXiv:2404.15217): {_arch.split(',')[0]}; timm's count",
+        precision="fp32", ref="trident/patch_encoder_models/load.py L541-666; README "
+        "'--patch_size 256 --mag 20'"))
+
 REGISTRY: dict[str, EncoderSpec] = {s.name: s for s in _SPECS}
 
 #: Encoder names other tools write into feature files, mapped to the registry's.
 ALIASES = {"resnet50_trunc": "resnet50", "uni": "uni_v1", "conch": "conch_v1",
            "conchv1_5": "conch_v15", "uni2-h": "uni_v2", "h-optimus-0": "hoptimus0",
            "h-optimus-1": "hoptimus1", "prov-gigapath": "gigapath", "phikon-v2": "phikon_v2",
-           "h0_mini": "h0-mini"}
+           "h0_mini": "h0-mini", "midnight": "midnight12k", "midnight-12k": "midnight12k"}
 
 
 def canonical(name: str) -> str:
