@@ -89,8 +89,12 @@ def build_vit(spec: EncoderSpec) -> ViTEncoder:
 
 
 def _first(state: dict, *names: str) -> str:
-    """The first of ``names`` that ``state`` has (the last one otherwise: a KeyError)."""
-    return next((n for n in names if n in state), names[-1])
+    """The first of ``names`` that ``state`` has; else the one whose ``.weight`` it has
+    (so that the KeyError names the tensor the file lacks), else the first."""
+    found = next((n for n in names if n in state), None)
+    if found is None:
+        found = next((n for n in names if n.rsplit(".", 1)[0] + ".weight" in state), names[0])
+    return found
 
 
 def hf_vit_to_timm(state: dict) -> dict:
