@@ -142,3 +142,26 @@ def test_ctranspath_is_256_px_at_10x():
     spec = get_spec("ctranspath")
     assert (spec.mpp, spec.patch_px, spec.fov_um, spec.input_px) == (1.0, 256, 256, 224)
     assert spec.magnification == "10x" and spec.geometry() == "fov256um_in224"
+
+
+def test_extract_crops_the_centre_when_the_encoder_asks(slide_coords):
+    """An encoder that takes 56 px after resizing to 64 (GigaPath: 224 after 256): the
+    patches are read at 64, the network sees their centre 56, the file says so."""
+    slide, coords = slide_coords
+    info = EncoderInfo("tiny", "random", "", dim=16, normalisation="imagenet", input_px=56,
+                       resize_px=64)
+    feats, _, meta = extract_features(slide, coords, _opts(), model=Tiny(), info=info)
+    assert meta["input_px"] == 64 and meta["crop_px"] == 56
+    whole, _, meta64 = extract_features(slide, coords, _opts(), model=Tiny(), info=INFO)
+    assert meta64["crop_px"] == 0 and not np.allclose(feats, whole)
+
+
+def test_cmta_encoders_shows_the_pixel_path(capsys):
+    from cmta_pipeline.cli import main
+
+    assert main(["encoders"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "128 um = 256 px at 0.5 um/px (20x) -> resize 256 -> centre crop 224 (112 um)" \
+        in rows["gigapath"]
+    assert "256 um = 256 px at 1 um/px (10x) -> resize 224 -> 224 px in" in rows["ctranspath"]
+    assert "fp32" in rows["resnet50"] and "bf16" in rows["uni_v2"]
