@@ -160,9 +160,9 @@ def test_cohorts_share_the_tiles_and_features_of_another_encoder(tmp_path, tcga_
     jobs = _jobs(r.stdout)
     assert jobs["tile"] == 2 and jobs["tile_summary"] == 1
     assert {"blca_tile_summary", "ucec_tile_summary"} <= set(jobs)
-    assert "results/tiles_fov112um_in224/S2.tile.json" in r.stdout
-    assert "results/blca/tiles_fov112um_in224/summary.tsv" in r.stdout
-    assert "results/ucec/tiles_fov112um_in224/summary.tsv" in r.stdout
+    assert "results/tiles_fov256um_in224/S2.tile.json" in r.stdout
+    assert "results/blca/tiles_fov256um_in224/summary.tsv" in r.stdout
+    assert "results/ucec/tiles_fov256um_in224/summary.tsv" in r.stdout
     assert "results/tiles/" not in r.stdout
 
 @pytest.mark.parametrize("name", ["my-cohort", "tiles", "1blca"])

@@ -201,14 +201,16 @@ def test_fetch_weights_from_the_hub_checked_and_gated_error(tmp_path, monkeypatc
     save_file({k[len("trunk."):]: v for k, v in model.state_dict().items()}, str(hub_file))
     asked = []
 
-    def fake_download(repo, filename, repo_type="model", token=None, cache_dir=None):
-        asked.append((repo, filename, repo_type))
+    def fake_download(repo, filename, repo_type="model", revision=None, token=None,
+                      cache_dir=None):
+        asked.append((repo, filename, repo_type, revision))
         return str(hub_file)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     out = tmp_path / "weights" / "lunit-vits8" / "model.safetensors"
     assert main(["fetch-weights", "--encoder", "lunit-vits8", "-o", str(out)]) == 0
-    assert asked == [("1aurent/vit_small_patch8_224.lunit_dino", "model.safetensors", "model")]
+    assert asked == [("1aurent/vit_small_patch8_224.lunit_dino", "model.safetensors", "model",
+                      None)]  # no revision pinned by its card or TRIDENT: main
     assert out.read_bytes() == hub_file.read_bytes()
     save_file({"x": torch.zeros(1)}, str(hub_file))  # not the encoder's weights
     capsys.readouterr()

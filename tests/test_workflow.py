@@ -484,8 +484,9 @@ def test_protocol_paper_and_recipes_reach_the_commands_and_defaults_keep_theirs(
 
 @pytest.mark.slow
 def test_cmta_trains_on_features_of_another_encoder(tmp_path, tcga_dir):
-    """features.encoder: ctranspath (a Swin, 768-d, 224 px patches of 112 um, random
-    weights): the slides are tiled with its geometry (tiles_fov112um_in224/), its features
+    """features.encoder: ctranspath (a Swin, 768-d, 256 um patches shown at 224 px: 256 px
+    at 10x as TRIDENT runs it, random weights): the slides are tiled with its geometry
+    (tiles_fov256um_in224/), its features
     written to features/ctranspath/, and CMTA trains on them (one fold, one epoch) with
     path_dim 768, its checkpoint naming the encoder."""
     import torch
@@ -508,9 +509,9 @@ def test_cmta_trains_on_features_of_another_encoder(tmp_path, tcga_dir):
     assert r.returncode == 0, r.stderr[-3000:]
     out = wd / "results"
     assert not (out / "tiles").exists()  # resnet50's tiles are not made
-    coords = out / f"tiles_fov112um_in224/{cases[0]}-01Z-00-DX1/{cases[0]}-01Z-00-DX1.coords.h5"
+    coords = out / f"tiles_fov256um_in224/{cases[0]}-01Z-00-DX1/{cases[0]}-01Z-00-DX1.coords.h5"
     with h5py.File(coords) as f:
-        assert f["coords"].attrs["patch_size_level0"] == 224  # 112 um at 0.5 um/px
+        assert f["coords"].attrs["patch_size_level0"] == 512  # 256 um at 0.5 um/px
     with h5py.File(out / f"features/ctranspath/{cases[0]}-01Z-00-DX1.features.h5") as f:
         assert f["features"].shape[1] == 768 and f.attrs["encoder"] == "ctranspath"
     ckpt = torch.load(out / "train/cmta/fold_0/model.pt", weights_only=True)

@@ -61,10 +61,9 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_positive, default=None,
                    help="torch CPU threads (default: the job's CPUs on CPU, 2 on CUDA)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto: fp16 on CUDA, fp32 on CPU (bf16 is an option on CPUs with "
-                   "native bf16: about 2x faster there, see docs/features.md). Reduced "
-                   "precision is checked against fp32 on the first patches and dropped for "
-                   "the slide if any cosine similarity is below 0.999")
+                   help="auto: the encoder's own on CUDA (TRIDENT's; `cmta encoders`), "
+                   "fp32 on CPU (bf16: an option on CPUs with native bf16). Reduced "
+                   "precision is autocast, checked against fp32 (docs/features.md)")
     p.add_argument("--input-px", type=_positive, default=None,
                    help="encoder input side (default: the coords file's encoder_input_px, "
                    "else 224; 256 reproduces older CLAM-era features)")
@@ -190,7 +189,8 @@ def run_encoders(args: argparse.Namespace) -> int:
         for r in rows:
             print("\t".join(str(v) for v in r.values()))
         return 0
-    cols = ["name", "dim", "geometry", "norm", "weights", "gated", "licence", "params_m"]
+    cols = ["name", "dim", "geometry", "precision", "norm", "weights", "gated", "licence",
+            "params_m"]
     if args.format == "markdown":
         print("| " + " | ".join(cols) + " |")
         print("|" + "---|" * len(cols))

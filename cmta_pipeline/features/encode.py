@@ -15,12 +15,13 @@ from torch import nn
 
 from .. import __version__
 from ..errors import CMTAError
-from .batches import make_loader, model_batches
+from .batches import device_pixels, make_loader, model_batches
 from .encoder import EncoderInfo
 from .readers import choose_reader, make_dataset
 from .runner import EncoderRunner, Engine, build_runner, cosine_min, prepare_backend
 from .settings import (
     COMPILED_MIN_COSINE,
+    DRIFT_TOLERANCE,
     MIN_COSINE,
     ExtractOptions,
     reading_plan,
@@ -54,7 +55,14 @@ def run_settings(slide_path: Path, grid, info: EncoderInfo, input_px: int, opts:
         "threads": threads if device.type == "cpu" else None,
         "cmta_version": __version__, "torch": torch.__version__,
         "encoder": info.name, "normalisation": info.normalisation,
+        "crop_px": crop_px(info),
     }
+
+
+def crop_px(info: EncoderInfo) -> int | None:
+    """The centre crop the network's input is cut to (GigaPath: 256 -> 224), else None."""
+    resize = getattr(info, "resize_px", None)
+    return int(info.input_px) if resize and info.input_px and resize != info.input_px else None
 
 
 def encode(slide_path: Path, grid, opts: ExtractOptions, model: nn.Module, info: EncoderInfo,
@@ -70,7 +78,7 @@ def encode(slide_path: Path, grid, opts: ExtractOptions, model: nn.Module, info:
     """
     input_px = encoder_input_px(opts, grid, info)
     device = resolve_device(opts.device)
-    precision = resolve_precision(opts.precision, device)
+    precision = resolve_precision(opts.precision, device, getattr(info, "precision", None))
     level0 = opts.read_at == "level0"
     level = 0 if level0 else grid.patch_level
     size = grid.patch_size_level0 if level0 else grid.patch_size
@@ -97,7 +105,8 @@ def encode(slide_path: Path, grid, opts: ExtractOptions, model: nn.Module, info:
              "workers": plan.workers, "item_patches": plan.item_patches,
              "read_level": dataset.level, "read_size_px": dataset.size,
              "resumed_rows": int(state["rows"]), "reader": choice.name,
-             "reader_note": choice.note, "resize": "device" if on_device else "reader"}
+             "reader_note": choice.note, "resize": "device" if on_device else "reader",
+             "crop_px": settings["crop_px"]}
     while True:
         try:
             return {**stats, **encode_rows(slide_path, dataset, opts, model, engine, sink,
@@ -109,14 +118,16 @@ def encode(slide_path: Path, grid, opts: ExtractOptions, model: nn.Module, info:
 
 def encoder_input_px(opts: ExtractOptions, grid, info: EncoderInfo) -> int:
     """The side patches are resized to: ``--input-px``, else the coords file's plan, else
-    224, for ResNet-50 (any size); the network's own size for the other encoders (a
-    different ``--input-px`` is an error)."""
+    224, for ResNet-50 (any size); the network's own size for the other encoders, or the
+    side it resizes to before its centre crop (GigaPath: 256); a different ``--input-px``
+    is an error."""
     if info.input_px is None:
         return int(opts.input_px or grid.encoder_input_px or 224)
-    if opts.input_px and int(opts.input_px) != info.input_px:
-        raise CMTAError(f"--input-px {opts.input_px}: {info.name} takes {info.input_px} px "
+    side = int(getattr(info, "resize_px", None) or info.input_px)
+    if opts.input_px and int(opts.input_px) != side:
+        raise CMTAError(f"--input-px {opts.input_px}: {info.name} takes {side} px "
                         f"patches; leave --input-px unset")
-    return int(info.input_px)
+    return side
 
 
 @dataclass
@@ -139,7 +150,8 @@ class _Check:
         reference runs untuned (cuDNN's heuristic plans, a few patches); the rest of a
         rejected slide runs on a tuned eager fp32 runner (:func:`.runner.build_runner`)."""
         reference = EncoderRunner(self.model, self.device, "fp32", tune=False,
-                                  normalisation=self.settings["normalisation"])
+                                  normalisation=self.settings["normalisation"],
+                                  crop=self.settings.get("crop_px"))
         take = min(len(idx), max(1, self.opts.check_patches))
         sel = torch.from_numpy(ok[:take])
         ref = reference(batch["pixels"][:take])
@@ -161,7 +173,8 @@ class _Check:
             check = {"min_cosine": cos, "fallback": f"{rejected}: {why}"}
             self.sink.begin(self.settings, {"rows": 0, "engine": asdict(engine)})
             runner = build_runner(self.model, self.device, engine, self.batch_size,
-                                  self.slide_path, self.runners, self.settings["normalisation"])
+                                  self.slide_path, self.runners, self.settings["normalisation"],
+                                  self.settings.get("crop_px"))
             feats = ref if take == len(idx) else runner(batch["pixels"])
         return feats, runner, engine, check
 
@@ -175,14 +188,14 @@ def encode_rows(slide_path, dataset, opts, model, engine, sink, settings, state,
     start = int(state["rows"])
     sink.begin(settings, {**state, "engine": asdict(engine)})
     check = state.get("check")  # the first run's outcome, kept so resumed files are equal
-    norm = settings["normalisation"]
-    runner = build_runner(model, device, engine, batch_size, slide_path, runners, norm)
+    norm = (settings["normalisation"], settings.get("crop_px"))
+    runner = build_runner(model, device, engine, batch_size, slide_path, runners, *norm)
     if runner is None:  # compilation failed (logged): eager fp32
         engine = Engine(False, "fp32")
         if start:
             raise Fallback(engine)
         sink.begin(settings, {"rows": 0, "engine": asdict(engine)})
-        runner = build_runner(model, device, engine, batch_size, slide_path, runners, norm)
+        runner = build_runner(model, device, engine, batch_size, slide_path, runners, *norm)
         check = {"min_cosine": None, "fallback": "compilation failed"}
     checking = engine != Engine(False, "fp32")
     checker = _Check(model, device, opts, slide_path, start, settings, sink, batch_size,
@@ -217,14 +230,78 @@ def encode_rows(slide_path, dataset, opts, model, engine, sink, settings, state,
                 checking = False
             if check is not None and "check" not in sink.state:
                 sink.state["check"] = check
-            sink.append(feats.cpu().numpy(), [int(i) for i in idx[~ok]])
+            rows = feats.cpu().numpy()
+            finite_or_fail(slide_path, rows, idx, ok, engine)
+            sink.append(rows, [int(i) for i in idx[~ok]])
             bar.update(len(idx))
     finally:
         batches.close()  # stops the reader processes
         bar.close()
+    seconds = time.perf_counter() - t0
+    drift = drift_check(slide_path, dataset, sink, model, device, engine, settings,
+                        opts.check_patches)
     return {"engine": engine, "check": check or {"min_cosine": None, "fallback": ""},
-            "seconds": time.perf_counter() - t0, "read_wait_s": read_wait,
+            "drift": drift, "seconds": seconds, "read_wait_s": read_wait,
             "compile_rows": first[0] if first else 0, "compile_s": first[1] if first else 0.0}
+
+
+def finite_or_fail(slide_path: Path, rows: np.ndarray, idx, ok: np.ndarray,
+                   engine: Engine) -> None:
+    """Every decoded patch's feature of a batch is finite, or a one-line error naming the
+    slide and the first patch (fp16 overflows: UNI is reported to give NaN there)."""
+    bad = ok & ~np.isfinite(rows).all(axis=1)
+    if bad.any():
+        i = int(np.asarray(idx)[np.flatnonzero(bad)[0]])
+        raise CMTAError(f"{slide_path}: the feature of patch #{i} is not finite "
+                        f"({int(bad.sum())} in its batch) with {engine.label()}; rerun with "
+                        f"--precision fp32")
+
+
+def sink_rows(sink, index: np.ndarray) -> np.ndarray:
+    """Rows ``index`` of what ``sink`` holds (a memory map of a partial file on disk)."""
+    if hasattr(sink, "features"):
+        return sink.features[index]
+    data = np.memmap(sink.data, dtype=np.float32, mode="r", shape=(sink.rows, sink.dim))
+    return np.array(data[index])
+
+
+def drift_check(slide_path: Path, dataset, sink, model, device, engine: Engine, settings,
+                n_patches: int) -> dict:
+    """The features of ``n_patches`` patches spread evenly over the whole slide against
+    eager fp32 on the same pixels: their relative error ||f - f32|| / ||f32||, max and mean.
+    Beyond :data:`.settings.DRIFT_TOLERANCE` of the engine's precision: a one-line error
+    (the slide is not written). fp32 engines are not checked here: eager fp32 is the
+    reference itself, and a compiled one was compared with it on the first batch (a
+    second pass would cost the default CPU path its compile gain)."""
+    out = {"patches": 0, "max_rel": None, "mean_rel": None}
+    if engine.precision == "fp32" or sink.rows == 0:
+        return out
+    failed = set(sink.failed)
+    spread = np.linspace(0, sink.rows - 1, num=min(sink.rows, max(1, n_patches)))
+    index = np.array([i for i in np.unique(spread.round().astype(np.int64))
+                      if int(i) not in failed], dtype=np.int64)
+    item = dataset[index] if len(index) else None
+    ok = np.asarray(item["ok"], dtype=bool) if item is not None else np.zeros(0, bool)
+    if not ok.any():
+        return out
+    pixels = device_pixels(item, dataset, device)[torch.from_numpy(ok).to(device)]
+    reference = EncoderRunner(model, device, "fp32", tune=False,
+                              normalisation=settings["normalisation"],
+                              crop=settings.get("crop_px"))
+    ref = reference(pixels).double().cpu()
+    got = torch.from_numpy(sink_rows(sink, index[ok])).double()
+    rel = (got - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-12)
+    j = int(rel.argmax())
+    out = {"patches": int(ok.sum()), "max_rel": float(rel[j]), "mean_rel": float(rel.mean())}
+    tolerance = DRIFT_TOLERANCE[engine.precision]
+    if not out["max_rel"] <= tolerance:  # NaN fails too
+        raise CMTAError(f"{slide_path}: {engine.label()} features differ from fp32 by "
+                        f"{out['max_rel']:.3g} (relative, patch #{int(index[ok][j])}; "
+                        f"tolerance {tolerance}); rerun with --precision fp32")
+    log.info("%s: %s vs fp32 on %d patches across the slide: max relative error %.3g, "
+             "mean %.3g", slide_path.name, engine.label(), out["patches"], out["max_rel"],
+             out["mean_rel"])
+    return out
 
 
 def _undecodable(slide_path: Path, batch, ok: np.ndarray, on_error: str) -> None:

@@ -70,6 +70,9 @@ class EncoderInfo:
     dim: int = FEATURE_DIM  # feature dimension
     normalisation: str = "imagenet"  # key of encoders.registry.NORMALISATIONS
     input_px: int | None = None  # the input side the network needs; None: any (ResNet)
+    resize_px: int | None = None  # patches resized to this, centre-cropped to input_px
+    precision: str = "fp32"  # the encoder's own (TRIDENT's), what --precision auto takes on CUDA
+    revision: str = ""  # the Hugging Face commit the weights came from ("" unknown)
 
 
 def _load_state_dict_into(model: ResNet50Trunc, state: dict, source: str) -> None:

@@ -80,10 +80,25 @@ def _finish(slide_path: Path, grid, info: EncoderInfo, opts: ExtractOptions, fac
     }
     if check["fallback"]:
         meta["precision_fallback"] = check["fallback"]
+    meta.update(encoder_attrs(info, facts))
     for k in ("mpp", "target_mpp", "level_dim"):
         if k in grid.attrs:
             meta[f"coords_{k}"] = grid.attrs[k]
     return np.ascontiguousarray(feats, dtype=np.float32), coords, meta
+
+
+def encoder_attrs(info: EncoderInfo, facts: dict) -> dict:
+    """The encoder's own precision, crop and weights revision, and the drift check's
+    outcome (-1: not checked, the features are eager fp32 themselves)."""
+    drift = facts.get("drift") or {}
+    return {
+        "encoder_precision": getattr(info, "precision", "fp32"),
+        "crop_px": facts.get("crop_px") or 0,
+        "weights_revision": getattr(info, "revision", ""),
+        "drift_patches": int(drift.get("patches") or 0),
+        "drift_max_rel_error": -1.0 if drift.get("max_rel") is None else drift["max_rel"],
+        "drift_mean_rel_error": -1.0 if drift.get("mean_rel") is None else drift["mean_rel"],
+    }
 
 
 def _prepare(slide_path, coords_path, opts: ExtractOptions, model, info):

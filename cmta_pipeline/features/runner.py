@@ -65,10 +65,11 @@ class Normalised(nn.Module):
     """
 
     def __init__(self, model: nn.Module, dtype: torch.dtype, device: torch.device,
-                 normalisation: str = "imagenet"):
+                 normalisation: str = "imagenet", crop: int | None = None):
         super().__init__()
         self.model = model
         self.dtype = dtype
+        self.crop = crop  # centre crop of this side (GigaPath: 256 -> 224), None: none
         mean_, std_ = NORMALISATIONS[normalisation]
         mean = torch.tensor(mean_, device=device).view(1, 3, 1, 1)
         std = torch.tensor(std_, device=device).view(1, 3, 1, 1)
@@ -77,6 +78,9 @@ class Normalised(nn.Module):
         self.register_buffer("shift", -mean / std)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.crop and pixels.shape[1] > self.crop:  # torchvision CenterCrop's offset
+            a = int(round((pixels.shape[1] - self.crop) / 2.0))
+            pixels = pixels[:, a:a + self.crop, a:a + self.crop]
         x = pixels.permute(0, 3, 1, 2)  # NCHW view of NHWC memory: channels_last already
         x = torch.addcmul(self.shift, x.float(), self.scale).to(self.dtype)
         return self.model(x.contiguous(memory_format=torch.channels_last))
@@ -85,8 +89,11 @@ class Normalised(nn.Module):
 class EncoderRunner:
     """Runs the encoder on uint8 NHWC batches: (B, S, S, 3) uint8 -> (B, D) float32.
 
-    The model runs channels_last (ResNet-50 with BatchNorm folded), in ``precision``; the
-    encoder's ``normalisation`` (ImageNet's by default) happens on the device in fp32, then the input is cast. ``compiled``:
+    The model runs channels_last (ResNet-50 with BatchNorm folded) and stays in fp32;
+    ``precision`` bf16/fp16 runs it under ``torch.autocast`` (as TRIDENT does: LayerNorm,
+    softmax and LayerScale keep fp32), never by casting the model; the encoder's
+    ``normalisation`` (ImageNet's by default) happens on the device in fp32, after an
+    optional centre ``crop``. ``compiled``:
     through ``torch.compile`` (inductor, ``freezing=True``: weights become constants and
     are pre-packed for oneDNN/cuDNN; CUDA graphs on CUDA) for one static batch shape,
     ``batch_size``: a shorter last batch is padded with zeros and the padding dropped, so
@@ -98,7 +105,7 @@ class EncoderRunner:
     def __init__(self, model: nn.Module, device: torch.device, precision: str,
                  compiled: bool = False, batch_size: int | None = None,
                  pad_to: int | None = None, tune: bool = True,
-                 normalisation: str = "imagenet"):
+                 normalisation: str = "imagenet", crop: int | None = None):
         self.device = device
         self.tune = tune
         self.pad_to = pad_to if device.type == "cuda" else None
@@ -106,8 +113,8 @@ class EncoderRunner:
         self.dtype = DTYPES[precision]
         self.compiled = bool(compiled)
         self.batch_size = batch_size
-        m = prepared_copy(model, self.dtype, device)
-        self.module = Normalised(m, self.dtype, device, normalisation).eval()
+        m = prepared_copy(model, torch.float32, device)
+        self.module = Normalised(m, torch.float32, device, normalisation, crop).eval()
         self._cudagraphs = self.compiled and device.type == "cuda"
         if self.compiled:
             if batch_size is None:
@@ -131,6 +138,8 @@ class EncoderRunner:
                 stack.enter_context(cudnn_ieee_fp32())  # fp32 means fp32 (the check's reference)
             if self.device.type == "cuda" and not self.tune:
                 stack.enter_context(cudnn_benchmark(False))
+            if self.precision != "fp32":
+                stack.enter_context(torch.autocast(self.device.type, dtype=self.dtype))
             out = self.fn(x)
         # a CUDA graph reuses its output buffer at the next call: copy it out
         out = out[:n].float()
@@ -221,19 +230,21 @@ class Engine:
 
 
 def build_runner(model, device, engine: Engine, batch_size: int, slide_path: Path,
-                  runners: dict | None = None, normalisation: str = "imagenet"):
+                  runners: dict | None = None, normalisation: str = "imagenet",
+                  crop: int | None = None):
     """The engine's runner; None (and one log line) if it cannot be built. ``runners``
     (from :func:`extract_slides`) keeps the runners built for earlier slides of the same
     process, which then share one folded, compiled (on CUDA graph-captured) encoder
     instead of compiling again for each slide."""
     runners = {} if runners is None else runners
-    key = (str(device), engine.precision, engine.compiled, batch_size, normalisation)
+    key = (str(device), engine.precision, engine.compiled, batch_size, normalisation, crop)
     if key in runners:
         return runners[key]
     try:
         runners[key] = EncoderRunner(model, device, engine.precision,
                                      compiled=engine.compiled, batch_size=batch_size,
-                                     pad_to=batch_size, normalisation=normalisation)
+                                     pad_to=batch_size, normalisation=normalisation,
+                                     crop=crop)
         return runners[key]
     except Exception as exc:
         if not engine.compiled:

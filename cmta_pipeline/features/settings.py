@@ -33,6 +33,13 @@ MIN_COSINE = 0.999
 COMPILED_MIN_COSINE = 0.9999
 
 
+#: After a slide is encoded in reduced precision, patches spread over all of it are encoded
+#: again in eager fp32: the largest relative error ||f - f32|| / ||f32|| allowed (the cosine
+#: bar above as a distance: sqrt(2 (1 - 0.999)) = 0.045); beyond it the slide is refused
+#: with a one-line error.
+DRIFT_TOLERANCE = {"bf16": 0.05, "fp16": 0.05}
+
+
 COMPILE_MODES = ("auto", "on", "off")
 
 
@@ -56,7 +63,8 @@ class ExtractOptions:
     read_at: str = "coords"  # coords: the file's read level; level0: CLAM-identical pixels
     on_error: str = "fail"  # fail | skip (a patch that cannot be decoded)
     threads: int | None = None  # torch CPU threads; None: all available cores
-    check_patches: int = 32  # patches of the first batch checked against eager fp32
+    check_patches: int = 32  # patches checked against eager fp32: of the first batch, and
+    # spread over the whole slide after it (the drift check)
     progress: bool | None = None  # None: a progress bar only on a terminal
     compile: str = "auto"  # auto | on | off (torch.compile; auto: enough patches to pay)
     compile_min_patches: int | None = None  # None: COMPILE_MIN_PATCHES of the device
@@ -130,8 +138,12 @@ def cpu_bf16_supported() -> bool:
         return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: fp16 on CUDA (checked per slide against fp32), fp32 on CPU.
+def resolve_precision(precision: str, device: torch.device,
+                      encoder_precision: str | None = None) -> str:
+    """``auto``: on CUDA the encoder's own precision (``encoder_precision``, TRIDENT's
+    choice in the registry: fp32 for ResNet-50, CONCH v1, CTransPath, Phikon, Lunit; bf16
+    for UNI2-h; fp16 for the rest; fp16 when not given), fp32 on CPU. Reduced precision
+    runs under ``torch.autocast`` and is checked per slide against fp32.
 
     bf16 on CPU is not the default: with BatchNorm-calibrated random weights its per-patch
     cosine to fp32 was 0.9997 on tissue patches of CMU-1-Small-Region but 0.998 on
@@ -142,7 +154,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in PRECISIONS:
         raise CMTAError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
+        return (encoder_precision or "fp16") if device.type == "cuda" else "fp32"
     if device.type == "cpu" and precision == "fp16":
         raise CMTAError("--precision fp16 is for CUDA; on CPU use bf16 or fp32")
     if device.type == "cpu" and precision == "bf16" and not cpu_bf16_supported():

@@ -19,7 +19,7 @@ from ..encoder import RANDOM_SEED, EncoderInfo, build_encoder, sha256_file
 from .conch import build_conch, conch_state
 from .registry import EncoderSpec, get_spec
 from .swin import build_swin, ctranspath_state
-from .vit import build_vit, hf_vit_to_timm
+from .vit import build_vit, hf_positions, hf_vit_to_timm
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +85,23 @@ def as_own_names(spec: EncoderSpec, state: dict, model: nn.Module) -> dict:
     for key in ("state_dict", "model"):
         if key in state and isinstance(state[key], dict) and spec.family != "swin":
             state = state[key]
-    for prefix in ("module.", "model."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+    for prefix in ("module.", "model.", "vit."):  # DataParallel, wrappers, transformers
+        hits = [k for k in state if k.startswith(prefix)]
+        if hits and 2 * len(hits) >= len(state):  # a head beside the network is left out
+            state = {k[len(prefix):]: state[k] for k in hits}
     if spec.family == "conch":
         return conch_state(state)
     if spec.family == "swin":
         return ctranspath_state(state, model)
+    hf = any(k.startswith(("embeddings.", "encoder.layer.")) for k in state)
     state = hf_vit_to_timm(state)
     if not any(k.startswith("trunk.") for k in state):
         state = {f"trunk.{k}": v for k, v in state.items()}
+    own = model.trunk.pos_embed
+    pos = state.get("trunk.pos_embed")
+    if hf and pos is not None and pos.shape[1] != own.shape[1] and pos.shape[2] == own.shape[2]:
+        grid = int(round((own.shape[1] - 1) ** 0.5))  # transformers interpolates at run time
+        state["trunk.pos_embed"] = hf_positions(pos, grid)
     return state
 
 
@@ -128,6 +135,7 @@ def hub_download(spec: EncoderSpec, cache_dir: str | None = None) -> Path:
                         f"(pip install huggingface_hub), or pass --weights <local file>") from exc
     try:
         path = hf_hub_download(spec.hf_repo, spec.hf_file, repo_type=spec.hf_repo_type,
+                               revision=spec.revision or None,
                                token=os.environ.get("HF_TOKEN") or None, cache_dir=cache_dir)
     except Exception as exc:
         gated = (f"; {spec.hf_repo} is gated: accept its terms on huggingface.co and set "
@@ -135,6 +143,22 @@ def hub_download(spec: EncoderSpec, cache_dir: str | None = None) -> Path:
         raise CMTAError(f"{spec.name}: cannot download {spec.hf_repo}/{spec.hf_file} "
                         f"({type(exc).__name__}: {exc}){gated}") from exc
     return Path(path)
+
+
+def hub_revision(path: Path) -> str:
+    """The commit a file of the Hugging Face cache came from (its ``snapshots/<commit>/``
+    folder), "" for a file elsewhere."""
+    parts = Path(path).parts
+    if "snapshots" in parts[:-1]:
+        return parts[parts.index("snapshots") + 1]
+    return ""
+
+
+def spec_info(spec: EncoderSpec, weights: str, digest: str, revision: str = "") -> EncoderInfo:
+    """What the feature file records about the encoder and its weights."""
+    return EncoderInfo(spec.name, weights, digest, spec.dim, spec.normalisation,
+                       spec.input_px, resize_px=spec.read_px, precision=spec.precision,
+                       revision=revision)
 
 
 def build_named_encoder(name: str, weights: str = "hub") -> tuple[nn.Module, EncoderInfo]:
@@ -149,8 +173,7 @@ def build_named_encoder(name: str, weights: str = "hub") -> tuple[nn.Module, Enc
                         f"or the path of its weights")
     if weights == "random":
         model = random_architecture(spec)
-        info = EncoderInfo(spec.name, f"random(seed={RANDOM_SEED})", "", spec.dim,
-                           spec.normalisation, spec.input_px)
+        info = spec_info(spec, f"random(seed={RANDOM_SEED})", "")
     else:
         path = hub_download(spec) if weights == "hub" else Path(os.path.expanduser(weights))
         if not path.is_file():
@@ -163,9 +186,9 @@ def build_named_encoder(name: str, weights: str = "hub") -> tuple[nn.Module, Enc
                             f"for {spec.name}")
         model = build_architecture(spec)
         load_weights(spec, model, read_state_file(path), str(path))
-        info = EncoderInfo(spec.name, f"hf:{spec.hf_repo}" if weights == "hub"
-                           else f"file:{path.name}", digest, spec.dim, spec.normalisation,
-                           spec.input_px)
+        info = spec_info(spec, f"hf:{spec.hf_repo}" if weights == "hub"
+                         else f"file:{path.name}", digest,
+                         hub_revision(path) if weights == "hub" else spec.revision)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -1,5 +1,6 @@
 """Vision transformers built with timm (never ``trust_remote_code``): UNI, UNI2-h,
-Virchow, Virchow2, H-optimus-0/1, Prov-GigaPath, Phikon, Phikon-v2, Lunit ViT-S/8.
+Virchow, Virchow2, H-optimus-0/1, H0-mini, Prov-GigaPath, Phikon, Phikon-v2, Lunit ViT-S/8,
+Midnight-12k and kaiko.ai's ViTs.
 
 Each is timm's ``VisionTransformer`` with the arguments its model card gives; the module
 keeps timm's parameter names under ``trunk.``, so the hub's timm-format state dicts load
@@ -42,6 +43,17 @@ def timm_config(name: str) -> tuple[str, dict]:
         "phikon": ("vit_base_patch16_224", {}),
         "phikon_v2": ("vit_large_patch16_224", {**ls}),
         "lunit-vits8": ("vit_small_patch8_224", {}),
+        # TRIDENT load.py L1416-1423: the hub's timm config with SwiGLUPacked and SiLU
+        "h0-mini": ("vit_base_patch14_reg4_dinov2", {**ls, **_swiglu()}),
+        # TRIDENT L1358: transformers Dinov2Model (DINOv2 giant: 40 blocks, SwiGLU FFN)
+        "midnight12k": ("vit_giant_patch14_dinov2", {**ls}),
+        # TRIDENT L567-572 / L583-589: timm with dynamic_img_size; L14 built at 518
+        "kaiko-vits16": ("vit_small_patch16_224", {"dynamic_img_size": True}),
+        "kaiko-vits8": ("vit_small_patch8_224", {"dynamic_img_size": True}),
+        "kaiko-vitb16": ("vit_base_patch16_224", {"dynamic_img_size": True}),
+        "kaiko-vitb8": ("vit_base_patch8_224", {"dynamic_img_size": True}),
+        "kaiko-vitl14": ("vit_large_patch14_reg4_dinov2", {"dynamic_img_size": True,
+                                                           "img_size": 518}),
     }
     if name not in configs:
         raise KeyError(name)
@@ -76,9 +88,20 @@ def build_vit(spec: EncoderSpec) -> ViTEncoder:
     return ViTEncoder(trunk, readout)
 
 
+def _first(state: dict, *names: str) -> str:
+    """The first of ``names`` that ``state`` has; else the one whose ``.weight`` it has
+    (so that the KeyError names the tensor the file lacks), else the first."""
+    found = next((n for n in names if n in state), None)
+    if found is None:
+        found = next((n for n in names if n.rsplit(".", 1)[0] + ".weight" in state), names[0])
+    return found
+
+
 def hf_vit_to_timm(state: dict) -> dict:
     """A Hugging Face transformers ``ViTModel``/``Dinov2Model`` state dict (Phikon,
-    Phikon-v2) in timm's names: query/key/value joined into ``qkv``."""
+    Phikon-v2, Midnight-12k; transformers 4 names, as their hub files hold them) in timm's
+    names: query/key/value joined into ``qkv``; DINOv2's packed SwiGLU ``weights_in`` (gate
+    half first, as timm's ``SwiGLUPacked``) and ``weights_out`` as ``fc1``/``fc2``."""
     if not any(k.startswith(("embeddings.", "encoder.layer.")) for k in state):
         return state
     out = {"cls_token": state["embeddings.cls_token"],
@@ -94,19 +117,31 @@ def hf_vit_to_timm(state: dict) -> dict:
             out[q + f"attn.qkv.{t}"] = torch.cat(
                 [state[att + f"{x}.{t}"] for x in ("query", "key", "value")])
             out[q + f"attn.proj.{t}"] = state[p + f"attention.output.dense.{t}"]
-            out[q + f"norm1.{t}"] = state[p + f"layernorm_before.{t}"
-                                          if p + "layernorm_before.weight" in state
-                                          else p + f"norm1.{t}"]
-            out[q + f"norm2.{t}"] = state[p + f"layernorm_after.{t}"
-                                          if p + "layernorm_after.weight" in state
-                                          else p + f"norm2.{t}"]
-            fc1 = p + f"intermediate.dense.{t}" if p + "intermediate.dense.weight" in state \
-                else p + f"mlp.fc1.{t}"
-            fc2 = p + f"output.dense.{t}" if p + "output.dense.weight" in state \
-                else p + f"mlp.fc2.{t}"
-            out[q + f"mlp.fc1.{t}"], out[q + f"mlp.fc2.{t}"] = state[fc1], state[fc2]
+            out[q + f"norm1.{t}"] = state[_first(state, p + f"layernorm_before.{t}",
+                                                 p + f"norm1.{t}")]
+            out[q + f"norm2.{t}"] = state[_first(state, p + f"layernorm_after.{t}",
+                                                 p + f"norm2.{t}")]
+            out[q + f"mlp.fc1.{t}"] = state[_first(state, p + f"intermediate.dense.{t}",
+                                                   p + f"mlp.weights_in.{t}", p + f"mlp.fc1.{t}")]
+            out[q + f"mlp.fc2.{t}"] = state[_first(state, p + f"output.dense.{t}",
+                                                   p + f"mlp.weights_out.{t}", p + f"mlp.fc2.{t}")]
         for j in (1, 2):
             key = p + f"layer_scale{j}.lambda1"
             if key in state:
                 out[q + f"ls{j}.gamma"] = state[key]
     return out
+
+
+def hf_positions(pos: torch.Tensor, grid: int) -> torch.Tensor:
+    """A transformers position table (class row first) for a ``grid`` x ``grid`` patch
+    grid, as ``Dinov2Embeddings.interpolate_pos_encoding`` computes it at each forward
+    pass (bicubic to the size, in fp32, align_corners False): done once at load, the same
+    numbers for the one input size this pipeline runs."""
+    n = pos.shape[1] - 1
+    side = int(round(n ** 0.5))
+    if side == grid:
+        return pos
+    patch = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
+    patch = torch.nn.functional.interpolate(patch, size=(grid, grid), mode="bicubic",
+                                            align_corners=False).to(pos.dtype)
+    return torch.cat([pos[:, :1], patch.permute(0, 2, 3, 1).reshape(1, grid * grid, -1)], 1)

@@ -378,7 +378,7 @@ def encoder_layout(config, out):
     mpp = float(tiling["target_mpp"])
     own = {
         "patch_size_px": int(round(spec.fov_um / mpp)),
-        "encoder_input_px": spec.input_px,
+        "encoder_input_px": spec.read_px,
     }
     same = all(tiling[k] == v for k, v in own.items())
     tiles = f"{out}/tiles" if same else f"{out}/tiles_{spec.geometry()}"
