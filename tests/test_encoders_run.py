@@ -50,7 +50,7 @@ def _config(tcga_dir: Path, encoders: list[str] | None, **training) -> dict:
     return {
         "outdir": "results",
         "slides": {"folder": "slides"},
-        "tiling": {"preset": "biopsy"},
+        "tiling": {"preset": "biopsy", "min_tissue_fraction": 0.9},  # 24 patches a slide
         "features": features,
         "genomics": {"table": str(tcga_dir / "tcga_blca_all_clean.csv.gz"),
                      "families": str(tcga_dir / "signatures.csv")},
