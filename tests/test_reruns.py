@@ -31,13 +31,16 @@ def snakemake(wd: Path, *args: str, config: dict | None = None):
 
 
 def jobs(output: str) -> list[tuple[str, str]]:
-    """(rule, wildcards or output) of each job a run plans or runs."""
+    """(rule, wildcards or output) of each job a run plans or runs; empty wildcards (the
+    first encoder's {geometry} and {encoder_dir}) left out."""
     found = []
     for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:)", output):
         m = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block)
         if m:
-            w = re.search(r"^\s+wildcards: (.*)$", block, re.M) or re.search(r"^\s+output: (.*)$", block, re.M)
-            found.append((m.group(1), w.group(1) if w else ""))
+            w = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+            w = ", ".join(kv for kv in w.group(1).split(", ") if not kv.endswith("=")) if w else ""
+            o = re.search(r"^\s+output: (.*)$", block, re.M)
+            found.append((m.group(1), w or (o.group(1) if o else "")))
     return found
 
 

@@ -157,8 +157,8 @@ def test_pairs_are_cmta_against_each_run_or_every_pair():
     rng = np.random.default_rng(0)
     a, b = _synthetic(100, rng, 0.5, 1.0)
     table = paired_table("blca", {"snn": a, "coxnet": b}, n_boot=100)
-    assert list(table.columns) == ["cohort", "run_a", "run_b", "n_patients", "diff", "ci_low", "ci_high",
-                                   "n_boot", "includes_zero"]
+    assert list(table.columns) == ["cohort", "run_a", "encoder_a", "run_b", "encoder_b", "n_patients", "diff",
+                                   "ci_low", "ci_high", "n_boot", "includes_zero"]
     assert table.iloc[0][["cohort", "run_a", "run_b"]].tolist() == ["blca", "snn", "coxnet"]
 
 
@@ -212,7 +212,7 @@ def test_table1_files_paper_numbers_and_optimistic_labels(tmp_path):
     assert "CMTA (paper) | 0.6910 ± 0.0426 | 0.6864 ± 0.0359 |" in md  # luad under the name x
     assert "SNN (paper) | 0.6339 | 0.6171 |" in md  # sd unknown: left empty
     long = pd.read_csv(out / "table1.tsv", sep="\t")
-    assert list(long.columns) == ["cohort", "run", "recipe", "protocol", "optimistic", "metric", "mean", "sd",
+    assert list(long.columns) == ["cohort", "run", "encoder", "recipe", "protocol", "optimistic", "metric", "mean", "sd",
                                   "sd_ddof", "n_folds"]
     assert set(zip(long.cohort, long.run)) == {("blca", "cmta"), ("blca", "coxnet"), ("x", "cmta")}
     pairs = pd.read_csv(out / "table1_paired.tsv", sep="\t")

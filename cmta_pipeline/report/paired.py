@@ -9,6 +9,10 @@ size), the same draw for both runs (paired); the 2.5th and 97.5th percentiles of
 resampled differences. An interval that includes zero is reported as "no detectable
 difference".
 
+Which pairs (:func:`comparison_pairs`): within each encoder, CMTA against each other run
+(the runs that read no slides included), or every pair without CMTA; then, with several
+encoders, each run against itself on every other encoder, on the same held-out patients.
+
 Harrell's c-index is scikit-survival's (``concordance_index_censored``): patient i with an
 event is comparable with j when t_j > t_i, or t_j = t_i and j is censored; a pair counts
 1 when risk_i > risk_j and 0.5 on tied risks. Here it is written as pair matrices so that
@@ -23,7 +27,7 @@ import math
 import numpy as np
 import pandas as pd
 
-PAIRED_COLUMNS = ["cohort", "run_a", "run_b", "n_patients", "diff", "ci_low", "ci_high", "n_boot",
+PAIRED_COLUMNS = ["cohort", "run_a", "encoder_a", "run_b", "encoder_b", "n_patients", "diff", "ci_low", "ci_high", "n_boot",
                   "includes_zero"]
 
 
@@ -92,21 +96,48 @@ def run_pairs(runs: list[str], reference: str = "cmta") -> list[tuple[str, str]]
     return list(itertools.combinations(runs, 2))
 
 
-def paired_table(cohort: str, predictions: dict[str, pd.DataFrame], n_boot: int = 1000,
-                 seed: int = 1) -> pd.DataFrame:
-    """One row per pair of runs of one cohort (:data:`PAIRED_COLUMNS`)."""
-    rows = [{"cohort": cohort, "run_a": ra, "run_b": rb,
-             **paired_difference(predictions[ra], predictions[rb], n_boot, seed)}
-            for ra, rb in run_pairs(list(predictions))]
+#: encoder names that are no encoder: a model that reads no slides, or one not recorded
+NO_ENCODER = ("", "none")
+
+
+def comparison_pairs(keys: list[tuple[str, str]]) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    """Pairs of (run, encoder) ``keys`` to compare (module doc): :func:`run_pairs` within
+    each encoder (with the runs of no encoder), then each run across its encoders."""
+    encoders = list(dict.fromkeys(e for _, e in keys if e not in NO_ENCODER))
+    pairs = []
+    for enc in encoders or [None]:
+        group = {r: (r, e) for r, e in keys if enc is None or e in (enc, *NO_ENCODER)}
+        pairs += [(group[a], group[b]) for a, b in run_pairs(list(group))]
+    for run in dict.fromkeys(r for r, _ in keys):
+        mine = [(r, e) for r, e in keys if r == run and e not in NO_ENCODER]
+        pairs += list(itertools.combinations(mine, 2))
+    return list(dict.fromkeys(pairs))
+
+
+def paired_table(cohort: str, predictions: dict, n_boot: int = 1000, seed: int = 1) -> pd.DataFrame:
+    """One row per pair of runs of one cohort (:data:`PAIRED_COLUMNS`); ``predictions`` is
+    keyed by run or by (run, encoder)."""
+    preds = {k if isinstance(k, tuple) else (k, ""): v for k, v in predictions.items()}
+    rows = [{"cohort": cohort, "run_a": a[0], "encoder_a": a[1], "run_b": b[0], "encoder_b": b[1],
+             **paired_difference(preds[a], preds[b], n_boot, seed)}
+            for a, b in comparison_pairs(list(preds))]
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
-def sentence(row) -> str:
-    """One line of the report for one paired comparison."""
-    head = (f"{row['cohort']}: {row['run_a']} - {row['run_b']} = {row['diff']:+.3f} "
+def _name(row, side: str, with_encoder: bool) -> str:
+    run, enc = row[f"run_{side}"], row.get(f"encoder_{side}", "")
+    enc = "" if not isinstance(enc, str) or enc in NO_ENCODER else enc
+    return f"{run}@{enc}" if with_encoder and enc else str(run)
+
+
+def sentence(row, with_encoder: bool = False) -> str:
+    """One line of the report for one paired comparison (runs named with their encoder
+    when ``with_encoder``: a table of several encoders)."""
+    a, b = _name(row, "a", with_encoder), _name(row, "b", with_encoder)
+    head = (f"{row['cohort']}: {a} - {b} = {row['diff']:+.3f} "
             f"(95% CI {row['ci_low']:+.3f} to {row['ci_high']:+.3f}, {row['n_patients']} patients, "
             f"{row['n_boot']} resamples)")
     if row["includes_zero"]:
         return f"{head}: the interval includes zero: no detectable difference."
-    better = row["run_a"] if row["diff"] > 0 else row["run_b"]
+    better = a if row["diff"] > 0 else b
     return f"{head}: the interval excludes zero: {better} ranks these patients better."

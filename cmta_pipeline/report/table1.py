@@ -7,8 +7,14 @@ workflow's ``<outdir>/<cohort>``, or ``<outdir>`` of a single cohort). Every met
 The sd's ddof follows the protocol (:func:`.protocol.sd_ddof`): 1 for ``honest``, 0 for
 ``paper`` (the authors' ``np.std``), and ``table1.tsv`` says which in ``sd_ddof``.
 
-Outputs (in ``outdir``): ``table1.tsv`` (long: cohort, run, recipe, protocol, optimistic,
-metric, mean, sd, sd_ddof, n_folds), ``table1_paired.tsv`` (:mod:`.paired`),
+Several encoders: a run folder ``<run>@<encoder>`` holds ``<run>`` trained on that
+encoder's features (the workflow's ``features.encoders`` after the first); the encoder of
+any other run is the one its ``summary.json`` names (``none`` for models that read no
+slides). Rows are per (cohort, run, encoder), and labelled ``<run>@<encoder>`` when the table
+holds more than one encoder.
+
+Outputs (in ``outdir``): ``table1.tsv`` (long: cohort, run, encoder, recipe, protocol,
+optimistic, metric, mean, sd, sd_ddof, n_folds), ``table1_paired.tsv`` (:mod:`.paired`),
 ``table1.png``/``.svg`` (heat table of the c-index) and, last, ``table1.md``.
 """
 
@@ -26,7 +32,7 @@ from .metrics import METRICS, evaluate_run
 from .paired import PAIRED_COLUMNS, paired_table, sentence
 from .protocol import sd_ddof
 
-TABLE1_COLUMNS = ["cohort", "run", "recipe", "protocol", "optimistic", "metric", "mean", "sd", "sd_ddof",
+TABLE1_COLUMNS = ["cohort", "run", "encoder", "recipe", "protocol", "optimistic", "metric", "mean", "sd", "sd_ddof",
                   "n_folds"]
 OUTPUTS = ("table1.tsv", "table1_paired.tsv", "table1.png", "table1.svg")
 #: the paper's own numbers (Zhou et al., ICCV 2023, Table 1), shown beside protocol paper
@@ -54,6 +60,25 @@ def recipe_of(files: list[Path]) -> str:
     return "/".join(dict.fromkeys(recipes)) or "cmta"
 
 
+def run_encoder(run: str, files: list[Path]) -> tuple[str, str]:
+    """(run, encoder) of a run folder: ``cmta@uni_v1`` -> (cmta, uni_v1); else the encoder
+    its folds' ``summary.json`` name ("none" for a model that reads no slides, "" where no
+    summary says)."""
+    from ..modalities import MODALITIES, reads_slides
+
+    name, _, encoder = run.partition("@")
+    if encoder:
+        return name, encoder
+    model = name.split("-")[0]
+    if model in MODALITIES and not reads_slides(model):
+        return name, "none"
+    found = []
+    for f in files:
+        s = f.with_name("summary.json")
+        found.append(json.loads(s.read_text()).get("encoder") if s.is_file() else None)
+    return name, "/".join(dict.fromkeys(e for e in found if e))
+
+
 def summarise(values, protocol: str) -> tuple[float, float, int]:
     """(mean, sd with the protocol's ddof, number of folds with a value)."""
     v = np.asarray([x for x in values if x == x], float)
@@ -64,14 +89,16 @@ def summarise(values, protocol: str) -> tuple[float, float, int]:
 
 
 def cohort_rows(cohort: str, cohort_dir: Path, protocol: str, runs: list[str] | None):
-    """(table1 rows of one cohort, run -> pooled held-out predictions)."""
+    """(table1 rows of one cohort, (run, encoder) -> pooled held-out predictions)."""
     rows, preds = [], {}
-    for run, files in run_files(cohort_dir, runs).items():
-        res = evaluate_run(run, files)
-        preds[run] = res.predictions
+    for folder, files in run_files(cohort_dir, runs).items():
+        run, encoder = run_encoder(folder, files)
+        res = evaluate_run(folder, files)
+        preds[(run, encoder)] = res.predictions
         for m in METRICS:
             mean, sd, n = summarise(res.per_fold[m], protocol)
-            rows.append({"cohort": cohort, "run": run, "recipe": recipe_of(files), "protocol": protocol,
+            rows.append({"cohort": cohort, "run": run, "encoder": encoder, "recipe": recipe_of(files),
+                         "protocol": protocol,
                          "optimistic": bool(res.optimistic), "metric": m, "mean": mean, "sd": sd,
                          "sd_ddof": sd_ddof(protocol), "n_folds": n})
     if not rows:
@@ -100,8 +127,18 @@ def read_paper_table(path: Path = PAPER_TABLE) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", comment="#")
 
 
-def row_label(run: str, optimistic: bool) -> str:
-    return f"{run} [optimistic]" if optimistic else run
+def row_label(run: str, optimistic: bool, encoder: str = "") -> str:
+    """The run (``<run>@<encoder>`` given an encoder), ``[optimistic]`` where it is."""
+    name = f"{run}@{encoder}" if encoder else run
+    return f"{name} [optimistic]" if optimistic else name
+
+
+def row_labels(long: pd.DataFrame) -> list[str]:
+    """Each row's label: the run with its encoder when ``long`` holds several encoders."""
+    encoders = long["encoder"].fillna("").astype(str) if "encoder" in long else pd.Series([""] * len(long))
+    several = len(set(encoders) - {"", "none"}) > 1
+    return [row_label(r, o, e if several and e not in ("", "none") else "")
+            for r, o, e in zip(long["run"], long["optimistic"], encoders)]
 
 
 def wide_table(long: pd.DataFrame, metric: str = "cindex_harrell", digits: int = 4) -> pd.DataFrame:
@@ -113,8 +150,7 @@ def wide_table(long: pd.DataFrame, metric: str = "cindex_harrell", digits: int =
             return "n/a"
         return f"{r['mean']:.{digits}f}" + ("" if math.isnan(r["sd"]) else f" ± {r['sd']:.{digits}f}")
 
-    part = part.assign(row=[row_label(r, o) for r, o in zip(part["run"], part["optimistic"])],
-                       cell=part.apply(cell, axis=1))
+    part = part.assign(row=row_labels(part), cell=part.apply(cell, axis=1))
     wide = part.pivot(index="row", columns="cohort", values="cell").fillna("")
     return wide.reindex(list(dict.fromkeys(part["row"])))[list(dict.fromkeys(part["cohort"]))]
 
@@ -160,7 +196,8 @@ def markdown(long: pd.DataFrame, pairs: pd.DataFrame, studies: dict[str, str], p
     md += ["## Paired comparisons (same held-out patients)", "",
            "Difference of Harrell's c-index (per fold, averaged over folds); 95 % interval from "
            "bootstrap resamples of the held-out patients within each fold (paired, seeded).", ""]
-    md += [f"* {sentence(r)}" for _, r in pairs.iterrows()] or ["* no pair of runs to compare"]
+    several = len(set(long.get("encoder", pd.Series(dtype=str)).fillna("")) - {"", "none"}) > 1
+    md += [f"* {sentence(r, several)}" for _, r in pairs.iterrows()] or ["* no pair of runs to compare"]
     return "\n".join(md) + "\n"
 
 
@@ -180,8 +217,7 @@ def write_table1(cohorts: list[tuple[str, Path]], outdir, protocol: str = "hones
         with atomic_output(out / "table1_paired.tsv") as tmp:
             pairs.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
         c = long[long["metric"] == "cindex_harrell"]
-        plot_heat_table(c.assign(row=[row_label(r, o) for r, o in zip(c["run"], c["optimistic"])]),
-                        METRICS["cindex_harrell"], out / "table1")
+        plot_heat_table(c.assign(row=row_labels(c)), METRICS["cindex_harrell"], out / "table1")
         paper = read_paper_table(paper_table) if paper_table and Path(paper_table).is_file() else None
         write_text_atomic(out / "table1.md", markdown(long, pairs, studies or {}, paper))
     return long, pairs

@@ -9,12 +9,12 @@ Outputs in ``outdir`` (each written atomically; ``summary.json`` last):
 * ``epochs.tsv``: one row per epoch (losses, train / inner_val / heldout c-index, seconds)
   and ``selected`` (1 on the epoch whose weights are in model.pt).
 * ``predictions.tsv``: out-of-fold predictions of the held-out patients: case_id, fold,
-  risk, hazard_1..T, survival_1..T, time (months), event, censorship, label.
+  encoder (models that read slides: the encoder of their features), risk, hazard_1..T, survival_1..T, time (months), event, censorship, label.
 * ``train_predictions.tsv``: the same columns for the fold's training patients, from the
   selected weights in eval mode (in-sample): ``cmta report`` takes the censoring distribution
   of Uno's c-index, AUC and IBS and the honest risk-group threshold (training median) from it.
 * ``summary.json``: fold, model, selection, optimistic, selected_epoch, metrics, counts,
-  bin_edges.
+  encoder (null for models that read no slides), bin_edges.
 * ``.resume.pt`` while training (removed at the end): a killed job resumes from it.
 """
 
@@ -154,6 +154,7 @@ def run_fold(
             "n_left_out_without_slides": len(skipped),
             "omic_sizes": spec["omic_sizes"],
             "path_dim": spec["path_dim"],
+            "encoder": spec.get("encoder"),  # None: the model reads no slides
             "bin_edges": ckpt["bin_edges"],
             "seed": s.seed,
             "device": str(next(model.parameters()).device),
@@ -230,6 +231,8 @@ def _write_outputs(outdir: Path, model, res, spec: dict, s: TrainSettings, fd, f
     preds = preds[preds["set"] == s.heldout_set].drop(columns="set") if len(preds) else preds
     if len(preds):
         preds.insert(1, "fold", int(fold))
+        if spec.get("encoder"):  # the encoder whose features it read (models reading slides)
+            preds.insert(2, "encoder", spec["encoder"])
     with atomic_output(outdir / "predictions.tsv") as tmp:
         preds.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 

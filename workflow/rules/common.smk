@@ -101,12 +101,23 @@ OUT = config["outdir"].rstrip("/")
 COHORTS = cohort_configs(config)
 SHARED = (config["parent_outdir"] or OUT).rstrip("/")
 OWNS_SLIDES = SHARED == OUT
-# The encoder (features.encoder), the tiles its geometry needs and where its features go:
-# resnet50 tiles/ and features/; another encoder features/<encoder>/, and tiles_<geometry>/
-# unless it shares the tiling's geometry (docs/features.md). TILES and FEATURES_OUT are the
-# run's (SHARED); TILES_HERE holds this cohort's tiling summary.
-ENCODER, TILES, FEATURES_OUT, TILING = encoder_layout(config, SHARED)
+# The encoders (features.encoders, or features.encoder alone), the tiles each one's
+# geometry needs and where its features go: resnet50 tiles/ and features/; another encoder
+# features/<encoder>/, and tiles_<geometry>/ unless it shares the tiling's geometry
+# (docs/features.md). ENCODER, TILES, FEATURES_OUT and TILING are the first encoder's (a
+# run of one encoder: today's), TILES and FEATURES_OUT the run's (SHARED); TILES_HERE holds
+# this cohort's tiling summary. The rules of tiles and features take every encoder's
+# through two wildcards: {geometry} (tiles{geometry}/: "" or _<geometry>) and
+# {encoder_dir} (features{encoder_dir}/: "" for resnet50, /<encoder> for the others).
+ENCODERS = config_encoders(config)
+LAYOUTS = {e: encoder_layout(config, SHARED, e) for e in ENCODERS}
+ENCODER, TILES, FEATURES_OUT, TILING = LAYOUTS[ENCODERS[0]]
 TILES_HERE = f"{OUT}/{os.path.basename(TILES)}"
+GEOMETRY = {e: os.path.basename(v[1]).removeprefix("tiles") for e, v in LAYOUTS.items()}
+ENCODER_DIR = {e: v[2].removeprefix(f"{SHARED}/features") for e, v in LAYOUTS.items()}
+TILINGS = {GEOMETRY[e]: v[3] for e, v in LAYOUTS.items()}
+TILES_WC = f"{SHARED}/tiles{{geometry}}"
+FEATURES_WC = f"{SHARED}/features{{encoder_dir}}"
 
 if COHORTS:
     SLIDES = union_slide_table({name: slide_table(c) for name, c in COHORTS.items()})
@@ -127,11 +138,11 @@ def final_targets():
     if (
         COHORTS
     ):  # several cohorts: each one's targets (its module's rule all) and table 1
-        targets = [f"{TILES_HERE}/summary.tsv"]
+        targets = tile_summaries()
         for name in COHORTS:
             targets += getattr(rules, f"{name}_all").input
         return targets + table1_targets()  # rules/report.smk
-    targets = [f"{TILES_HERE}/summary.tsv"]
+    targets = tile_summaries()
     targets += cohort_targets()  # rules/cohort.smk
     targets += train_targets()  # rules/training.smk
     if train_targets():

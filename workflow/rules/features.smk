@@ -1,6 +1,7 @@
-# The feature stage: features of every patch of every successfully tiled slide by the
-# encoder of features.encoder (default ResNet-50 through layer3, 1024-d; cmta extract), and
-# the weights fetched once (cmta
+# The feature stage: features of every patch of every successfully tiled slide by each
+# encoder of features.encoders (or features.encoder; default ResNet-50 through layer3,
+# 1024-d; cmta extract), each one's files under features{encoder_dir}/, and the weights
+# fetched once (cmta
 # fetch-weights, a local rule: compute nodes need no internet). See docs/features.md.
 #
 # Two steps, so that how the work is cut into jobs is no setting of the results:
@@ -41,15 +42,20 @@ if OWNS_SLIDES:
         shell:
             "{params.cmta} fetch-weights -o {output:q} > {log:q} 2>&1"
 
-    # Another encoder's published weights (features.encoder), also fetched once by a local
-    # rule; gated Hugging Face models (UNI, CONCH, Virchow, ...) read a token from HF_TOKEN.
-    if ENCODER != "resnet50":
+    # Another encoder's published weights (each of features.encoders but resnet50), also
+    # fetched once by a local rule; gated Hugging Face models (UNI, CONCH, Virchow, ...)
+    # read a token from HF_TOKEN.
+    for enc in (e for e in ENCODERS if e != "resnet50"):
 
-        rule fetch_encoder_weights:
+        rule:
+            name:
+                fetch_weights_rule(enc)
             output:
-                ensure(published_weights_file(), sha256=published_weights_sha256()),
+                ensure(
+                    published_weights_file(enc), sha256=published_weights_sha256(enc)
+                ),
             log:
-                f"{OUT}/logs/fetch_weights_{ENCODER}.log",
+                f"{OUT}/logs/fetch_weights_{enc}.log",
             localrule: True
             conda:
                 env_file("torch")
@@ -59,7 +65,7 @@ if OWNS_SLIDES:
                 runtime=scaled_runtime(60),
             params:
                 cmta=CMTA,
-                encoder=shlex.quote(ENCODER),
+                encoder=shlex.quote(enc),
             shell:
                 "{params.cmta} fetch-weights --encoder {params.encoder} -o {output:q} "
                 "> {log:q} 2>&1"
@@ -69,14 +75,14 @@ if OWNS_SLIDES:
             h5=f"{ENCODED}/{{slide}}.features.h5",
             pt=f"{ENCODED}/{{slide}}.pt",
             # the tiling status (ok/failed) and the slide's folder with <slide>.coords.h5
-            status=f"{TILES}/{{slide}}.tile.json",
-            tiles=f"{TILES}/{{slide}}",
+            status=lambda wc: f"{tiles_of(wc)}/{wc.slide}.tile.json",
+            tiles=lambda wc: f"{tiles_of(wc)}/{wc.slide}",
             weights=features_weights_input,
         output:
-            h5=f"{FEATURES_OUT}/{{slide}}.features.h5",
-            pt=f"{FEATURES_OUT}/{{slide}}.pt",
+            h5=f"{FEATURES_WC}/{{slide}}.features.h5",
+            pt=f"{FEATURES_WC}/{{slide}}.pt",
         log:
-            f"{OUT}/logs/extract/{{slide}}.log",
+            f"{OUT}/logs/extract{{encoder_dir}}/{{slide}}.log",
         localrule: True
         params:
             args=features_args,
@@ -93,15 +99,15 @@ if OWNS_SLIDES:
 
         rule encode:
             input:
-                summary=ancient(f"{TILES_HERE}/summary.tsv"),
+                summary=tiling_summary,
                 weights=features_weights_input,
             output:
                 h5=temp(f"{ENCODED}/{{slide}}.features.h5"),
                 pt=temp(f"{ENCODED}/{{slide}}.pt"),
             log:
-                f"{OUT}/logs/encode/{{slide}}.log",
+                f"{OUT}/logs/encode{{encoder_dir}}/{{slide}}.log",
             benchmark:
-                f"{OUT}/benchmarks/encode/{{slide}}.tsv"
+                f"{OUT}/benchmarks/encode{{encoder_dir}}/{{slide}}.tsv"
             conda:
                 extract_env()
             threads: extract_threads()
@@ -131,15 +137,15 @@ if OWNS_SLIDES:
                 name:
                     f"encode_batch_{batch}"
                 input:
-                    summary=ancient(f"{TILES_HERE}/summary.tsv"),
+                    summary=tiling_summary,
                     weights=features_weights_input,
                 output:
                     h5=encoded(ids, ".features.h5"),
                     pt=encoded(ids, ".pt"),
                 log:
-                    f"{OUT}/logs/encode/batch_{batch}.log",
+                    f"{OUT}/logs/encode{{encoder_dir}}/batch_{batch}.log",
                 benchmark:
-                    f"{OUT}/benchmarks/encode/batch_{batch}.tsv"
+                    f"{OUT}/benchmarks/encode{{encoder_dir}}/batch_{batch}.tsv"
                 conda:
                     extract_env()
                 threads: extract_threads()

@@ -21,9 +21,12 @@ rule heatmap:
         predictions=lambda wc: expand(
             f"{OUT}/train/{wc.run}/fold_{{fold}}/predictions.tsv", fold=train_folds()
         ),
-        features=lambda wc: feature_targets(),
+        features=lambda wc: feature_targets(run_encoder(wc.run)),
         # tiles/<slide>/<slide>.coords.h5: the patches' places and the slide file
-        tiles=lambda wc: expand(f"{TILES}/{{slide}}", slide=tiled_slides()),
+        tiles=lambda wc: expand(
+            f"{LAYOUTS[run_encoder(wc.run)][1]}/{{slide}}",
+            slide=tiled_slides(run_encoder(wc.run)),
+        ),
     output:
         index=report(
             f"{OUT}/heatmaps/{{run}}/heatmaps.tsv",
@@ -46,8 +49,8 @@ rule heatmap:
         args=heatmap_args,
         run_dir=lambda wc, input: os.path.dirname(os.path.dirname(input.models[0])),
         cohort=lambda wc, input: os.path.dirname(input.cohort),
-        features=lambda wc: FEATURES_OUT,
-        tiles=lambda wc: TILES,
+        features=lambda wc: LAYOUTS[run_encoder(wc.run)][2],
+        tiles=lambda wc: LAYOUTS[run_encoder(wc.run)][1],
         outdir=lambda wc, output: os.path.dirname(output.index),
         cmta=CMTA,
         version=VERSION,

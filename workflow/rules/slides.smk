@@ -15,11 +15,11 @@ if OWNS_SLIDES:
         input:
             slide_input,
         output:
-            status=f"{TILES}/{{slide}}.tile.json",
+            status=f"{TILES_WC}/{{slide}}.tile.json",
             # <slide>.coords.h5 (read by the encoder jobs), <slide>.qc.png and its small JPEG,
             # <slide>.qc.jpg, which the Snakemake report embeds (the PNGs would make it huge)
             tiles=report(
-                directory(f"{TILES}/{{slide}}"),
+                directory(f"{TILES_WC}/{{slide}}"),
                 patterns=["{slide}.qc.jpg"],
                 caption="../report/slide_qc.rst",
                 category="Slides",
@@ -27,9 +27,9 @@ if OWNS_SLIDES:
                 labels={"slide": "{slide}", "figure": "tissue and patches"},
             ),
         log:
-            f"{OUT}/logs/tile/{{slide}}.log",
+            f"{OUT}/logs/tile{{geometry}}/{{slide}}.log",
         benchmark:
-            f"{OUT}/benchmarks/tile/{{slide}}.tsv"
+            f"{OUT}/benchmarks/tile{{geometry}}/{{slide}}.tsv"
         conda:
             env_file("slides")
         threads: 1
@@ -40,7 +40,7 @@ if OWNS_SLIDES:
             path=slide_path,
             slide=slide_file,
             args=tile_args,
-            settings=lambda wc: json.dumps(TILING),
+            settings=lambda wc: json.dumps(TILINGS[wc.geometry]),
             on_error=config["slides"]["on_error"],
             cmta=CMTA,
             version=VERSION,
@@ -53,26 +53,26 @@ if OWNS_SLIDES:
 
 checkpoint tile_summary:
     input:
-        expand(f"{TILES}/{{slide}}.tile.json", slide=SLIDES.index),
+        tile_status_files,
     output:
         summary=report(
-            f"{TILES_HERE}/summary.tsv",
+            f"{OUT}/tiles{{geometry}}/summary.tsv",
             caption="../report/tile_summary.rst",
             category="Slides",
             subcategory="Summary",
             labels={"table": "tiling of every slide"},
         ),
         failed=report(
-            f"{TILES_HERE}/failed_slides.tsv",
+            f"{OUT}/tiles{{geometry}}/failed_slides.tsv",
             caption="../report/failed_slides.rst",
             category="Slides",
             subcategory="Summary",
             labels={"table": "failed slides"},
         ),
     log:
-        f"{OUT}/logs/tile_summary.log",
+        f"{OUT}/logs/tile_summary{{geometry}}.log",
     benchmark:
-        f"{OUT}/benchmarks/tile_summary.tsv"
+        f"{OUT}/benchmarks/tile_summary{{geometry}}.tsv"
     localrule: True
     conda:
         env_file("slides")

@@ -357,8 +357,53 @@ def union_slide_table(tables):
     return union.set_index("slide_id", drop=False)
 
 
-def encoder_layout(config, out):
-    """(encoder, tiles folder, features folder, tiling settings) of features.encoder.
+def config_encoders(cfg):
+    """The run's encoders, in order: features.encoders when set, else [features.encoder]
+    (one encoder: today's run, paths and names). Each is tiled, encoded and trained on
+    once; the first one's runs keep their names (train/<run>/), the others' are
+    <run>@<encoder> (docs/features.md, "Several encoders in one run")."""
+    from cmta_pipeline.features.encoders.registry import DEFAULT_ENCODER
+
+    f = cfg["features"]
+    listed = list(f.get("encoders") or [])
+    if not listed:
+        return [f["encoder"]]
+    twice = [e for e in listed if listed.count(e) > 1]
+    if twice:
+        raise WorkflowError(f"features.encoders: {twice[0]!r} is listed twice")
+    if f["encoder"] not in (DEFAULT_ENCODER, listed[0]):
+        raise WorkflowError(
+            f"features.encoder ({f['encoder']}) and features.encoders ({', '.join(listed)}) "
+            "disagree: give features.encoders alone"
+        )
+    if len(listed) > 1 and f["weights"] not in ("imagenet", "hub", "random"):
+        raise WorkflowError(
+            f"features.weights: {f['weights']} is one encoder's file; with several "
+            "features.encoders use imagenet (each one's published weights) or random"
+        )
+    return listed
+
+
+def encoder_runs(runs, encoders):
+    """``runs`` (the first encoder's, named as today) and, for each further encoder, the
+    runs of models that read slides as <run>@<encoder>; genomics-only runs train once.
+    """
+    from cmta_pipeline.modalities import reads_slides
+
+    extra = [
+        f"{r}@{e}" for e in encoders[1:] for r in runs if reads_slides(r.split("-")[0])
+    ]
+    return list(runs) + extra
+
+
+def alternatives(values):
+    """A wildcard constraint matching exactly one of ``values`` ("" included)."""
+    return "(?:" + "|".join(map(re.escape, dict.fromkeys(values))) + ")"
+
+
+def encoder_layout(config, out, encoder=None):
+    """(encoder, tiles folder, features folder, tiling settings) of ``encoder`` (default:
+    features.encoder).
 
     resnet50 takes any patch size: the tiling as configured, tiles/ and features/. Another
     encoder was trained on patches of one field of view shown at one input size (its
@@ -369,9 +414,14 @@ def encoder_layout(config, out):
     from cmta_pipeline.features.encoders.registry import get_spec
 
     try:
-        spec = get_spec(config["features"]["encoder"])
+        spec = get_spec(encoder or config["features"]["encoder"])
     except Exception as exc:
-        raise WorkflowError(f"features.encoder: {exc}") from exc
+        key = (
+            "features.encoders"
+            if config["features"].get("encoders")
+            else "features.encoder"
+        )
+        raise WorkflowError(f"{key}: {exc}") from exc
     tiling = dict(config["tiling"])
     if spec.family == "resnet":
         return spec.name, f"{out}/tiles", f"{out}/features", tiling

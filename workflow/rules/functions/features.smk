@@ -8,8 +8,8 @@ FEATURES = config["features"]
 IMAGENET_SHA256 = "0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a"
 
 # The encoder jobs write each slide's features here; the rule extract moves them into
-# {FEATURES_OUT}/ (temp: nothing is left here).
-ENCODED = f"{FEATURES_OUT}/encoded"
+# features{encoder_dir}/ (temp: nothing is left here).
+ENCODED = f"{FEATURES_WC}/encoded"
 
 
 def extract_gpus():
@@ -31,9 +31,30 @@ def extract_env():
     return env_file("torch-cuda") if GPU else env_file("torch")
 
 
-def feature_targets():
-    """Feature files of the slides tiled successfully (after the checkpoint tile_summary)."""
-    return expand(f"{FEATURES_OUT}/{{slide}}.features.h5", slide=tiled_slides())
+def feature_targets(encoder=None):
+    """Feature files of ``encoder`` (default: every encoder of the run) of the slides tiled
+    successfully (after the checkpoint tile_summary of its tiling)."""
+    return [
+        f
+        for e in ([encoder] if encoder else ENCODERS)
+        for f in expand(f"{LAYOUTS[e][2]}/{{slide}}.features.h5", slide=tiled_slides(e))
+    ]
+
+
+def encoder_of(wildcards):
+    """The encoder of a job of the features rules (its wildcard encoder_dir)."""
+    return next(e for e, d in ENCODER_DIR.items() if d == wildcards.encoder_dir)
+
+
+def tiles_of(wildcards):
+    """The tiles folder (SHARED) of the encoder of a job of the features rules."""
+    return LAYOUTS[encoder_of(wildcards)][1]
+
+
+def tiling_summary(wildcards):
+    """This run's tiling summary of the job's encoder, ancient: a slide tiled again reruns
+    its own `extract` (its tiles are newer), not every encoder job."""
+    return ancient(f"{OUT}/tiles{GEOMETRY[encoder_of(wildcards)]}/summary.tsv")
 
 
 def jump_hash(key, buckets):
@@ -70,9 +91,10 @@ def encode_inputs(ids):
     def args(wildcards, input):
         ids_ = ids if ids is not None else [wildcards.slide]
         pairs, per_slide = [], []
+        tiles = tiles_of(wildcards)
         for s in ids_:
-            status = f"{TILES}/{s}.tile.json"
-            pairs += [SLIDES.loc[s, "path"], f"{TILES}/{s}/{s}.coords.h5"]
+            status = f"{tiles}/{s}.tile.json"
+            pairs += [SLIDES.loc[s, "path"], f"{tiles}/{s}/{s}.coords.h5"]
             per_slide += ["--slide-id", s, "--tile-status", status]
         return " ".join(map(shlex.quote, pairs + per_slide))
 
@@ -83,24 +105,34 @@ def encoded(ids, suffix):
     return [temp(f"{ENCODED}/{s}{suffix}") for s in ids]
 
 
-def published_weights_file():
+def published_weights_file(encoder):
     """Where fetch_weights saves the encoder's published weights: weights_file for
     resnet50, resources/weights/<encoder>/<the hub file's name> for the others."""
-    if ENCODER == "resnet50":
+    if encoder == "resnet50":
         return FEATURES["weights_file"]
     from cmta_pipeline.features.encoders.registry import get_spec
 
-    return f"resources/weights/{ENCODER}/{os.path.basename(get_spec(ENCODER).hf_file)}"
+    return f"resources/weights/{encoder}/{os.path.basename(get_spec(encoder).hf_file)}"
 
 
-def published_weights_sha256():
+def published_weights_sha256(encoder):
     """The sha256 Snakemake checks after fetch_weights (resnet50's, or the registry's
     where it knows one; fetch-weights checks the file loads into the encoder anyway)."""
-    if ENCODER == "resnet50":
+    if encoder == "resnet50":
         return IMAGENET_SHA256
     from cmta_pipeline.features.encoders.registry import get_spec
 
-    return get_spec(ENCODER).sha256 or None
+    return get_spec(encoder).sha256 or None
+
+
+def fetch_weights_rule(encoder):
+    """Name of the job fetching ``encoder``'s weights (fetch_encoder_weights for the first
+    encoder other than resnet50, fetch_encoder_weights_<encoder> for the next ones)."""
+    first = next(e for e in ENCODERS if e != "resnet50")
+    name = re.sub(r"\W", "_", encoder)
+    return (
+        "fetch_encoder_weights" if encoder == first else f"fetch_encoder_weights_{name}"
+    )
 
 
 def features_weights_input(wildcards):
@@ -108,7 +140,9 @@ def features_weights_input(wildcards):
     w = FEATURES["weights"]
     if w == "random":
         return []
-    return [published_weights_file() if w in ("imagenet", "hub") else w]
+    return [
+        published_weights_file(encoder_of(wildcards)) if w in ("imagenet", "hub") else w
+    ]
 
 
 # YAML reads a bare on/off as true/false
@@ -125,6 +159,7 @@ COMPILE_MODE = {True: "on", False: "off"}
 
 def features_args(wildcards):
     w = FEATURES["weights"]
+    encoder = encoder_of(wildcards)
     weights = features_weights_input(wildcards)
     args = [
         f"--weights {shlex.quote(weights[0] if w != 'random' else 'random')}",
@@ -134,10 +169,10 @@ def features_args(wildcards):
         f"--on-error {FEATURES['on_error']}",
         "--no-progress",
     ]
-    if ENCODER != "resnet50":  # resnet50's command stays as it was: nothing reruns
-        args.insert(0, f"--encoder {shlex.quote(ENCODER)}")
+    if encoder != "resnet50":  # resnet50's command stays as it was: nothing reruns
+        args.insert(0, f"--encoder {shlex.quote(encoder)}")
     # the other encoders take their own input size (the tiling plans it)
-    if FEATURES["input_px"] is not None and ENCODER == "resnet50":
+    if FEATURES["input_px"] is not None and encoder == "resnet50":
         args.append(f"--input-px {int(FEATURES['input_px'])}")
     return " ".join(args)
 

@@ -25,7 +25,7 @@ def heatmap_runs():
     return [
         r
         for r in HEATMAPS["runs"]
-        if r in train_runs() and r.split("-")[0] in HEATMAP_MODELS
+        if r in train_runs() and run_model(r) in HEATMAP_MODELS
     ]
 
 

@@ -7,6 +7,8 @@ PREDICT = config["predict"]
 def predict_runs():
     """Trained runs to predict with; runs that read slides need predict.slides."""
     runs = [r for r in train_runs() if PREDICT["runs"] is None or r in PREDICT["runs"]]
+    # the first encoder's runs: predict.features_dir holds one encoder's features
+    runs = [r for r in runs if "@" not in r]
     # linear models (coxnet) keep no network for cmta predict
     runs = [r for r in runs if r.split("-")[0] not in LINEAR_MODELS]
     if not PREDICT["slides"]:
@@ -57,7 +59,7 @@ def predict_input(wildcards):
     if wildcards.run.split("-")[0] in PATH_MODELS:
         files["slides"] = PREDICT["slides"]
         if not PREDICT["features_dir"]:
-            files["features"] = feature_targets()
+            files["features"] = feature_targets(ENCODER)
     return files
 
 

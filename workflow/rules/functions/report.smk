@@ -18,12 +18,15 @@ def table1_targets():
 
 def table1_runs():
     """Runs of the table: training.models, the ablations and the floor (a run a cohort
-    does not train, such as a slide model of a genomics-only cohort, is left out there).
+    does not train, such as a slide model of a genomics-only cohort, is left out there),
+    then the slide models' runs of each further encoder (<run>@<encoder>).
     """
     t = config["training"]
     runs = list(t["models"]) + [f"cmta-{a}" for a in t["ablations"]]
     floor = TABLE1["floor"]
-    return runs + ([floor] if floor and floor not in runs else [])
+    return encoder_runs(
+        runs + ([floor] if floor and floor not in runs else []), ENCODERS
+    )
 
 
 def table1_cohorts():

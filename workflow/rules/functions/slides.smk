@@ -39,9 +39,25 @@ def tile_args(wildcards):
     return args
 
 
-def tiled_slides():
-    """Slide ids tiled successfully (evaluated once the checkpoint tile_summary has run)."""
+def tiled_slides(encoder=None):
+    """Slide ids tiled successfully for ``encoder`` (default: the first; evaluated once the
+    checkpoint tile_summary of its tiling has run)."""
+    geometry = GEOMETRY[encoder or ENCODER]
     summary = pd.read_csv(
-        checkpoints.tile_summary.get().output.summary, sep="\t", dtype={"slide_id": str}
+        checkpoints.tile_summary.get(geometry=geometry).output.summary,
+        sep="\t",
+        dtype={"slide_id": str},
     )
     return summary.loc[summary["status"] == "ok", "slide_id"].tolist()
+
+
+def tile_status_files(wildcards):
+    """Every slide's tiling status in the tiling {geometry} (the run's, SHARED)."""
+    return expand(
+        f"{SHARED}/tiles{wildcards.geometry}/{{slide}}.tile.json", slide=SLIDES.index
+    )
+
+
+def tile_summaries():
+    """This cohort's tiling summary of each encoder's tiling (one per geometry)."""
+    return [f"{OUT}/tiles{g}/summary.tsv" for g in dict.fromkeys(GEOMETRY.values())]

@@ -16,13 +16,27 @@ ABLATION_FLAGS = {
 
 
 def train_runs():
+    """The runs to train: training.models and the ablations, on the first encoder's
+    features, then those reading slides again on each further encoder's (<run>@<encoder>).
+    """
     runs = list(TRAINING["models"]) + [f"cmta-{a}" for a in TRAINING["ablations"]]
     if not (len(SLIDES) and COHORT["with_slides"]):
         dropped = [r for r in runs if r.split("-")[0] in PATH_MODELS]
         if dropped:
             warn_once(f"training: no slides configured, skipping {', '.join(dropped)}")
         runs = [r for r in runs if r.split("-")[0] not in PATH_MODELS]
-    return runs
+    return encoder_runs(runs, ENCODERS)
+
+
+def run_model(run):
+    """The model of a run: cmta of cmta, cmta-no_ppeg and cmta@uni_v1."""
+    return run.partition("@")[0].split("-")[0]
+
+
+def run_encoder(run):
+    """The encoder whose features a run reads: <encoder> of <run>@<encoder>, else the
+    first encoder."""
+    return run.partition("@")[2] or ENCODER
 
 
 def train_folds():
@@ -65,14 +79,14 @@ def floor_targets(name="summary.json"):
 
 def train_input(wildcards):
     files = {"cohort": f"{OUT}/cohort/folds.json", "folds": f"{OUT}/cohort/folds"}
-    if wildcards.run.split("-")[0] in PATH_MODELS:
-        files["features"] = feature_targets()
+    if run_model(wildcards.run) in PATH_MODELS:
+        files["features"] = feature_targets(run_encoder(wildcards.run))
     return files
 
 
 def train_gpus(wildcards):
     """One GPU for the runs of models that read slides, none for genomics-only models."""
-    if wildcards.run.split("-")[0] not in PATH_MODELS:
+    if run_model(wildcards.run) not in PATH_MODELS:
         return 0
     return gpus_for(TRAINING["device"])
 
@@ -104,7 +118,7 @@ def train_mem_mb(wildcards, input, attempt):
 def train_runtime(wildcards, attempt):
     """Minutes, doubled on each retry: training.runtime for models that read slides, at most
     60 for genomics-only ones (a BLCA fold of SNN trains in minutes)."""
-    if wildcards.run.split("-")[0] in PATH_MODELS:
+    if run_model(wildcards.run) in PATH_MODELS:
         return TRAINING["runtime"] * attempt
     return min(TRAINING["runtime"], 60) * attempt
 
@@ -120,7 +134,7 @@ def train_speed_args(wildcards, threads):
 
 
 def train_args(wildcards):
-    model, _, ablation = wildcards.run.partition("-")
+    model, _, ablation = wildcards.run.partition("@")[0].partition("-")
     t = TRAINING
     if model in LINEAR_MODELS:  # scikit-survival: none of the networks' settings
         return f"--model {model} --fold {wildcards.fold} --seed {t['seed']}"
@@ -138,7 +152,8 @@ def train_args(wildcards):
         f"--seed {t['seed']} --device {t['device']}",
     ]
     if model in PATH_MODELS:
-        args.append(f"--features-dir {shlex.quote(FEATURES_OUT)}")
+        features = LAYOUTS[run_encoder(wildcards.run)][2]
+        args.append(f"--features-dir {shlex.quote(features)}")
     if ablation:
         args.append(ABLATION_FLAGS[ablation])
     if not t["weighted_sampler"]:
@@ -163,3 +178,5 @@ def train_recipe(model):
 TRAIN_RUN_PATTERN = (
     "(" + "|".join(MODALITIES) + ")(-(" + "|".join(ABLATION_FLAGS) + "))?"
 )
+if ENCODERS[1:]:  # the runs of the further encoders: <run>@<encoder>
+    TRAIN_RUN_PATTERN += f"(@{alternatives(ENCODERS[1:])})?"
