@@ -312,4 +312,4 @@ def _risk_table(models, ids, risk_of, surv_of) -> pd.DataFrame:
 
 def write_predictions(df: pd.DataFrame, path: str | os.PathLike) -> None:
     with atomic_output(path) as tmp:
-        df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+        df.to_csv(tmp, sep="\t", index=False, float_format="%.17g")  # round-trip risks
