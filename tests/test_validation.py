@@ -36,3 +36,67 @@ def test_risks_differing_past_the_sixth_digit_keep_their_order(tmp_path):
     df.to_csv(fold / "predictions.tsv", sep="\t", index=False, float_format="%.6g")
     res6 = evaluate_run("run", [fold / "predictions.tsv"])
     assert res6.per_fold["cindex_harrell"].iloc[0] == pytest.approx(0.5)
+
+
+@pytest.fixture(scope="module")
+def blca_gdir(tcga_dir, tmp_path_factory):
+    from cmta_pipeline import genomics as g
+
+    out = tmp_path_factory.mktemp("blca_sites") / "genomics"
+    g.write_genomics(g.load_wide_table(tcga_dir / "tcga_blca_all_clean.csv.gz"),
+                     g.read_families(tcga_dir / "signatures.csv"), out)
+    return out
+
+
+def _heldout_sites(cohort_dir):
+    import json
+
+    folds = json.loads((cohort_dir / "folds.json").read_text())["n_folds"]
+    cohort = pd.read_csv(cohort_dir / "cohort.tsv", sep="\t", dtype=str).set_index("case_id")
+    out = []
+    for k in range(folds):
+        p = pd.read_csv(cohort_dir / "folds" / f"fold_{k}" / "patients.tsv", sep="\t", dtype=str)
+        out.append(set(p.loc[p["split"] == "heldout", "case_id"].str[5:7]))
+        assert (cohort.loc[p["case_id"], "site"].to_numpy() == p["case_id"].str[5:7].to_numpy()).all()
+    return out
+
+
+def test_site_preserved_folds_hold_each_blca_site_out_whole(blca_gdir, tmp_path):
+    from cmta_pipeline.cli import main
+    from cmta_pipeline.cohort import build_cohort
+
+    assert main(["cohort", str(blca_gdir), "-o", str(tmp_path / "s"), "--split-by", "site", "--seed", "3"]) == 0
+    sites = _heldout_sites(tmp_path / "s")
+    assert len(sites) == 5 and all(sites)
+    for i in range(5):
+        for j in range(i + 1, 5):
+            assert not sites[i] & sites[j], f"site in held-out folds {i} and {j}"
+    sizes = [len(pd.read_csv(tmp_path / "s" / "folds" / f"fold_{k}" / "patients.tsv", sep="\t")
+                 .query("split == 'heldout'")) for k in range(5)]
+    assert max(sizes) - min(sizes) < 40  # 373 patients, largest site 56: near-equal folds
+    # negative control: random folds put most sites in several held-out folds
+    build_cohort(blca_gdir, tmp_path / "p", n_folds=5, seed=3)
+    cohort = pd.read_csv(tmp_path / "p" / "cohort.tsv", sep="\t", dtype=str)
+    assert "site" not in cohort.columns
+    rnd = [set(pd.read_csv(tmp_path / "p" / "folds" / f"fold_{k}" / "patients.tsv", sep="\t", dtype=str)
+               .query("split == 'heldout'")["case_id"].str[5:7]) for k in range(5)]
+    assert sum(len(rnd[i] & rnd[j]) for i in range(5) for j in range(i + 1, 5)) > 10
+
+
+def test_site_folds_refused_with_too_few_sites_and_seeded():
+    from cmta_pipeline.cohort.folds import site_folds, site_labels
+    from cmta_pipeline.errors import CMTAError
+
+    ids = [f"TCGA-{s}-{i:04d}" for i, s in enumerate(["AA", "BB", "CC"] * 10)]
+    sites = site_labels(ids)
+    with pytest.raises(CMTAError, match="3 site.*cannot make 5 folds"):
+        site_folds(sites, np.zeros(30), 5, 1)
+    rng = np.random.default_rng(0)
+    ids = [f"TCGA-{a}{b}-{i:04d}" for i, (a, b) in enumerate(rng.choice(list("ABCDEFGH"), (200, 2)))]
+    strata = rng.integers(0, 8, 200)
+    f1 = site_folds(site_labels(ids), strata, 5, 1)
+    assert (f1 == site_folds(site_labels(ids), strata, 5, 1)).all()
+    assert (f1 != site_folds(site_labels(ids), strata, 5, 2)).any()
+    with pytest.raises(CMTAError, match="patient P1 has no site"):
+        site_labels(["P1"])
+    assert list(site_labels(["P1"], {"P1": "north"})) == ["north"]
