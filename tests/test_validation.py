@@ -100,3 +100,25 @@ def test_site_folds_refused_with_too_few_sites_and_seeded():
     with pytest.raises(CMTAError, match="patient P1 has no site"):
         site_labels(["P1"])
     assert list(site_labels(["P1"], {"P1": "north"})) == ["north"]
+
+
+def test_reference_recipe_is_fp32_last_epoch_and_porpoise_l1_on_its_modules():
+    import torch
+
+    from cmta_pipeline.models import build_model
+    from cmta_pipeline.training import TrainSettings
+    from cmta_pipeline.training.losses import l1_penalty
+    from cmta_pipeline.training.recipes import apply_recipe
+
+    paper = TrainSettings(selection="best_heldout", amp=True)  # what protocol: paper sets for cmta
+    for model in ("snn", "attmil", "mcat", "mcat_omic", "porpoise"):
+        ref, used = apply_recipe(model, "reference", paper)
+        assert used == "reference" and ref.amp is False and ref.selection == "final", model
+    assert apply_recipe("cmta", "reference", paper)[0] == paper  # CMTA's run.sh: unchanged
+    por = apply_recipe("porpoise", "reference", paper)[0]
+    assert por.l1 == pytest.approx(1e-5 * 32) and por.l1_modules == ("genomic_embedding", "fusion")
+    assert apply_recipe("snn", "reference", paper)[0].l1_modules == ()  # every weight
+    net = build_model("porpoise", [5, 6, 7, 8, 9, 10], path_dim=16)
+    part = sum(p.abs().sum() for m in (net.genomic_embedding, net.fusion) for p in m.parameters())
+    assert torch.allclose(l1_penalty(net, por.l1_modules), part)
+    assert l1_penalty(net) > part * 1.01  # every weight: more than those modules
