@@ -122,3 +122,74 @@ def test_reference_recipe_is_fp32_last_epoch_and_porpoise_l1_on_its_modules():
     part = sum(p.abs().sum() for m in (net.genomic_embedding, net.fusion) for p in m.parameters())
     assert torch.allclose(l1_penalty(net, por.l1_modules), part)
     assert l1_penalty(net) > part * 1.01  # every weight: more than those modules
+
+
+@pytest.fixture(scope="module")
+def blca_by_site(tcga_dir, tmp_path_factory):
+    """Two cohorts built from BLCA by site: A the sites of 2F..FD (alphabetically first half
+    of the patients), B the others; genomics only, with every third gene column dropped
+    from B (genes the models read that B lacks)."""
+    from cmta_pipeline.cli import main
+
+    root = tmp_path_factory.mktemp("blca_by_site")
+    table = pd.read_csv(tcga_dir / "tcga_blca_all_clean.csv.gz", index_col=0, low_memory=False)
+    sites = table["case_id"].str[5:7]
+    order = sorted(sites.unique())
+    cut = order[len(order) // 2]
+    genes = [c for c in table.columns if c.endswith(("_rnaseq", "_cnv"))]
+    parts = {"A": table[sites < cut], "B": table[sites >= cut].drop(columns=genes[::3][:5])}
+    for name, part in parts.items():
+        part.to_csv(root / f"{name}.csv")
+        assert main(["genomics", str(root / f"{name}.csv"), "--families", str(tcga_dir / "signatures.csv"),
+                     "-o", str(root / name / "genomics")]) == 0
+        assert main(["cohort", str(root / name / "genomics"), "-o", str(root / name / "cohort"),
+                     "--n-folds", "3", "--split-by", "site"]) == 0
+    return root
+
+
+def test_external_rows_with_intervals_in_table1(blca_by_site, tmp_path):
+    import json
+
+    from cmta_pipeline.cli import main
+
+    root = blca_by_site
+    for k in range(3):
+        assert main(["train", "--cohort", str(root / "A" / "cohort"), "--fold", str(k), "--model", "snn",
+                     "-o", str(root / "A" / "train" / "snn" / f"fold_{k}"), "--epochs", "2",
+                     "--threads", "1"]) == 0
+    ext = tmp_path / "external" / "A_to_B" / "snn"
+    assert main(["external", "--run-dir", str(root / "A" / "train" / "snn"), "--cohort", str(root / "A" / "cohort"),
+                 "--test-cohort", str(root / "B" / "cohort"), "--genomics", str(root / "B" / "genomics"),
+                 "--train-name", "A", "--test-name", "B", "--n-boot", "200", "-o", str(ext)]) == 0
+    s = json.loads((ext / "external.json").read_text())
+    n_b = len(pd.read_csv(root / "B" / "cohort" / "cohort.tsv", sep="\t"))
+    assert s["n_patients"] == n_b and s["n_folds"] == 3
+    assert s["patients_with_imputed_genes"] == n_b  # five genes absent from B: every patient
+    assert s["ci_low"] < s["cindex_harrell"] < s["ci_high"]
+    risk = pd.read_csv(ext / "risk.tsv", sep="\t")
+    assert (risk["genes_imputed"] == 5).all() and (ext / "km.png").is_file()
+    out = tmp_path / "table1"
+    assert main(["table1", f"A={root / 'A'}", "-o", str(out), "--external-dir", str(tmp_path / "external"),
+                 "--n-boot", "50"]) == 0
+    t = pd.read_csv(out / "table1.tsv", sep="\t")
+    ext_rows = t[t["protocol"] == "external"]
+    assert list(ext_rows["cohort"]) == ["A->B"] and list(ext_rows["run"]) == ["snn"]
+    assert ext_rows["ci_low"].iloc[0] == pytest.approx(s["ci_low"], abs=1e-5)
+    assert (t.loc[t["protocol"] == "honest", "split_by"] == "site").all()
+    assert t.loc[t["protocol"] == "honest", "ci_low"].isna().all()
+    assert "A->B" in (out / "table1.md").read_text()
+
+
+def test_bootstrap_interval_narrows_with_patients_and_covers_the_estimate():
+    from cmta_pipeline.report.external import bootstrap_cindex
+
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (60, 600):
+        time = rng.exponential(10, n)
+        risk = -time + rng.normal(0, 10, n)
+        c, lo, hi = bootstrap_cindex(time, np.ones(n), risk, 300, 1)
+        assert lo < c < hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] * 0.6
+    assert np.isnan(bootstrap_cindex(time, np.ones(n), risk, 0, 1)[1])
