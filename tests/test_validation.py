@@ -193,3 +193,24 @@ def test_bootstrap_interval_narrows_with_patients_and_covers_the_estimate():
         widths.append(hi - lo)
     assert widths[1] < widths[0] * 0.6
     assert np.isnan(bootstrap_cindex(time, np.ones(n), risk, 0, 1)[1])
+
+
+def test_paper_table_reads_back_the_published_cells_and_leaves_unknown_ones_empty(tmp_path):
+    from cmta_pipeline.report.table1 import paper_rows, read_paper_table
+
+    paper = read_paper_table()
+    methods = ["SNN", "SNNTrans", "MaxMIL", "MeanMIL", "AttMIL", "CLAM-SB", "CLAM-MB", "TransMIL", "MCAT",
+               "M3IF", "GPDBN", "Porpoise", "HFBSurv", "DualTrans", "CMTA"]
+    main = paper[~paper["model"].str.contains("w/o")]
+    assert list(dict.fromkeys(main["model"])) == methods
+    assert (main.groupby("model")["study"].apply(sorted) == [["blca", "brca", "gbmlgg", "luad", "ucec"]] * 15).all()
+    cell = paper.set_index(["model", "study"])
+    assert cell.loc[("CMTA", "blca"), "mean"] == pytest.approx(0.6910)
+    assert cell.loc[("CMTA", "gbmlgg"), "sd"] == pytest.approx(0.0116)
+    assert cell.loc[("CMTA", "ucec"), "mean"] == pytest.approx(0.6975)
+    assert cell.loc[("SNN", "luad"), "mean"] == pytest.approx(0.6171)
+    assert cell.loc[("SNN", "brca"), "sd"] == pytest.approx(0.0739)
+    assert np.isnan(cell.loc[("MCAT", "blca"), "mean"])  # not found: empty, never invented
+    rows = paper_rows(["b", "u"], {"b": "blca", "u": "ucec"}, paper, runs=["snn", "mcat", "coxnet"])
+    assert list(rows.index) == ["SNN (paper)", "MCAT (paper)"]  # the trained models only
+    assert rows.loc["SNN (paper)", "b"] == "0.6339 ± 0.0509" and rows.loc["MCAT (paper)", "u"] == ""

@@ -145,14 +145,23 @@ def wide_table(long: pd.DataFrame, metric: str = "cindex_harrell", digits: int =
     return wide.reindex(list(dict.fromkeys(part["row"])))[list(dict.fromkeys(part["cohort"]))]
 
 
-def paper_rows(cohorts: list[str], studies: dict[str, str], paper: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
-    """The paper's own c-indices as rows ``<model> (paper)`` under our cohorts' names."""
+def paper_rows(cohorts: list[str], studies: dict[str, str], paper: pd.DataFrame, digits: int = 4,
+               runs: list[str] | None = None) -> pd.DataFrame:
+    """The paper's own c-indices as rows ``<model> (paper)`` under our cohorts' names: of
+    the methods whose ``run`` is in ``runs`` (every method when None), cells the paper's
+    table gives (an empty cell of resources/paper_table1.tsv is unknown: shown empty)."""
     out = {}
     for _, r in paper.iterrows():
+        run = str(r["run"]) if "run" in paper.columns and not pd.isna(r["run"]) else str(r["model"]).lower()
+        if runs is not None and run not in runs:
+            continue
         for c in cohorts:
             if studies.get(c, c).lower() == str(r["study"]).lower():
+                cell = out.setdefault(f"{r['model']} (paper)", {})
+                if pd.isna(r["mean"]):
+                    continue
                 sd = "" if pd.isna(r["sd"]) else f" ± {r['sd']:.{digits}f}"
-                out.setdefault(f"{r['model']} (paper)", {})[c] = f"{r['mean']:.{digits}f}{sd}"
+                cell[c] = f"{r['mean']:.{digits}f}{sd}"
     return pd.DataFrame.from_dict(out, orient="index").reindex(columns=cohorts).fillna("")
 
 
@@ -181,9 +190,10 @@ def markdown(long: pd.DataFrame, pairs: pd.DataFrame, studies: dict[str, str], p
             md += [f"## Protocol {protocol}", "", f"sd: ddof {ddof} (sample standard deviation over folds).", ""]
         wide = wide_table(part)
         if protocol == "paper" and paper is not None:
-            wide = pd.concat([wide, paper_rows(list(wide.columns), studies, paper)]).fillna("")
-            md_note = ["", "Rows `(paper)`: Zhou et al., ICCV 2023, Table 1 (resources/paper_table1.tsv); "
-                           "an empty sd is not known here."]
+            shown = paper_rows(list(wide.columns), studies, paper, runs=list(dict.fromkeys(part["run"])))
+            wide = pd.concat([wide, shown]).fillna("")
+            md_note = ["", "Rows `(paper)`: Zhou et al., ICCV 2023, Table 1 (resources/paper_table1.tsv), "
+                           "beside every model this run trained; an empty cell or sd is not known here."]
         else:
             md_note = []
         md += to_markdown(wide) + md_note + [""]
