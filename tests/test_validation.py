@@ -214,3 +214,38 @@ def test_paper_table_reads_back_the_published_cells_and_leaves_unknown_ones_empt
     rows = paper_rows(["b", "u"], {"b": "blca", "u": "ucec"}, paper, runs=["snn", "mcat", "coxnet"])
     assert list(rows.index) == ["SNN (paper)", "MCAT (paper)"]  # the trained models only
     assert rows.loc["SNN (paper)", "b"] == "0.6339 ± 0.0509" and rows.loc["MCAT (paper)", "u"] == ""
+
+
+def test_workflow_plans_external_pairs_site_folds_and_reports_the_floor(tcga_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "slides.tsv").write_text("slide_id\tcase_id\tpath\n")
+    table = str(tcga_dir / "tcga_blca_all_clean.csv.gz")
+    config = {"outdir": "results", "gpu": False, "slides": {"sheet": "config/slides.tsv"},
+              "genomics": {"families": str(tcga_dir / "signatures.csv")},
+              "training": {"models": ["snn"], "epochs": 1},
+              "cohorts": {"a": {"genomics": {"table": table}, "cohort": {"split_by": "site"}},
+                          "b": {"genomics": {"table": table}}},
+              "external": [{"train": "a", "test": "b"}]}
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+
+    def plan(cfg):
+        (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+        return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo / "workflow" / "Snakefile"),
+                               "-n", "-p", "--directory", str(tmp_path)], capture_output=True, text=True,
+                              timeout=300)
+
+    r = plan(config)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert "external --run-dir results/a/train/snn" in out and "--test-cohort results/b/cohort" in out
+    assert "external --run-dir results/a/train/coxnet" not in out  # the linear floor keeps no network
+    assert "--external-dir results/external" in out
+    assert out.count("--split-by site") == 1  # cohort a only
+    assert "report results/a/train --runs snn coxnet" in out  # the floor reported like any run
