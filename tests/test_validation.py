@@ -249,3 +249,24 @@ def test_workflow_plans_external_pairs_site_folds_and_reports_the_floor(tcga_dir
     assert "--external-dir results/external" in out
     assert out.count("--split-by site") == 1  # cohort a only
     assert "report results/a/train --runs snn coxnet" in out  # the floor reported like any run
+
+
+def test_split_difference_pairs_one_run_under_two_fold_schemes():
+    from cmta_pipeline.report.paired import split_difference, split_pairs
+
+    rng = np.random.default_rng(3)
+    n = 300
+    time = rng.exponential(20, n)
+    event = rng.integers(0, 2, n)
+    base = pd.DataFrame({"case_id": [f"P{i}" for i in range(n)], "time": time, "event": event})
+    good = -time + rng.normal(0, 3, n)  # concordant
+    noise = rng.normal(0, 1, n)
+    random_folds = base.assign(fold=rng.integers(0, 5, n))
+    site_folds = base.assign(fold=np.arange(n) * 5 // n)
+    same = split_difference(random_folds.assign(risk=good), site_folds.assign(risk=good), 300, 1)
+    assert abs(same["diff"]) < 0.03 and same["includes_zero"] and same["n_patients"] == n
+    worse = split_difference(random_folds.assign(risk=good), site_folds.assign(risk=noise), 300, 1)
+    assert worse["diff"] > 0.2 and worse["ci_low"] > 0 and not worse["includes_zero"]
+    table = split_pairs({"r": {"snn": random_folds.assign(risk=good)}, "s": {"snn": site_folds.assign(risk=noise)},
+                         "other": {"snn": random_folds.assign(risk=good).iloc[:100]}}, 100, 1)
+    assert table[["cohort", "run_a", "run_b"]].values.tolist() == [["r vs s", "snn@r", "snn@s"]]

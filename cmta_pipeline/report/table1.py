@@ -30,7 +30,7 @@ import pandas as pd
 from ..errors import CMTAError
 from .external import external_rows
 from .metrics import METRICS, evaluate_run
-from .paired import PAIRED_COLUMNS, paired_table, sentence
+from .paired import PAIRED_COLUMNS, paired_table, sentence, split_pairs
 from .protocol import sd_ddof
 
 TABLE1_COLUMNS = ["cohort", "run", "recipe", "protocol", "optimistic", "metric", "mean", "sd", "sd_ddof",
@@ -107,11 +107,13 @@ def build_table1(cohorts: list[tuple[str, Path]], protocol: str = "honest", runs
     names = [c for c, _ in cohorts]
     if len(set(names)) != len(names):
         raise CMTAError(f"cohort {next(c for c in names if names.count(c) > 1)!r} is given twice")
-    rows, paired = [], []
+    rows, paired, by_cohort = [], [], {}
     for name, folder in cohorts:
         r, preds = cohort_rows(name, Path(folder), protocol, runs)
         rows += r
+        by_cohort[name] = preds
         paired.append(paired_table(name, preds, n_boot, seed))
+    paired.append(split_pairs(by_cohort, n_boot, seed))  # random vs site-preserved folds
     paired = [p for p in paired if len(p)]
     pairs = pd.concat(paired, ignore_index=True) if paired else pd.DataFrame(columns=PAIRED_COLUMNS)
     if external is not None:
@@ -203,6 +205,10 @@ def markdown(long: pd.DataFrame, pairs: pd.DataFrame, studies: dict[str, str], p
            "Difference of Harrell's c-index (per fold, averaged over folds); 95 % interval from "
            "bootstrap resamples of the held-out patients within each fold (paired, seeded).", ""]
     md += [f"* {sentence(r)}" for _, r in pairs.iterrows()] or ["* no pair of runs to compare"]
+    if pairs["cohort"].astype(str).str.contains(" vs ").any():
+        md += ["", "Rows `<c1> vs <c2>`: one run under two fold schemes of the same patients (e.g. random and "
+                   "site-preserved folds); the patients are resampled over the whole cohort, the same draw "
+                   "for both schemes."]
     return "\n".join(md) + "\n"
 
 
