@@ -28,7 +28,8 @@ RECIPES = ("cmta", "reference")
 #: weight decay (--reg) 1e-5, gradient accumulation (--gc) 32, 20 epochs, alpha_surv 0;
 #: PORPOISE's main.py has the same (mahmoodlab/PORPOISE @ 3390dc4, main.py lines 135-145)
 #: fp32 and the last epoch: core_utils.train uses no autocast and saves the model after its
-#: last epoch (its early stopping is off by default, --early_stopping False)
+#: last epoch (--early_stopping False: MCAT main.py l. 128, PORPOISE main.py l. 147; MCAT
+#: utils/core_utils.py l. 202 saves the model after the loop)
 _MAHMOODLAB = {"optimizer": "adam", "lr": 2e-4, "weight_decay": 1e-5, "grad_accum": 32,
                "epochs": 20, "scheduler": "none", "censor_weight": 0.0, "l1": 0.0,
                "weighted_sampler": True, "amp": False, "selection": "final"}
