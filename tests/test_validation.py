@@ -267,6 +267,8 @@ def test_split_difference_pairs_one_run_under_two_fold_schemes():
     assert abs(same["diff"]) < 0.03 and same["includes_zero"] and same["n_patients"] == n
     worse = split_difference(random_folds.assign(risk=good), site_folds.assign(risk=noise), 300, 1)
     assert worse["diff"] > 0.2 and worse["ci_low"] > 0 and not worse["includes_zero"]
-    table = split_pairs({"r": {"snn": random_folds.assign(risk=good)}, "s": {"snn": site_folds.assign(risk=noise)},
-                         "other": {"snn": random_folds.assign(risk=good).iloc[:100]}}, 100, 1)
-    assert table[["cohort", "run_a", "run_b"]].values.tolist() == [["r vs s", "snn@r", "snn@s"]]
+    preds = {"r": {"snn": random_folds.assign(risk=good)}, "s": {"snn": site_folds.assign(risk=noise)},
+             "r2": {"snn": random_folds.assign(risk=noise)}, "other": {"snn": random_folds.assign(risk=good).iloc[:100]}}
+    table = split_pairs(preds, 100, 1, {"r": "patient", "s": "site", "r2": "patient", "other": "site"})
+    assert table[["cohort", "run_a", "run_b"]].values.tolist() == [["r vs s", "snn@r", "snn@s"],
+                                                                     ["s vs r2", "snn@s", "snn@r2"]]

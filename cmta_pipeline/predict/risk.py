@@ -290,10 +290,9 @@ def _risk_table(models, ids, risk_of, surv_of) -> pd.DataFrame:
     risks, percentiles, survival = {}, {}, []
     for fm in models:
         risks[fm.fold] = np.array(risk_of[fm.fold])
-        # compared at the precision of predictions.tsv (6 significant digits), so that a
-        # cohort patient predicted again ties with its own out-of-fold risk
-        rounded = np.array([float(f"{x:.6g}") for x in risks[fm.fold]])
-        percentiles[fm.fold] = percentile_of(rounded, fm.reference_risk)
+        # predictions.tsv holds the risks with full precision (%.17g): a cohort patient
+        # predicted again ties with its own out-of-fold risk
+        percentiles[fm.fold] = percentile_of(risks[fm.fold], fm.reference_risk)
         survival.append(np.stack(surv_of[fm.fold]))
         seen = [c for c in ids if c in fm.training_cases]
         if seen:

@@ -146,14 +146,18 @@ def split_difference(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, seed:
             "n_boot": int(n_boot), "includes_zero": bool(not (lo > 0 or hi < 0))}
 
 
-def split_pairs(predictions: dict[str, dict[str, pd.DataFrame]], n_boot: int = 1000, seed: int = 1) -> pd.DataFrame:
-    """``predictions``: cohort -> run -> held-out rows. Every two cohorts of the same patients
-    (the same cohort under two fold schemes) give, per run they share, a row ``cohort``
-    ``<c1> vs <c2>``, ``run_a`` ``<run>@<c1>``, ``run_b`` ``<run>@<c2>`` (:func:`split_difference`)."""
+def split_pairs(predictions: dict[str, dict[str, pd.DataFrame]], n_boot: int = 1000, seed: int = 1,
+                schemes: dict[str, str] | None = None) -> pd.DataFrame:
+    """``predictions``: cohort -> run -> held-out rows; ``schemes``: cohort -> how its folds
+    were made (``split_by``). Every two cohorts of the same patients under different fold
+    schemes (random and site-preserved folds of one cohort) give, per run they share, a row
+    ``cohort`` ``<c1> vs <c2>``, ``run_a`` ``<run>@<c1>``, ``run_b`` ``<run>@<c2>``
+    (:func:`split_difference`)."""
+    schemes = schemes or {}
     rows = []
     patients = {c: set().union(*(set(p["case_id"]) for p in runs.values())) for c, runs in predictions.items()}
     for c1, c2 in itertools.combinations(predictions, 2):
-        if patients[c1] != patients[c2]:
+        if patients[c1] != patients[c2] or schemes.get(c1, "") == schemes.get(c2, ""):
             continue
         for run in [r for r in predictions[c1] if r in predictions[c2]]:
             rows.append({"cohort": f"{c1} vs {c2}", "run_a": f"{run}@{c1}", "run_b": f"{run}@{c2}",

@@ -113,7 +113,8 @@ def build_table1(cohorts: list[tuple[str, Path]], protocol: str = "honest", runs
         rows += r
         by_cohort[name] = preds
         paired.append(paired_table(name, preds, n_boot, seed))
-    paired.append(split_pairs(by_cohort, n_boot, seed))  # random vs site-preserved folds
+    schemes = {name: split_of(Path(folder)) for name, folder in cohorts}
+    paired.append(split_pairs(by_cohort, n_boot, seed, schemes))  # random vs site-preserved folds
     paired = [p for p in paired if len(p)]
     pairs = pd.concat(paired, ignore_index=True) if paired else pd.DataFrame(columns=PAIRED_COLUMNS)
     if external is not None:
