@@ -32,7 +32,7 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "compare": "report",
     "table1": "report",
-    "external": "report",
+    "external": "predict",
     "heatmap": "heatmaps",
     "demo-cohort": "demo",
     "demo-encoder": "demo",

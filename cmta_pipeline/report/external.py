@@ -1,4 +1,5 @@
-"""External validation (``cmta external``; config ``external: [{train: A, test: B}]``):
+"""External validation (``cmta external``, run by :mod:`cmta_pipeline.predict.external`;
+config ``external: [{train: A, test: B}]``):
 every fold model of a run trained on cohort A predicts every patient of cohort B, and the
 fold ensemble's risk is scored on B.
 
@@ -32,8 +33,6 @@ import pandas as pd
 
 from ..errors import CMTAError
 from .paired import pair_matrices, weighted_cindex
-
-OUTPUTS = ("risk.tsv", "km.png", "km.svg")
 
 
 def bootstrap_cindex(time, event, risk, n_boot: int = 1000, seed: int = 1) -> tuple[float, float, float]:
@@ -86,34 +85,7 @@ def score_external(risk: pd.DataFrame, survival: pd.DataFrame, n_boot: int, seed
     return pred, scores
 
 
-def run_external(run_dir, train_cohort, test_cohort, genomics_dir, outdir, train: str, test: str,
-                 features_dir=None, tiles_summary=None, n_boot: int = 1000, seed: int = 1,
-                 device: str = "cpu") -> dict:
-    """Predict ``test_cohort``'s patients with ``run_dir``'s fold models and score them
-    (module doc); writes OUTDIR and returns ``external.json``'s content."""
-    from ..fileio import fresh_outputs, write_text_atomic
-    from ..predict.risk import predict_run, write_predictions
-    from .figures import plot_km
-
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
-    survival = test_patients(test_cohort)
-    with fresh_outputs(out, OUTPUTS, marker="external.json"):
-        risk = predict_run(run_dir, train_cohort, genomics_dir=genomics_dir, features_dir=features_dir,
-                           tiles_summary=tiles_summary, impute_missing_genes=True, device=device,
-                           cases=list(survival.index))
-        pred, scores = score_external(risk, survival, n_boot, seed)
-        write_predictions(pred, out / "risk.tsv")
-        run = Path(run_dir).name
-        plot_km(pred, f"{run}: trained on {train}, tested on {test}", out / "km", scores["logrank_chisq"],
-                scores["logrank_p"], subtitle="risk groups at the train cohort's median out-of-fold risk")
-        summary = {"run": run, "train": train, "test": test, "protocol": "external",
-                   "recipe": _recipe(Path(run_dir)), **scores}
-        write_text_atomic(out / "external.json", json.dumps(summary, indent=1) + "\n")
-    return summary
-
-
-def _recipe(run_dir: Path) -> str:
+def recipe_of_run(run_dir: Path) -> str:
     """The training recipe of the run's folds (summary.json "recipe", default cmta)."""
     seen = [json.loads(f.read_text()).get("recipe", "cmta") for f in sorted(run_dir.glob("fold_*/summary.json"))]
     return "/".join(dict.fromkeys(map(str, seen))) or "cmta"
