@@ -73,7 +73,7 @@ def test_site_preserved_folds_hold_each_blca_site_out_whole(blca_gdir, tmp_path)
             assert not sites[i] & sites[j], f"site in held-out folds {i} and {j}"
     sizes = [len(pd.read_csv(tmp_path / "s" / "folds" / f"fold_{k}" / "patients.tsv", sep="\t")
                  .query("split == 'heldout'")) for k in range(5)]
-    assert max(sizes) - min(sizes) < 40  # 373 patients, largest site 56: near-equal folds
+    assert max(sizes) - min(sizes) < 40  # 373 patients, largest site 49: near-equal folds
     # negative control: random folds put most sites in several held-out folds
     build_cohort(blca_gdir, tmp_path / "p", n_folds=5, seed=3)
     cohort = pd.read_csv(tmp_path / "p" / "cohort.tsv", sep="\t", dtype=str)
