@@ -111,7 +111,7 @@ def test_single_cohort_keeps_its_paths_and_adds_table1_with_the_floor(tmp_path, 
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout
     assert "results/train/snn/fold_0/summary.json" in out and "results/report/cindex_summary.tsv" in out
-    # the floor is trained for the table, not added to the report's runs
+    # the floor is trained for the table and reported like any run
     assert "results/train/coxnet/fold_0/summary.json" in out and "results/table1.md" in out
     single["table1"] = {"floor": None}
     _config(tmp_path, single)

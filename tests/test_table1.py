@@ -210,10 +210,11 @@ def test_table1_files_paper_numbers_and_optimistic_labels(tmp_path):
     md = (out / "table1.md").read_text()
     assert "ddof 0" in md and "OPTIMISTIC" in md and "cmta [optimistic]" in md
     assert "CMTA (paper) | 0.6910 ± 0.0426 | 0.6864 ± 0.0359 |" in md  # luad under the name x
-    assert "SNN (paper) | 0.6339 | 0.6171 |" in md  # sd unknown: left empty
+    assert "SNN (paper)" not in md  # only the models this run trained
     long = pd.read_csv(out / "table1.tsv", sep="\t")
-    assert list(long.columns) == ["cohort", "run", "encoder", "recipe", "protocol", "optimistic", "metric", "mean", "sd",
-                                  "sd_ddof", "n_folds"]
+    assert list(long.columns) == ["cohort", "run", "encoder", "recipe", "protocol", "optimistic", "metric", "mean",
+                                  "sd", "sd_ddof", "n_folds", "split_by", "ci_low", "ci_high", "n_patients",
+                                  "logrank_p", "imputed_patients"]
     assert set(zip(long.cohort, long.run)) == {("blca", "cmta"), ("blca", "coxnet"), ("x", "cmta")}
     pairs = pd.read_csv(out / "table1_paired.tsv", sep="\t")
     assert pairs[["cohort", "run_a", "run_b"]].values.tolist() == [["blca", "cmta", "coxnet"]]

@@ -35,7 +35,7 @@ from ..fileio import atomic_output, fresh_outputs, write_text_atomic
 from ..genomics.output import read_genomics_dir
 from .assemble import assemble_cohort, read_slides
 from .files import SPLITS, write_fold
-from .folds import inner_split, read_split_files, stratified_folds
+from .folds import inner_split, read_split_files, site_folds, site_labels, stratified_folds
 from .labels import assign_labels, fit_bin_edges
 from .preprocessing import fit_transform_fold
 
@@ -71,10 +71,11 @@ def build_cohort(
     log1p_rnaseq: bool = False,
     standardize: bool = True,
     drop_constant: bool = True,
+    split_by: str = "patient", site_sheet: str | os.PathLike | None = None,
 ) -> dict:
-    """Assemble the cohort, make folds, preprocess per fold and write OUTDIR (see module
-    docstring). Returns the content of ``folds.json``. ``drop_constant=False`` keeps the
-    features constant on a fold's train rows (the authors' code; ``protocol: paper``)."""
+    """Assemble the cohort, make folds, preprocess per fold and write OUTDIR (module doc); returns
+    ``folds.json``. ``drop_constant=False`` keeps features constant on a fold's train rows (the
+    authors' code; ``protocol: paper``); ``split_by="site"``: site-preserved folds (:func:`_sites`)."""
     outdir = Path(outdir)
     # the earlier run's marker first, then its outputs: a failure below leaves none of them
     with fresh_outputs(outdir, COHORT_OUTPUTS, marker=MARKER):
@@ -86,10 +87,10 @@ def build_cohort(
         ids = cohort.index.to_numpy()
         times = cohort["survival_months"].to_numpy(float)
         cens = cohort["censorship"].to_numpy(int)
-
+        sites = _sites(split_by, ids, site_sheet or slide_sheet, survival, genomics_dir)
+        cohort = cohort if sites is None else cohort.assign(site=sites)
         fold_train, fold_heldout, split_source = heldout_folds(
-            ids, times, cens, set(audit["case_id"]), splits, n_folds, n_bins, seed
-        )
+            ids, times, cens, set(audit["case_id"]), splits, n_folds, n_bins, seed, sites)
         n_folds = len(fold_train)
         all_edges = fit_bin_edges(times, cens, n_bins) if labels_from == "all" else None
         if labels_from == "all":
@@ -123,7 +124,7 @@ def build_cohort(
             "n_bins": n_bins,
             "bin_edges": [f["bin_edges"] for f in per_fold],
             "labels_from": labels_from,
-            "splits": split_source,
+            "splits": split_source, "split_by": split_by,
             "seed": seed,
             "inner_val_fraction": inner_val_fraction,
             "log1p_rnaseq": log1p_rnaseq,
@@ -160,12 +161,43 @@ def _without_survival_moved_to_dropped(survival: pd.DataFrame, gdropped: pd.Data
     return survival, gdropped
 
 
+def _sites(split_by: str, ids, sheet, survival: pd.DataFrame, where) -> np.ndarray | None:
+    """None for ``split_by="patient"``; for ``"site"`` each patient's site (written to
+    ``cohort.tsv``'s ``site`` column): a ``site`` column of the sheet or the genomics'
+    patients table, else the TCGA barcode's tissue source site."""
+    if split_by == "patient":
+        return None
+    if split_by != "site":
+        raise CMTAError(f"cohort.split_by: {split_by!r} is not one of patient, site")
+    return site_labels(ids, _given_sites(sheet, survival), str(where))
+
+
+def _given_sites(slide_sheet, survival: pd.DataFrame) -> dict[str, str]:
+    """case_id -> site from a ``site`` column of the slide sheet or the patients table."""
+    given: dict[str, str] = {}
+    if "site" in survival.columns:
+        given.update(survival["site"].dropna().astype(str).to_dict())
+    if slide_sheet is not None and Path(slide_sheet).is_file():
+        sheet = pd.read_csv(slide_sheet, sep="\t", dtype=str, comment="#").dropna(how="all")
+        if "site" in sheet.columns and "case_id" in sheet.columns:
+            for case, g in sheet.dropna(subset=["site"]).groupby("case_id"):
+                values = sorted(set(g["site"].str.strip()))
+                if len(values) > 1:
+                    raise CMTAError(f"{slide_sheet}: patient {case} has slides of several sites "
+                                    f"({', '.join(values)}); column site")
+                given[str(case).strip()] = values[0]
+    return given
+
+
 def heldout_folds(
     ids: np.ndarray, times: np.ndarray, cens: np.ndarray, audited: set, splits, n_folds: int,
-    n_bins: int, seed: int,
+    n_bins: int, seed: int, sites: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray], str]:
     """(train rows, held-out rows) per fold and where the split came from: the split files
-    in ``splits``, or folds stratified by event x time bin."""
+    in ``splits``, folds stratified by event x time bin, or (``sites`` given) site-preserved
+    folds stratified as far as whole sites allow."""
+    if sites is not None and splits is not None:
+        raise CMTAError("cohort.split_by: site makes its own folds; set cohort.splits: null")
     index_of = {c: i for i, c in enumerate(ids)}
     fold_heldout: list[np.ndarray] = []
     fold_train: list[np.ndarray] = []
@@ -186,11 +218,12 @@ def heldout_folds(
     strat_edges = fit_bin_edges(times, cens, n_bins)
     # event-major order: the per-fold event counts differ by at most one
     strata = np.where(event == 1, n_bins, 0) + assign_labels(times, strat_edges)
-    fold_of = stratified_folds(strata, n_folds, seed)
+    fold_of = stratified_folds(strata, n_folds, seed) if sites is None else site_folds(sites, strata, n_folds, seed)
     for k in range(n_folds):
         fold_heldout.append(np.flatnonzero(fold_of == k))
         fold_train.append(np.flatnonzero(fold_of != k))
-    return fold_train, fold_heldout, f"stratified by event x time bin, seed {seed}"
+    how = "stratified by event x time bin" if sites is None else "site-preserved (each site held out whole)"
+    return fold_train, fold_heldout, f"{how}, seed {seed}"
 
 
 def fold_split(

@@ -22,6 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--splits", help="folder of splits_<k>.csv (',train,val' layout); default: make folds")
     p.add_argument("--n-folds", type=int, default=5, help="folds to make when --splits is not given (default 5)")
+    p.add_argument("--split-by", choices=["patient", "site"], default="patient",
+                   help="patient: folds stratified by event x time bin (default); site: site-preserved "
+                        "folds, each site's patients held out together (site from a 'site' column of "
+                        "--slides or of the patients table, else the TCGA barcode TCGA-XX-...)")
+    p.add_argument("--site-sheet", help="a sheet (TSV: case_id, site) whose site column --split-by site "
+                   "reads (the slide sheet of the config; default: --slides)")
     p.add_argument("--n-bins", type=int, default=4, help="survival time bins (default 4)")
     p.add_argument("--seed", type=int, default=1, help="seed of the fold and inner-validation draws (default 1)")
     p.add_argument(
@@ -47,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         n_folds=args.n_folds, n_bins=args.n_bins, seed=args.seed, splits=args.splits,
         labels_from=args.labels_from, inner_val_fraction=args.inner_val_fraction,
         log1p_rnaseq=args.log1p_rnaseq, standardize=not args.no_standardize,
-        drop_constant=not args.keep_constant,
+        drop_constant=not args.keep_constant, split_by=args.split_by,
+        site_sheet=args.site_sheet,
     )
     log.info(
         "%d patients kept, %d dropped, %d folds -> %s/folds.json",

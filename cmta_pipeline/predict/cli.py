@@ -59,7 +59,39 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- cmta external --------------------------------------------------------------
+
+
+def add_external_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", required=True, help="a run trained on the train cohort (<outdir>/<train>/train/<run>)")
+    p.add_argument("--cohort", required=True, help="the train cohort's `cmta cohort` folder (per-fold preprocessing)")
+    p.add_argument("--test-cohort", required=True,
+                   help="the test cohort's `cmta cohort` folder: its cohort.tsv gives the patients and survival")
+    p.add_argument("--genomics", help="the test cohort's `cmta genomics` folder")
+    p.add_argument("--features-dir", help="patch features of the test cohort's slides (models that read slides)")
+    p.add_argument("--tiles-summary", help="the test cohort's tiling summary (its slides; failed ones left out)")
+    p.add_argument("--train-name", default="train", help="the train cohort's name (labels)")
+    p.add_argument("--test-name", default="test", help="the test cohort's name (labels)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the test patients (95%% interval)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the bootstrap")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
+    p.add_argument("-o", "--outdir", required=True, help="folder for risk.tsv, km.png/.svg and external.json")
+
+
+def run_external(args: argparse.Namespace) -> int:
+    from .external import run_external as external
+
+    s = external(args.run_dir, args.cohort, args.test_cohort, args.genomics, args.outdir, args.train_name,
+                 args.test_name, args.features_dir, args.tiles_summary, args.n_boot, args.seed, args.device)
+    print(f"{s['run']}: trained on {s['train']}, tested on {s['test']} ({s['n_patients']} patients, "
+          f"{s['n_events']} events): c-index {s['cindex_harrell']:.4f} (95% CI {s['ci_low']:.4f}-"
+          f"{s['ci_high']:.4f}), log-rank p = {s['logrank_p']:.3g}; {s['patients_with_imputed_genes']} "
+          f"patient(s) with genes filled by {s['genes_filled_with']}")
+    return 0
+
+
 #: command -> (add its arguments to a parser, run it); see cmta_pipeline/cli.py
 COMMANDS = {
     "predict": (add_arguments, run),
+    "external": (add_external_arguments, run_external),
 }

@@ -17,7 +17,8 @@ fold models), ``risk_percentile`` (mean over folds of the patient's mid-rank per
 among fold k's out-of-fold risks, 0-100), ``risk_group`` (``high`` when risk_percentile
 > 50, i.e. above the cohort's median risk on average, else ``low``), ``survival_1..T``
 (mean over folds), ``n_folds``, then ``risk_fold_<k>`` and ``risk_percentile_fold_<k>``
-per fold.
+per fold, and ``genes_imputed`` (models that read genomics: how many of the features the
+models read were missing for the patient, filled with each fold's training median).
 """
 
 from __future__ import annotations
@@ -202,7 +203,11 @@ def predict_run(
     fold_omics = {fm.fold: prepare_omics(fm, matrix, summary) if "omics" in mods else None
                   for fm in models}
     risk_of, surv_of = _run_models(models, ids, fold_omics, features_dir, slides_of, dev)
-    return _risk_table(models, ids, risk_of, surv_of)
+    out = _risk_table(models, ids, risk_of, surv_of)
+    if "omics" in mods:  # per patient: the features filled with each fold's training median
+        needed = sorted({f for fm in models for feats in fm.features for f in feats})
+        out["genes_imputed"] = matrix.loc[ids, needed].isna().sum(axis=1).to_numpy()
+    return out
 
 
 def _new_patients(name, mods, genomics_dir, features_dir, slide_sheet, tiles_summary, cases):
@@ -310,10 +315,9 @@ def _risk_table(models, ids, risk_of, surv_of) -> pd.DataFrame:
     risks, percentiles, survival = {}, {}, []
     for fm in models:
         risks[fm.fold] = np.array(risk_of[fm.fold])
-        # compared at the precision of predictions.tsv (6 significant digits), so that a
-        # cohort patient predicted again ties with its own out-of-fold risk
-        rounded = np.array([float(f"{x:.6g}") for x in risks[fm.fold]])
-        percentiles[fm.fold] = percentile_of(rounded, fm.reference_risk)
+        # predictions.tsv holds the risks with full precision (%.17g): a cohort patient
+        # predicted again ties with its own out-of-fold risk
+        percentiles[fm.fold] = percentile_of(risks[fm.fold], fm.reference_risk)
         survival.append(np.stack(surv_of[fm.fold]))
         seen = [c for c in ids if c in fm.training_cases]
         if seen:
@@ -344,4 +348,4 @@ def _risk_table(models, ids, risk_of, surv_of) -> pd.DataFrame:
 
 def write_predictions(df: pd.DataFrame, path: str | os.PathLike) -> None:
     with atomic_output(path) as tmp:
-        df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+        df.to_csv(tmp, sep="\t", index=False, float_format="%.17g")  # round-trip risks

@@ -108,6 +108,8 @@ def add_table1_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--paper-table", help="the paper's Table 1 values (default: resources/paper_table1.tsv)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the paired comparisons")
     p.add_argument("--seed", type=int, default=1, help="seed of the bootstrap")
+    p.add_argument("--external-dir", help="folder of `cmta external` outputs (<pair>/<run>/external.json): "
+                                          "adds their protocol external rows")
 
 
 def _pairs(items: list[str], what: str) -> list[tuple[str, str]]:
@@ -131,7 +133,8 @@ def run_table1(args: argparse.Namespace) -> int:
     paper = Path(args.paper_table) if args.paper_table else PAPER_TABLE
     long, pairs = write_table1([(n, Path(d)) for n, d in _pairs(args.cohorts, "cohort")], args.outdir,
                                args.protocol, args.runs, dict(_pairs(args.study, "--study")),
-                               args.n_boot, args.seed, paper)
+                               args.n_boot, args.seed, paper,
+                               Path(args.external_dir) if args.external_dir else None)
     print(wide_table(long).to_string())
     for _, row in pairs.iterrows():
         print(sentence(row))

@@ -141,3 +141,58 @@ def sentence(row, with_encoder: bool = False) -> str:
         return f"{head}: the interval includes zero: no detectable difference."
     better = a if row["diff"] > 0 else b
     return f"{head}: the interval excludes zero: {better} ranks these patients better."
+
+
+def _scheme_cindex(pred: pd.DataFrame, index: dict, weights: np.ndarray) -> np.ndarray:
+    """Mean over ``pred``'s folds of the weighted c-index (one value per row of weights)."""
+    per_fold = []
+    for _, part in pred.groupby("fold", sort=True):
+        comp, score = pair_matrices(part["time"], part["event"], part["risk"])
+        per_fold.append(weighted_cindex(comp, score, weights[:, [index[c] for c in part["case_id"]]]))
+    return _fold_mean(np.stack(per_fold, axis=1))
+
+
+def split_difference(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, seed: int = 1) -> dict:
+    """One run's held-out rows under two fold schemes of the same patients (random and
+    site-preserved folds): the difference of the Table 1 c-indices (per fold, averaged over
+    folds) with a paired bootstrap interval. Each resample draws the patients with
+    replacement over the whole cohort (folds differ between the schemes, so the draw is not
+    stratified by fold) and gives every patient the same weight in both schemes."""
+    cols = ["fold", "case_id", "risk", "time", "event"]
+    a = a[cols].dropna()
+    b = b[cols].dropna()
+    common = sorted(set(a["case_id"]) & set(b["case_id"]))
+    a, b = a[a["case_id"].isin(common)], b[b["case_id"].isin(common)]
+    if not common:
+        return {"n_patients": 0, "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                "n_boot": int(n_boot), "includes_zero": True}
+    index = {c: i for i, c in enumerate(common)}
+    n = len(common)
+    diff = float((_scheme_cindex(a, index, np.ones((1, n))) - _scheme_cindex(b, index, np.ones((1, n))))[0])
+    w = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot)
+    d = _scheme_cindex(a, index, w) - _scheme_cindex(b, index, w)
+    d = d[~np.isnan(d)]
+    lo, hi = (np.percentile(d, [2.5, 97.5]) if len(d) else (math.nan, math.nan))
+    return {"n_patients": n, "diff": diff, "ci_low": float(lo), "ci_high": float(hi),
+            "n_boot": int(n_boot), "includes_zero": bool(not (lo > 0 or hi < 0))}
+
+
+def split_pairs(predictions: dict[str, dict[str, pd.DataFrame]], n_boot: int = 1000, seed: int = 1,
+                schemes: dict[str, str] | None = None) -> pd.DataFrame:
+    """``predictions``: cohort -> run (or (run, encoder)) -> held-out rows; ``schemes``: cohort -> how its folds
+    were made (``split_by``). Every two cohorts of the same patients under different fold
+    schemes (random and site-preserved folds of one cohort) give, per run they share, a row
+    ``cohort`` ``<c1> vs <c2>``, ``run_a`` ``<run>@<c1>``, ``run_b`` ``<run>@<c2>``
+    (:func:`split_difference`)."""
+    schemes = schemes or {}
+    rows = []
+    patients = {c: set().union(*(set(p["case_id"]) for p in runs.values())) for c, runs in predictions.items()}
+    for c1, c2 in itertools.combinations(predictions, 2):
+        if patients[c1] != patients[c2] or schemes.get(c1, "") == schemes.get(c2, ""):
+            continue
+        for key in [k for k in predictions[c1] if k in predictions[c2]]:
+            run, enc = key if isinstance(key, tuple) else (key, "")
+            rows.append({"cohort": f"{c1} vs {c2}", "run_a": f"{run}@{c1}", "encoder_a": enc,
+                         "run_b": f"{run}@{c2}", "encoder_b": enc,
+                         **split_difference(predictions[c1][key], predictions[c2][key], n_boot, seed)})
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)

@@ -31,6 +31,7 @@ import pandas as pd
 
 from ..errors import CMTAError
 from ..fileio import atomic_output, fresh_outputs, write_text_atomic
+from .metrics import write_risks
 
 log = logging.getLogger(__name__)
 
@@ -224,5 +225,4 @@ def _write(outdir: Path, model, alpha, s, fd, train: pd.DataFrame, held: pd.Data
     with atomic_output(outdir / "epochs.tsv") as tmp:
         pd.DataFrame([row]).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     for name, df in (("predictions.tsv", held), ("train_predictions.tsv", train)):
-        with atomic_output(outdir / name) as tmp:
-            df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+        write_risks(df, outdir / name)

@@ -37,6 +37,7 @@ from ..models import MODELS, build_model, modalities
 from ..report.protocol import optimistic_reasons
 from .evaluate import evaluate
 from .loop import train_fold
+from .metrics import write_risks
 from .settings import Patient, TrainSettings
 
 log = logging.getLogger(__name__)
@@ -233,16 +234,14 @@ def _write_outputs(outdir: Path, model, res, spec: dict, s: TrainSettings, fd, f
         preds.insert(1, "fold", int(fold))
         if spec.get("encoder"):  # the encoder whose features it read (models reading slides)
             preds.insert(2, "encoder", spec["encoder"])
-    with atomic_output(outdir / "predictions.tsv") as tmp:
-        preds.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    write_risks(preds, outdir / "predictions.tsv")
 
     # the training rows at the selected weights: their risks set the report's honest risk-group
     # threshold, their times and events its censoring distribution
     _, train_preds = evaluate(model, train, s, next(model.parameters()).device, "train")
     train_preds = train_preds.drop(columns="set")
     train_preds.insert(1, "fold", int(fold))
-    with atomic_output(outdir / "train_predictions.tsv") as tmp:
-        train_preds.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    write_risks(train_preds, outdir / "train_predictions.tsv")
     return ckpt
 
 

@@ -23,7 +23,7 @@ from ..fileio import atomic_output
 from .bags import BagCache, class_weights, epoch_order, prefetched_bags, targets, to_device
 from .device import amp_dtype, grad_scaler, resolve_device
 from .evaluate import evaluate, loss_options
-from .losses import cmta_loss
+from .losses import cmta_loss, l1_penalty
 from .metrics import cindex
 from .settings import FoldResult, Patient, TrainSettings
 
@@ -189,7 +189,7 @@ def _train_epoch(run: _Run, train_patients: Sequence[Patient], epoch: int) -> di
             out = model(bag, omics)
         loss, parts = cmta_loss(out, y, c, **run.loss_options)
         if s.l1 > 0:
-            loss = loss + s.l1 * sum(w.abs().sum() for w in model.parameters())
+            loss = loss + s.l1 * l1_penalty(model, s.l1_modules)
         window.append((loss.detach(), p.case_id))
         if step % FINITE_CHECK_STEPS == 0:
             window = _check_finite(window, epoch)

@@ -95,3 +95,10 @@ def cmta_loss(
         parts["sim"] = sim.detach()
         total = total + alpha * sim
     return total, parts
+
+
+def l1_penalty(model: torch.nn.Module, modules=()) -> torch.Tensor:
+    """Sum of |w| over every parameter of ``model``, or of its submodules named in
+    ``modules`` (PORPOISE's ``l1_reg_modules``: the genomic network and the fusion)."""
+    parts = [getattr(model, m) for m in modules] if modules else [model]
+    return sum(w.abs().sum() for part in parts for w in part.parameters())

@@ -6,6 +6,10 @@ cohorts). The source of every setting is in docs/models.md ("Training recipes").
 MCAT's and PORPOISE's training loops add the L1 penalty after dividing the NLL by the
 gradient accumulation (``loss / gc + loss_reg``); this loop divides the whole loss, so the
 reference ``l1`` is their ``lambda_reg`` times ``grad_accum``: the same gradient.
+
+Every reference recipe of a baseline also trains in fp32 (``amp: false``; their code has no
+autocast) and keeps the model after the last epoch under every protocol (``selection:
+final``; their code selects no epoch: it saves the last one and reports its c-index).
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ RECIPES = ("cmta", "reference")
 #: MCAT's main.py defaults (mahmoodlab/MCAT @ b9cca63, main.py lines 115-126): Adam, lr 2e-4,
 #: weight decay (--reg) 1e-5, gradient accumulation (--gc) 32, 20 epochs, alpha_surv 0;
 #: PORPOISE's main.py has the same (mahmoodlab/PORPOISE @ 3390dc4, main.py lines 135-145)
+#: fp32 and the last epoch: core_utils.train uses no autocast and saves the model after its
+#: last epoch (--early_stopping False: MCAT main.py l. 128, PORPOISE main.py l. 147; MCAT
+#: utils/core_utils.py l. 202 saves the model after the loop)
 _MAHMOODLAB = {"optimizer": "adam", "lr": 2e-4, "weight_decay": 1e-5, "grad_accum": 32,
                "epochs": 20, "scheduler": "none", "censor_weight": 0.0, "l1": 0.0,
-               "weighted_sampler": True}
+               "weighted_sampler": True, "amp": False, "selection": "final"}
 
 #: model -> the settings its authors' code trains it with
 REFERENCE: dict[str, dict] = {
@@ -35,7 +42,9 @@ REFERENCE: dict[str, dict] = {
     "attmil": dict(_MAHMOODLAB),  # MCAT docs/Commands.md "Attention MIL", --model_type amil
     "mcat": dict(_MAHMOODLAB),  # MCAT docs/Commands.md "MCAT", --model_type mcat
     "mcat_omic": dict(_MAHMOODLAB),  # MCAT's genomic arm, trained by the same main.py
-    "porpoise": dict(_MAHMOODLAB),  # PORPOISE main.py, --model_type porpoise_mmf (reg_type None)
+    # PORPOISE docs/Commands.md, "MMF": --reg_type pathomic, i.e. utils.l1_reg_modules (L1 on
+    # fc_omic and mm: here the genomic network and the fusion) at main.py's --lambda_reg 1e-5
+    "porpoise": {**_MAHMOODLAB, "l1": 1e-5 * 32, "l1_modules": ("genomic_embedding", "fusion")},
     # CMTA's reference is its own run.sh: the cmta recipe (the defaults)
     "cmta": {},
 }

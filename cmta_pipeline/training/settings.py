@@ -55,6 +55,7 @@ class TrainSettings:
     similarity: str = "l1"  # l1 | mse | kl | cosine
     censor_weight: float = 0.0  # the NLL's alpha (0 = pure NLL, as published)
     l1: float = 0.0  # L1 penalty on every weight (MCAT's lambda_reg with reg_type all/omic)
+    l1_modules: tuple = ()  # submodules the L1 penalty covers; empty = every weight
     weighted_sampler: bool = True  # balance (time bin x censorship) classes, as published
     max_train_patches: int = 0  # 0 = whole bags (published); N = subsample larger bags (departure)
     selection: str = "final"  # final | early_stopping | best_heldout (optimistic)

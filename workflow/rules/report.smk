@@ -3,7 +3,8 @@
 # Every file it writes is an output; the ones people look at are in the Snakemake report
 # (snakemake --report), under "Results".
 # Table 1 (cmta table1): <outdir>/table1.* over every cohort of the run, with the linear
-# floor (table1.floor) and paired comparisons; the rule report is a cohort's own.
+# floor (table1.floor) and paired comparisons; the rule report is a cohort's own, and
+# reports the floor like any run (metrics, Kaplan-Meier, the demo's planted-risk table).
 
 
 include: "functions/report.smk"
@@ -13,10 +14,12 @@ if not COHORTS:
 
     rule report:
         input:
-            summaries=train_targets("summary.json"),
-            predictions=train_targets("predictions.tsv"),
+            summaries=train_targets("summary.json") + floor_targets("summary.json"),
+            predictions=train_targets("predictions.tsv")
+            + floor_targets("predictions.tsv"),
             # the training rows: censoring distribution of Uno's c-index, AUC(t) and Brier
-            train_predictions=train_targets("train_predictions.tsv"),
+            train_predictions=train_targets("train_predictions.tsv")
+            + floor_targets("train_predictions.tsv"),
         output:
             summary=report(
                 f"{OUT}/report/cindex_summary.tsv",
@@ -40,7 +43,7 @@ if not COHORTS:
                     subcategory="Kaplan-Meier",
                     labels={"run": run},
                 )
-                for run in train_runs()
+                for run in table_runs()
             ],
             metrics=report(
                 f"{OUT}/report/metrics.tsv",
@@ -56,7 +59,7 @@ if not COHORTS:
                 subcategory="Metrics",
                 labels={"table": "metrics, mean +- sd"},
             ),
-            km_svg=[f"{OUT}/report/km_{run}.svg" for run in train_runs()],
+            km_svg=[f"{OUT}/report/km_{run}.svg" for run in table_runs()],
             cindex_per_fold=report(
                 f"{OUT}/report/cindex_per_fold.png",
                 caption="../report/cindex_per_fold.rst",
@@ -89,7 +92,7 @@ if not COHORTS:
             train_dir=lambda wc, input: os.path.dirname(
                 os.path.dirname(os.path.dirname(input.summaries[0]))
             ),
-            runs=lambda wc: " ".join(map(shlex.quote, train_runs())),
+            runs=lambda wc: " ".join(map(shlex.quote, table_runs())),
             outdir=lambda wc, output: os.path.dirname(output.summary),
             cmta=CMTA,
             version=VERSION,
@@ -144,3 +147,37 @@ rule table1:
     shell:
         "{params.cmta} table1 {params.args} --paper-table {params.paper:q} "
         "-o {params.outdir:q} > {log:q} 2>&1"
+
+
+if COHORTS:
+
+    # External validation (config external:): every run of the train cohort predicts every
+    # patient of the test cohort with its fold ensemble (cmta external); table 1 reads it.
+    rule external:
+        input:
+            unpack(external_input),
+        output:
+            summary=f"{OUT}/external/{{pair}}/{{run}}/external.json",
+            risk=f"{OUT}/external/{{pair}}/{{run}}/risk.tsv",
+            km=f"{OUT}/external/{{pair}}/{{run}}/km.png",
+            km_svg=f"{OUT}/external/{{pair}}/{{run}}/km.svg",
+        log:
+            f"{OUT}/logs/external/{{pair}}/{{run}}.log",
+        benchmark:
+            f"{OUT}/benchmarks/external/{{pair}}/{{run}}.tsv"
+        wildcard_constraints:
+            pair="[A-Za-z0-9_]+",
+            run="[A-Za-z0-9_-]+",
+        conda:
+            env_file("torch")
+        threads: 1
+        resources:
+            mem_mb=scaled_mem(8000),
+            runtime=scaled_runtime(60),
+        params:
+            args=external_args,
+            outdir=lambda wc, output: os.path.dirname(output.summary),
+            cmta=CMTA,
+            version=VERSION,
+        shell:
+            "{params.cmta} external {params.args} -o {params.outdir:q} > {log:q} 2>&1"

@@ -25,6 +25,10 @@ def cohort_args(wildcards):
     else:
         args.append(f"--n-folds {COHORT['n_folds']}")
     args.append(f"--seed {COHORT['seed']}")
+    if COHORT["split_by"] == "site":
+        args.append("--split-by site")
+        if config["slides"].get("sheet"):
+            args.append(f"--site-sheet {shlex.quote(str(config['slides']['sheet']))}")
     args.append(f"--n-bins {COHORT['n_bins']}")
     args.append(f"--labels-from {COHORT['labels_from']}")
     args.append(f"--inner-val-fraction {COHORT['inner_val_fraction']}")

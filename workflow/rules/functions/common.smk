@@ -291,6 +291,7 @@ RESERVED_COHORT_NAMES = {
     "benchmarks",
     "cache",
     "resources",
+    "external",
 }
 
 
@@ -326,7 +327,7 @@ def cohort_configs(cfg):
     check_cohort_names(cfg)
     out = {}
     for name, part in cohorts.items():
-        c = {k: v for k, v in cfg.items() if k != "cohorts"}
+        c = {k: v for k, v in cfg.items() if k not in ("cohorts", "external")}
         for section in ("slides", "genomics", "cohort"):
             c[section] = {**cfg[section], **(part or {}).get(section, {})}
         if "study" in (part or {}):

@@ -1,9 +1,14 @@
 # Input and argument functions of the report stage's rules (rules/report.smk, which
 # includes this file); they read the config of rules/common.smk. Table 1 of a run of
 # several cohorts reads what each cohort's module trains (its rule <name>_all).
+from cmta_pipeline.modalities import LINEAR_MODELS, reads_slides
 from cmta_pipeline.report.protocol import study_of
 
 TABLE1 = config["table1"]
+if config.get("external") and not COHORTS:
+    raise WorkflowError(
+        "config external: needs cohorts: (the train and test cohorts are named there)"
+    )
 
 
 def table1_targets():
@@ -39,10 +44,10 @@ def table1_cohorts():
 
 def table1_input(wildcards):
     """The summary.json of every run and fold the table reads (written after the
-    predictions)."""
+    predictions), and the external.json of every external pair and run."""
     if not COHORTS:
         return train_targets() + floor_targets()
-    files = []
+    files = external_targets()
     for name in COHORTS:
         train = os.path.join(OUT, name, "train")
         files += [
@@ -67,9 +72,92 @@ def table1_args(wildcards):
     studies = [f"{n}={s}" for n, _, s in cohorts if s]
     if studies:
         args.append("--study " + " ".join(map(shlex.quote, studies)))
+    if external_pairs():
+        args.append(f"--external-dir {shlex.quote(f'{OUT}/external')}")
     args += [
         f"--protocol {config['protocol']}",
         "--runs " + " ".join(table1_runs()),
         f"--n-boot {TABLE1['n_boot']} --seed {TABLE1['seed']}",
     ]
+    return " ".join(args)
+
+
+# ---- external validation (config external:, rule external) ---------------------------
+
+
+def external_pairs():
+    """``<train>_to_<test>`` -> (train, test) of config ``external:`` (cohort names of
+    ``cohorts:``; a run of several cohorts only)."""
+    pairs = {}
+    for i, pair in enumerate(config.get("external") or []):
+        for key in ("train", "test"):
+            if pair[key] not in COHORTS:
+                raise WorkflowError(
+                    f"config external[{i}].{key}: {pair[key]!r} is not a cohort of cohorts: "
+                    f"({', '.join(COHORTS) or 'none: external needs cohorts:'})"
+                )
+        pairs[f"{pair['train']}_to_{pair['test']}"] = (pair["train"], pair["test"])
+    return pairs
+
+
+def cohort_run_folds(name):
+    """run -> the fold folders cohort ``name`` trains (its rule <name>_all)."""
+    train = os.path.join(OUT, name, "train")
+    runs = {}
+    for f in getattr(rules, f"{name}_all").input:
+        if f.startswith(train) and os.path.basename(f) == "summary.json":
+            fold_dir = os.path.dirname(f)
+            runs.setdefault(os.path.basename(os.path.dirname(fold_dir)), []).append(
+                fold_dir
+            )
+    return runs
+
+
+def external_runs(train):
+    """The table's runs that cohort ``train`` trains, less linear ones (no fold network)."""
+    trained = cohort_run_folds(train)
+    return [
+        r
+        for r in table1_runs()
+        if r in trained and r.split("-")[0] not in LINEAR_MODELS
+    ]
+
+
+def external_targets():
+    return [
+        f"{OUT}/external/{pair}/{run}/external.json"
+        for pair, (train, _) in external_pairs().items()
+        for run in external_runs(train)
+    ]
+
+
+def external_input(wildcards):
+    train, test = external_pairs()[wildcards.pair]
+    folds = cohort_run_folds(train)[wildcards.run]
+    files = {
+        "models": [f"{d}/model.pt" for d in folds],
+        "summaries": [f"{d}/summary.json" for d in folds],
+        "train_cohort": f"{OUT}/{train}/cohort/folds.json",
+        "test_cohort": f"{OUT}/{test}/cohort/folds.json",
+        "test_genomics": f"{OUT}/{test}/genomics/families.tsv",
+    }
+    if reads_slides(wildcards.run.split("-")[0]):
+        files["tiles"] = f"{OUT}/{test}/{os.path.basename(TILES)}/summary.tsv"
+        files["features"] = feature_targets()
+    return files
+
+
+def external_args(wildcards, input):
+    train, test = external_pairs()[wildcards.pair]
+    args = [
+        f"--run-dir {shlex.quote(os.path.dirname(os.path.dirname(input.models[0])))}",
+        f"--cohort {shlex.quote(os.path.dirname(input.train_cohort))}",
+        f"--test-cohort {shlex.quote(os.path.dirname(input.test_cohort))}",
+        f"--genomics {shlex.quote(os.path.dirname(input.test_genomics))}",
+        f"--train-name {train} --test-name {test}",
+        f"--n-boot {TABLE1['n_boot']} --seed {TABLE1['seed']}",
+    ]
+    if "tiles" in input.keys():
+        args.append(f"--tiles-summary {shlex.quote(input.tiles)}")
+        args.append(f"--features-dir {shlex.quote(FEATURES_OUT)}")
     return " ".join(args)

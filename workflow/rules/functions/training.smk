@@ -60,8 +60,8 @@ def train_targets(name="summary.json"):
 
 
 def table_runs():
-    """The runs of table 1: the trained runs and the linear floor (table1.floor), which is
-    trained for the table (not added to the report's runs)."""
+    """The runs of table 1 and of the report: the trained runs and the linear floor
+    (table1.floor), trained for the table and reported like any run."""
     floor = config["table1"]["floor"]
     runs = train_runs()
     return runs + ([floor] if floor and floor not in runs else [])
