@@ -135,9 +135,13 @@ def planning_package():
 
 def check_job_package():
     """Without --use-conda the jobs run `python -m cmta_pipeline` with the Python that runs
-    Snakemake: it must have this workflow's own package (version, and for a checkout that
-    very folder) installed. Read without importing it (planning imports the source's).
-    """
+    Snakemake: it must have this workflow's own package installed: the same version and
+    the same files (that very checkout, or a copy of its files or of the git source's
+    commit: compared by content, package_digest). Read without importing it (planning
+    imports the source's). Commands that run no job (-n, --lint, --summary, --dag, --list-rules, ...)
+    need no package: they plan with the source's own modules."""
+    if runs_no_job():
+        return
     spec = importlib.util.find_spec("cmta_pipeline")
     if spec is None or spec.origin is None:
         raise WorkflowError(
@@ -148,14 +152,61 @@ def check_job_package():
     found = re.search(r'^__version__ = "([^"]+)"', init.read_text(), re.M).group(1)
     root = init.parents[1]
     package, editable = PACKAGE
-    if found != VERSION or (
-        editable and (root / "pyproject.toml").exists() and root != Path(package)
-    ):
+    installed = f"{root}, version {found}"
+    wrong = found != VERSION
+    if not wrong and (not editable or root != Path(package)):
+        # another folder than the checkout, or a git source: the installed files must be
+        # the source's (a copy pip made of that commit, or a checkout holding the same)
+        expected = package_digest(package) if editable else source_digest()
+        if expected is not None:
+            wrong = package_digest(root) != expected
+            installed += ", other files than the source's" if wrong else ""
+    if wrong:
         raise WorkflowError(
-            f"the cmta_pipeline installed in the Python that runs Snakemake ({root}, version "
-            f"{found}) is not this workflow's ({package}, version {VERSION}): {pip_hint()} "
+            f"the cmta_pipeline installed in the Python that runs Snakemake ({installed}) "
+            f"is not this workflow's ({package}, version {VERSION}): {pip_hint()} "
             "there, or run with --use-conda"
         )
+
+
+def runs_no_job():
+    """Whether the command line asks for no job to run: a dry run or a planning command."""
+    frame = sys._getframe()
+    while frame is not None and frame.f_code.co_name != "args_to_api":
+        frame = frame.f_back
+    args = frame.f_locals.get("args") if frame is not None else None
+    return args is not None and (
+        bool(getattr(args, "dryrun", False))
+        or any(getattr(args, a, None) for a in NO_JOB_COMMANDS)
+    )
+
+
+def package_digest(root):
+    """sha256 over the cmta_pipeline/**/*.py files under ``root`` (path and content)."""
+    h = hashlib.sha256()
+    base = Path(root, "cmta_pipeline")
+    files = {f.relative_to(root).as_posix(): f for f in base.rglob("*.py")}
+    for rel in sorted(files):
+        if "__pycache__" not in rel:
+            h.update(rel.encode() + b"\0" + files[rel].read_bytes())
+    return h.hexdigest()
+
+
+def source_digest():
+    """package_digest of a git source's commit (a local clone's); None for a hosted source,
+    which is compared by version only."""
+    if not isinstance(SOURCE, LocalGitFile):
+        return None
+    import git
+
+    tree = git.Repo(SOURCE.repo_path).commit(SOURCE.ref).tree / "cmta_pipeline"
+    blobs = [
+        b for b in tree.traverse() if b.type == "blob" and b.path.endswith(".py")
+    ]
+    h = hashlib.sha256()
+    for b in sorted(blobs, key=lambda b: b.path):
+        h.update(b.path.encode() + b"\0" + b.data_stream.read())
+    return h.hexdigest()
 
 
 def env_file(name):
