@@ -200,9 +200,7 @@ def source_digest():
     import git
 
     tree = git.Repo(SOURCE.repo_path).commit(SOURCE.ref).tree / "cmta_pipeline"
-    blobs = [
-        b for b in tree.traverse() if b.type == "blob" and b.path.endswith(".py")
-    ]
+    blobs = [b for b in tree.traverse() if b.type == "blob" and b.path.endswith(".py")]
     h = hashlib.sha256()
     for b in sorted(blobs, key=lambda b: b.path):
         h.update(b.path.encode() + b"\0" + b.data_stream.read())
@@ -311,7 +309,8 @@ def planned_executor():
     if args is None or any(getattr(args, a, None) for a in NO_JOB_COMMANDS):
         return None, None
     partitions = getattr(args, "slurm_partition_config", None)
-    if not isinstance(partitions, (str, os.PathLike)):  # unset: None or a dataclass MISSING
+    # unset: None or a dataclass MISSING
+    if not isinstance(partitions, (str, os.PathLike)):
         partitions = None
     return getattr(args, "executor", None), (str(partitions) if partitions else None)
 
@@ -432,7 +431,8 @@ def check_cohort_names(cfg):
 
 def check_cohort_rule_names(names):
     """Each cohort's rules are named <name>_<rule>: no two may make the same name (blca's
-    rule predict_genomics and blca_predict's rule genomics), nor a rule of the run's own."""
+    rule predict_genomics and blca_predict's rule genomics), nor a rule of the run's own.
+    """
     plain, patterns = workflow_rule_names()
     made = {}
     for name in names:
