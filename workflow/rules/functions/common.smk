@@ -259,8 +259,8 @@ def resolve_gpu(value):
     if value != "auto":
         return value
     planned = os.environ.get("CMTA_GPU")
-    if workflow.remote_exec and planned in ("0", "1"):
-        return planned == "1"
+    if workflow.remote_exec:  # a cluster job: the planner's answer (else this node's)
+        return planned == "1" if planned in ("0", "1") else host_gpus() > 0
     executor, partitions = planned_executor()
     if executor in LOCAL_EXECUTORS:
         n = host_gpus()
