@@ -78,6 +78,8 @@ if OWNS_SLIDES:
         log:
             f"{OUT}/logs/extract/{{slide}}.log",
         localrule: True
+        conda:
+            env_file("slides")
         params:
             args=features_args,
             version=VERSION,

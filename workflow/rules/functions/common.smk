@@ -188,7 +188,7 @@ def package_digest(root):
     files = {f.relative_to(root).as_posix(): f for f in base.rglob("*.py")}
     for rel in sorted(files):
         if "__pycache__" not in rel:
-            h.update(rel.encode() + b"\0" + files[rel].read_bytes())
+            h.update(b"\0".join([rel.encode(), files[rel].read_bytes()]))
     return h.hexdigest()
 
 
@@ -203,7 +203,7 @@ def source_digest():
     blobs = [b for b in tree.traverse() if b.type == "blob" and b.path.endswith(".py")]
     h = hashlib.sha256()
     for b in sorted(blobs, key=lambda b: b.path):
-        h.update(b.path.encode() + b"\0" + b.data_stream.read())
+        h.update(b"\0".join([b.path.encode(), b.data_stream.read()]))
     return h.hexdigest()
 
 
@@ -268,11 +268,8 @@ def resolve_gpu(value):
     elif partitions:
         gpu_parts = gpu_partitions(partitions)
         found = bool(gpu_parts)
-        why = f"executor {executor}, {partitions}: " + (
-            f"GPU partition(s) {', '.join(gpu_parts)}"
-            if found
-            else "no partition with max_gpu >= 1"
-        )
+        has = ", ".join(gpu_parts) or "none with max_gpu >= 1"
+        why = f"executor {executor}, {partitions}: GPU partitions {has}"
     else:
         raise WorkflowError(
             f"gpu: auto cannot tell whether the nodes of executor {executor} have GPUs (no "
@@ -282,14 +279,12 @@ def resolve_gpu(value):
             "--config gpu=false (CPU only)"
         )
     os.environ.update(CMTA_GPU=str(int(found)))
-    warn_once(
-        f"gpu: auto -> {str(found).lower()} ({why})"
-        + (
-            ""
-            if found
-            else ": extraction and training run on the CPU and no job asks for a GPU"
-        )
+    cpu = (
+        ""
+        if found
+        else ": extraction and training run on the CPU, no job asks for a GPU"
     )
+    warn_once(f"gpu: auto -> {str(found).lower()} ({why}){cpu}")
     return found
 
 
@@ -436,31 +431,29 @@ def check_cohort_rule_names(names):
     plain, patterns = workflow_rule_names()
     made = {}
     for name in names:
-        for rule in sorted(plain):
-            new = f"{name}_{rule}"
+        for own in sorted(plain):
+            new = f"{name}_{own}"
             if new in made:
                 raise WorkflowError(
                     f"config cohorts: {made[new][0]!r} and {name!r} both make the rule name "
-                    f"{new} (rule {made[new][1]} of {made[new][0]!r}, rule {rule} of "
+                    f"{new} (rule {made[new][1]} of {made[new][0]!r}, rule {own} of "
                     f"{name!r}): rename one of the two cohorts"
                 )
-            made[new] = (name, rule)
+            made[new] = (name, own)
             if any(re.fullmatch(p, new) for p in patterns):
                 raise WorkflowError(
-                    f"config cohorts: {name!r} makes the rule name {new} (its rule {rule}), "
-                    "which is a rule of the run itself: rename the cohort"
+                    f"config cohorts: {name!r} makes the rule name {new} (its rule {own}), "
+                    "which the run itself has: rename the cohort"
                 )
 
 
 def workflow_rule_names():
     """(names, patterns) of the rules this workflow's own files define, read from its
-    source: `rule NAME:` / `checkpoint NAME:`, and the regular expressions of rules named
-    in a loop (name: f"encode_batch_{batch}")."""
+    source (rule and checkpoint definitions), and the regular expressions of the rules
+    named in a loop (name: f"encode_batch_{batch}")."""
     snakefile = source_text("workflow/Snakefile")
-    files = ["workflow/Snakefile"] + [
-        f"workflow/{f}"
-        for f in re.findall(r'^\s*include:\s*"(rules/[^"]+)"', snakefile, re.M)
-    ]
+    included = re.findall(r'^\s*include:\s*"(rules/[^"]+)"', snakefile, re.M)
+    files = ["workflow/Snakefile", *(f"workflow/{f}" for f in included)]
     names, patterns = set(), set()
     for f in files:
         text = source_text(f)
