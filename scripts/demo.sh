@@ -6,8 +6,7 @@
 #   bash scripts/demo.sh            # CORES=8 bash scripts/demo.sh on a bigger machine
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# the workflow's dependencies only (scripts/setup.sh alone adds the test tools)
-CMTA_EXTRAS=${CMTA_EXTRAS:-workflow} bash scripts/setup.sh
+bash scripts/setup.sh
 .venv/bin/snakemake --cores "${CORES:-2}" --configfile config/demo/config.yaml
 # The Snakemake report: every result file and figure of the run on one HTML page.
 .venv/bin/snakemake --configfile config/demo/config.yaml --report results/demo/report/snakemake_report.html
