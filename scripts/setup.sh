@@ -3,8 +3,8 @@
 #   bash scripts/setup.sh            # from the repository root or anywhere
 # TORCH_SPEC selects the torch build installed first (default: the releases this project is
 # tested with; set TORCH_SPEC="" to let pip choose, or e.g. a CUDA-specific pin).
-# CMTA_EXTRAS picks the optional dependencies (default test: the workflow's and the test
-# tools; scripts/demo.sh asks for workflow only).
+# CMTA_EXTRAS picks the optional dependencies (default test: the workflow's, the test tools
+# and imagecodecs, which the demo's slides need; workflow: Snakemake and the SLURM plugin).
 # A second run with the same pyproject.toml, this script, TORCH_SPEC and extras returns at
 # once (.venv/.cmta-setup records them); delete that file to install again.
 set -euo pipefail
