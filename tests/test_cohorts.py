@@ -97,6 +97,8 @@ def test_cohorts_plan_and_a_third_cohort_adds_its_own_jobs(tmp_path, tcga_dir):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     assert out.count("protocol: paper sets cohort.labels_from = all") == 3
+    # gpu: auto is resolved once per run, not once per cohort
+    assert out.count("gpu: auto -> false") == 1, out[-3000:]
     assert "-o results/ucec/genomics" in out and "--drop-last-column" in out
 
 
@@ -173,3 +175,22 @@ def test_a_cohort_name_that_is_no_safe_folder_name_is_refused(tmp_path, tcga_dir
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert f"config cohorts: {name!r} is not a usable cohort name" in out, out[-2000:]
+
+
+def test_cohort_names_whose_rule_names_collide_are_refused(tmp_path, tcga_dir):
+    """blca's rule predict_genomics and blca_predict's rule genomics would both be
+    blca_predict_genomics: refused in one line naming both; blca + predict_blca (no
+    collision) plans (the control)."""
+    config = _two_cohorts(tcga_dir)
+    config["cohorts"]["blca_predict"] = config["cohorts"].pop("ucec")
+    r = snakemake(_config(tmp_path, config), "-n")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert ("config cohorts: 'blca' and 'blca_predict' both make the rule name "
+            "blca_predict_genomics (rule predict_genomics of 'blca', rule genomics of "
+            "'blca_predict')") in out, out[-2000:]
+    assert "CreateRuleException" not in out
+    config["cohorts"]["predict_blca"] = config["cohorts"].pop("blca_predict")
+    r = snakemake(_config(tmp_path, config), "-n")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
+    assert _jobs(r.stdout)["predict_blca_genomics"] == 1

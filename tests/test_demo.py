@@ -170,3 +170,41 @@ def test_demo_generates_its_inputs_and_plans_every_stage_without_shared(tmp_path
     r = _snakemake(clone, "-n", targets=["resources/demo/cohort/encoder.pth"])
     assert r.returncode == 0 and re.search(r"^demo_encoder\s+1$", r.stdout, re.M), r.stdout + r.stderr
     assert "../shared" not in (clone / "config" / "demo" / "config.yaml").read_text()
+
+
+def _setup_copy(tmp_path: Path) -> Path:
+    """scripts/setup.sh and pyproject.toml in a scratch folder whose .venv/bin/python is a
+    stand-in that records what it is asked (and `cmta --version` answers)."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "setup.sh", tmp_path / "scripts")
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    bin_ = tmp_path / ".venv" / "bin"
+    bin_.mkdir(parents=True)
+    for name in ("python", "cmta"):
+        (bin_ / name).write_text(f'#!/usr/bin/env bash\necho "{name} $*" >> "{tmp_path}/calls.log"\n')
+        (bin_ / name).chmod(0o755)
+    return tmp_path
+
+
+def test_setup_installs_once_and_again_when_its_inputs_change(tmp_path):
+    """A second setup with the same pyproject.toml, pins and extras installs nothing (the
+    demo's second run); the workflow extras are satisfied by a test install; changed
+    dependencies (the control) install again, without upgrading pip or byte-compiling."""
+    wd = _setup_copy(tmp_path)
+    calls = wd / "calls.log"
+
+    def setup(**env):
+        calls.unlink(missing_ok=True)
+        r = subprocess.run(["bash", "scripts/setup.sh"], cwd=wd, capture_output=True, text=True,
+                           env={**os.environ, **env}, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return [c for c in calls.read_text().splitlines() if "-m pip" in c] if calls.exists() else []
+
+    first = setup()
+    assert any("install -q --no-compile torch==" in c for c in first), first
+    assert any('-e .[test]' in c for c in first) and not any("--upgrade pip" in c for c in first), first
+    assert setup() == [] and setup(CMTA_EXTRAS="workflow") == []
+    with open(wd / "pyproject.toml", "a") as f:
+        f.write("\n# a dependency changed\n")
+    assert any('-e .[workflow]' in c for c in setup(CMTA_EXTRAS="workflow"))
+    assert setup(CMTA_EXTRAS="workflow") == []

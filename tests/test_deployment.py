@@ -363,3 +363,98 @@ def test_catalog_test_config_plans_the_whole_chain(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, re.M))
     assert {"demo_cohort", "tile", "genomics", "cohort", "train", "report"} <= set(jobs), jobs
+
+
+def readme_module_snippet() -> tuple[str, str]:
+    """(the README's module snippet, as written, dedented; the commit it pins)."""
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"^    # Snakefile of your workflow\n(.*?)^    use rule \* from cmta as cmta_\*\n",
+                      text, re.M | re.S)
+    assert block, "README: the module snippet is missing"
+    snippet = textwrap.dedent(block.group(0))
+    commit = re.search(r'github\("OWNER/cmta-pipeline", path="workflow/Snakefile", commit="([0-9a-f]{40})"\)',
+                       snippet)
+    assert commit, snippet
+    return snippet, commit.group(1)
+
+
+@pytest.mark.slow
+def test_readme_module_snippet_plans_as_written(tmp_path):
+    """The README's snippet, exactly, with its github(...) line (Snakemake's source cache
+    seeded with a clone of this repository: no network) and with the git+file:// form on a
+    clone at HEAD, plans the module's chain. The commit it pins exists; a commit that does
+    not (the control) stops planning."""
+    snippet, pinned = readme_module_snippet()
+    if subprocess.run(["git", "cat-file", "-e", f"{pinned}^{{commit}}"], cwd=REPO).returncode != 0:
+        pytest.skip(f"the README's commit {pinned} is not in this checkout's history (a shallow clone?)")
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(REPO), str(clone), cwd=tmp_path)
+    head = git("rev-parse", "HEAD", cwd=clone)
+    consumer = tmp_path / "consumer"
+    (consumer / "config").mkdir(parents=True)
+    (consumer / "config" / "config.yaml").write_text(yaml.safe_dump({"outdir": "out"}))
+    cache = tmp_path / "cache"
+    git("clone", "-q", "--bare", str(REPO),
+        str(cache / "snakemake/snakemake/source-cache/snakemake-git-cache/github.com/OWNER/cmta-pipeline"),
+        cwd=tmp_path)
+    github_line = re.search(r"^\s*github\(.*\)$", snippet, re.M).group(0)
+    local = snippet.replace(github_line.strip(), repr(f"git+file://{clone}/workflow/Snakefile@{head}"))
+    missing = snippet.replace(pinned, "0" * 40)
+    for text, ok in ((snippet, True), (local, True), (missing, False)):
+        (consumer / "Snakefile").write_text(text)
+        r = snakemake("-n", cwd=consumer, env={"XDG_CACHE_HOME": str(cache)})
+        out = r.stdout + r.stderr
+        assert (r.returncode == 0) == ok, out[-3000:]
+        if ok:
+            assert re.search(r"^cmta_tile_summary\s+1$", r.stdout, re.M), out[-3000:]
+
+
+@pytest.mark.slow
+def test_another_clone_plans_with_any_installed_package_but_runs_only_its_own(tmp_path):
+    """A second copy of this checkout, planned and run with this checkout's Python (its
+    cmta_pipeline installed from here): with the same files it runs; with one module
+    changed it still plans (-n, --list-rules) but refuses to run a job, naming both."""
+    clone = working_tree(tmp_path / "clone")
+    wd = tmp_path / "wd"
+    (wd / "config").mkdir(parents=True)
+    (wd / "config" / "config.yaml").write_text(yaml.safe_dump({"outdir": "out"}))
+    snakefile = str(clone / "workflow" / "Snakefile")
+    r = snakemake("-s", snakefile, "--cores", "1", "out/tiles/summary.tsv", cwd=wd)
+    assert r.returncode == 0, r.stderr[-3000:]
+    sheet = clone / "cmta_pipeline" / "slides" / "sheet.py"
+    sheet.write_text(sheet.read_text() + "\n# changed in the clone\n")
+    for args in (["-n", "--forceall"], ["--list-rules"]):
+        r = snakemake("-s", snakefile, *args, cwd=wd)
+        assert r.returncode == 0, (args, r.stderr[-3000:])
+    r = snakemake("-s", snakefile, "--cores", "1", "--forceall", "out/tiles/summary.tsv", cwd=wd)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert f"the cmta_pipeline installed in the Python that runs Snakemake ({REPO}, version" in out, out[-3000:]
+    assert "other files than the source's" in out and str(clone) in out
+
+
+@pytest.mark.slow
+def test_gpu_auto_under_a_cluster_executor_asks_the_partitions_not_the_login_node(tmp_path):
+    """gpu: auto with --executor slurm on this GPU-less host: the profile's partitions file
+    with a GPU partition makes it true, one without makes it false (the control), and no
+    partitions file stops planning in one line that names the jobs and the choice; --lint
+    plans regardless. The answer is printed once."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump({"outdir": "out"}))
+    (tmp_path / "cpu.yaml").write_text(yaml.safe_dump({"partitions": {"cpu": {"max_gpu": 0}}}))
+    slurm = ["-s", str(SNAKEFILE), "--executor", "slurm", "--jobs", "1"]
+    for partitions, expected in ((REPO / "profiles" / "slurm" / "partitions.yaml", "true"),
+                                 (tmp_path / "cpu.yaml", "false")):
+        r = snakemake(*slurm, "-n", "--slurm-partition-config", str(partitions), cwd=tmp_path)
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, out[-3000:]
+        assert out.count("gpu: auto ->") == 1 and f"gpu: auto -> {expected} (executor slurm, " in out, out[-3000:]
+    r = snakemake(*slurm, "-n", cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    line = next(x for x in out.splitlines() if x.startswith("gpu: auto cannot tell"))
+    assert "(encode, encode_batch_<k>)" in line and "--config gpu=true" in line and "gpu=false" in line
+    r = snakemake(*slurm, "-n", "--config", "gpu=false", cwd=tmp_path)
+    assert r.returncode == 0 and "gpu: auto" not in r.stdout + r.stderr
+    r = snakemake(*slurm, "--lint", cwd=tmp_path)
+    assert "gpu: auto cannot tell" not in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]

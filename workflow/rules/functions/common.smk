@@ -135,9 +135,13 @@ def planning_package():
 
 def check_job_package():
     """Without --use-conda the jobs run `python -m cmta_pipeline` with the Python that runs
-    Snakemake: it must have this workflow's own package (version, and for a checkout that
-    very folder) installed. Read without importing it (planning imports the source's).
-    """
+    Snakemake: it must have this workflow's own package installed: the same version and
+    the same files (that very checkout, or a copy of its files or of the git source's
+    commit: compared by content, package_digest). Read without importing it (planning
+    imports the source's). Commands that run no job (-n, --lint, --summary, --dag, --list-rules, ...)
+    need no package: they plan with the source's own modules."""
+    if runs_no_job():
+        return
     spec = importlib.util.find_spec("cmta_pipeline")
     if spec is None or spec.origin is None:
         raise WorkflowError(
@@ -148,14 +152,59 @@ def check_job_package():
     found = re.search(r'^__version__ = "([^"]+)"', init.read_text(), re.M).group(1)
     root = init.parents[1]
     package, editable = PACKAGE
-    if found != VERSION or (
-        editable and (root / "pyproject.toml").exists() and root != Path(package)
-    ):
+    installed = f"{root}, version {found}"
+    wrong = found != VERSION
+    if not wrong and (not editable or root != Path(package)):
+        # another folder than the checkout, or a git source: the installed files must be
+        # the source's (a copy pip made of that commit, or a checkout holding the same)
+        expected = package_digest(package) if editable else source_digest()
+        if expected is not None:
+            wrong = package_digest(root) != expected
+            installed += ", other files than the source's" if wrong else ""
+    if wrong:
         raise WorkflowError(
-            f"the cmta_pipeline installed in the Python that runs Snakemake ({root}, version "
-            f"{found}) is not this workflow's ({package}, version {VERSION}): {pip_hint()} "
+            f"the cmta_pipeline installed in the Python that runs Snakemake ({installed}) "
+            f"is not this workflow's ({package}, version {VERSION}): {pip_hint()} "
             "there, or run with --use-conda"
         )
+
+
+def runs_no_job():
+    """Whether the command line asks for no job to run: a dry run or a planning command."""
+    frame = sys._getframe()
+    while frame is not None and frame.f_code.co_name != "args_to_api":
+        frame = frame.f_back
+    args = frame.f_locals.get("args") if frame is not None else None
+    return args is not None and (
+        bool(getattr(args, "dryrun", False))
+        or any(getattr(args, a, None) for a in NO_JOB_COMMANDS)
+    )
+
+
+def package_digest(root):
+    """sha256 over the cmta_pipeline/**/*.py files under ``root`` (path and content)."""
+    h = hashlib.sha256()
+    base = Path(root, "cmta_pipeline")
+    files = {f.relative_to(root).as_posix(): f for f in base.rglob("*.py")}
+    for rel in sorted(files):
+        if "__pycache__" not in rel:
+            h.update(b"\0".join([rel.encode(), files[rel].read_bytes()]))
+    return h.hexdigest()
+
+
+def source_digest():
+    """package_digest of a git source's commit (a local clone's); None for a hosted source,
+    which is compared by version only."""
+    if not isinstance(SOURCE, LocalGitFile):
+        return None
+    import git
+
+    tree = git.Repo(SOURCE.repo_path).commit(SOURCE.ref).tree / "cmta_pipeline"
+    blobs = [b for b in tree.traverse() if b.type == "blob" and b.path.endswith(".py")]
+    h = hashlib.sha256()
+    for b in sorted(blobs, key=lambda b: b.path):
+        h.update(b"\0".join([b.path.encode(), b.data_stream.read()]))
+    return h.hexdigest()
 
 
 def env_file(name):
@@ -201,24 +250,83 @@ def scaled_runtime(minutes):
 
 
 def resolve_gpu(value):
-    """config gpu: true or false as given; auto: whether the host that plans the run has an
-    NVIDIA GPU (a run is planned before its executor is known, so auto cannot ask a cluster:
-    set true or false there). A cluster job reads the workflow again on its node, which may
-    differ: it takes the planner's answer, exported to the jobs (sbatch --export=ALL).
-    """
+    """config gpu: true or false as given; auto: for a local run, whether the host that plans
+    it has an NVIDIA GPU; under a cluster executor, whether the profile's partitions file
+    (slurm-partition-config) has a partition with GPUs, and without one planning stops
+    (the snakemake host tells nothing about the compute nodes). A cluster job reads the
+    workflow again on its node, which may differ: it takes the planner's answer, exported
+    to the jobs (sbatch --export=ALL). The answer is printed once per run."""
     if value != "auto":
         return value
     planned = os.environ.get("CMTA_GPU")
-    if workflow.remote_exec and planned in ("0", "1"):
-        return planned == "1"
-    found = host_gpus() > 0
-    os.environ.update(CMTA_GPU=str(int(found)))
-    if not found:
-        warn_once(
-            "gpu: auto found no NVIDIA GPU on this host: extraction and training run on the "
-            "CPU and no job asks for a GPU (on a cluster with GPU nodes set gpu: true)"
+    if workflow.remote_exec:  # a cluster job: the planner's answer (else this node's)
+        return planned == "1" if planned in ("0", "1") else host_gpus() > 0
+    executor, partitions = planned_executor()
+    if executor in LOCAL_EXECUTORS:
+        n = host_gpus()
+        found, why = n > 0, f"{n} NVIDIA GPU(s) on this host"
+    elif partitions:
+        gpu_parts = gpu_partitions(partitions)
+        found = bool(gpu_parts)
+        has = ", ".join(gpu_parts) or "none with max_gpu >= 1"
+        why = f"executor {executor}, {partitions}: GPU partitions {has}"
+    else:
+        raise WorkflowError(
+            f"gpu: auto cannot tell whether the nodes of executor {executor} have GPUs (no "
+            "slurm-partition-config partitions file): the encoder jobs (encode, "
+            "encode_batch_<k>) and the training of the models that read slides (train) "
+            "would run without a GPU; choose with --config gpu=true (GPU nodes) or "
+            "--config gpu=false (CPU only)"
         )
+    os.environ.update(CMTA_GPU=str(int(found)))
+    cpu = (
+        ""
+        if found
+        else ": extraction and training run on the CPU, no job asks for a GPU"
+    )
+    warn_once(f"gpu: auto -> {str(found).lower()} ({why}){cpu}")
     return found
+
+
+#: executors that run the jobs on the host that plans them (or run none)
+LOCAL_EXECUTORS = {None, "local", "dryrun", "touch"}
+
+
+def planned_executor():
+    """(executor, partitions file) of the run the command line asks for: found in
+    Snakemake's cli.args_to_api, which reads the workflow before it hands the executor over.
+    (None, None) for commands that run no job (--lint, --list-rules, --summary, --dag, ...)
+    and where Snakemake is used through its API."""
+    frame = sys._getframe()
+    while frame is not None and frame.f_code.co_name != "args_to_api":
+        frame = frame.f_back
+    args = frame.f_locals.get("args") if frame is not None else None
+    if args is None or any(getattr(args, a, None) for a in NO_JOB_COMMANDS):
+        return None, None
+    partitions = getattr(args, "slurm_partition_config", None)
+    # unset: None or a dataclass MISSING
+    if not isinstance(partitions, (str, os.PathLike)):
+        partitions = None
+    return getattr(args, "executor", None), (str(partitions) if partitions else None)
+
+
+#: Snakemake options (argparse dests) under which no job runs
+NO_JOB_COMMANDS = (
+    "lint list_rules list_target_rules list_resources dag rulegraph filegraph d3dag "
+    "summary detailed_summary report unlock cleanup_metadata list_changes "
+    "list_input_changes list_params_changes list_untracked delete_all_output "
+    "delete_temp_output print_compilation containerize generate_unit_tests export_cwl "
+    "archive"
+).split()
+
+
+def gpu_partitions(path):
+    """Names of the partitions with GPUs (max_gpu >= 1) in a slurm-partition-config file."""
+    try:
+        parts = (yaml.safe_load(Path(path).read_text()) or {}).get("partitions") or {}
+    except (OSError, yaml.YAMLError, AttributeError) as exc:
+        raise WorkflowError(f"{path}: cannot read the partitions: {exc}") from exc
+    return [str(n) for n, p in parts.items() if int((p or {}).get("max_gpu") or 0) >= 1]
 
 
 def host_gpus():
@@ -245,7 +353,9 @@ def gpu_model_for(gpus):
     return (config["gpu_model"] or "") if gpus else ""
 
 
-_WARNED = set()
+# Messages printed already, shared by every cohort's module (each reads this file again):
+# kept on the workflow object, which the modules share.
+_WARNED = workflow.__dict__.setdefault("_cmta_planning_messages", set())
 
 
 def warn_once(message):
@@ -311,6 +421,49 @@ def check_cohort_names(cfg):
                 f"<outdir>/{name} and its rules; use letters, digits and _ (starting with a "
                 f"letter), not {', '.join(sorted(RESERVED_COHORT_NAMES))}"
             )
+    if isinstance(cohorts, dict) and cohorts:
+        check_cohort_rule_names([str(n) for n in cohorts])
+
+
+def check_cohort_rule_names(names):
+    """Each cohort's rules are named <name>_<rule>: no two may make the same name (blca's
+    rule predict_genomics and blca_predict's rule genomics), nor a rule of the run's own.
+    """
+    plain, patterns = workflow_rule_names()
+    made = {}
+    for name in names:
+        for own in sorted(plain):
+            new = f"{name}_{own}"
+            if new in made:
+                raise WorkflowError(
+                    f"config cohorts: {made[new][0]!r} and {name!r} both make the rule name "
+                    f"{new} (rule {made[new][1]} of {made[new][0]!r}, rule {own} of "
+                    f"{name!r}): rename one of the two cohorts"
+                )
+            made[new] = (name, own)
+            if any(re.fullmatch(p, new) for p in patterns):
+                raise WorkflowError(
+                    f"config cohorts: {name!r} makes the rule name {new} (its rule {own}), "
+                    "which the run itself has: rename the cohort"
+                )
+
+
+def workflow_rule_names():
+    """(names, patterns) of the rules this workflow's own files define, read from its
+    source (rule and checkpoint definitions), and the regular expressions of the rules
+    named in a loop (name: f"encode_batch_{batch}")."""
+    snakefile = source_text("workflow/Snakefile")
+    included = re.findall(r'^\s*include:\s*"(rules/[^"]+)"', snakefile, re.M)
+    files = ["workflow/Snakefile", *(f"workflow/{f}" for f in included)]
+    names, patterns = set(), set()
+    for f in files:
+        text = source_text(f)
+        found = re.findall(r"^\s*(?:rule|checkpoint)\s+(\w+)\s*:", text, re.M)
+        names.update(found)
+        patterns.update(map(re.escape, found))
+        for named in re.findall(r'^\s*name:\s*f?"([^"]+)"', text, re.M):
+            patterns.add(re.sub(r"\\\{[^}]*\\\}", r"\\w+", re.escape(named)))
+    return names, patterns
 
 
 def cohort_configs(cfg):

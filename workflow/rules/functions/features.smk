@@ -198,13 +198,6 @@ def features_speed_args(wildcards, threads):
     return " ".join(args)
 
 
-def publish_features(input, output, log):
-    """A slide's features, moved from where its encoder job wrote them (extract)."""
-    os.replace(input.h5, output.h5)
-    os.replace(input.pt, output.pt)
-    Path(log[0]).write_text(f"{output.h5}, {output.pt}: from {input.h5}, {input.pt}\n")
-
-
 def limit_local_gpus():
     """Local runs (no cluster executor, no --resources gpu=N given): jobs asking for a GPU
     run one per GPU this machine has (host_gpus in functions/common.smk), e.g. one
