@@ -65,6 +65,9 @@ def test_tile_qc_redraws_only_pictures_of_another_size(slides_dir, tmp_path):
     png, table = tmp_path / "S1" / "S1.qc.png", tmp_path / "qc.tsv"
     assert max(cv2.imread(str(png)).shape[:2]) <= 512 + 40
     assert redraw_pictures([status, failed], 512, table) == {"kept": 1, "no picture": 1}
+    # a picture of an earlier version (no record): its tiling's qc_max_px says its size
+    (tmp_path / "S1" / "S1.qc.json").unlink()
+    assert redraw_pictures([status], 512, table) == {"kept": 1}
     before = cv2.imread(str(png)).shape
     assert redraw_pictures([status], 300, table) == {"redrawn": 1}
     after = cv2.imread(str(png)).shape

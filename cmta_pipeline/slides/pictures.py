@@ -24,13 +24,15 @@ from .qc import picture_paths, write_picture
 PICTURE_KEYS = ("qc_max_px",)
 
 
-def _drawn_at(record: Path, segmentation: dict) -> tuple[int, int | None]:
-    """(the size a picture was drawn at, its source's longest side or None): its record, or
-    for a picture of an earlier version (no record) the settings of its tiling."""
-    if record.is_file():
+def _same_picture(record: Path, qc_max_px: int) -> bool:
+    """Whether the picture whose record is ``record`` is the one ``qc_max_px`` draws (the
+    same size, or a size both at least its source image's)."""
+    try:
         data = json.loads(record.read_text())
-        return int(data["qc_max_px"]), data.get("source_px")
-    return int(segmentation.get("qc_max_px", 1536)), None
+        drawn, source = int(data["qc_max_px"]), int(data["source_px"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # drawn again
+    return min(drawn, source) == min(qc_max_px, source)
 
 
 def redraw_picture(status: dict, qc_max_px: int) -> str:
@@ -45,6 +47,10 @@ def redraw_picture(status: dict, qc_max_px: int) -> str:
     if status.get("status") != "ok":
         return "no picture"
     coords_file = Path(status["coords_path"])
+    slide_id = str(status["slide_id"])
+    record = picture_paths(coords_file.parent, slide_id)[2]
+    if record.is_file() and _same_picture(record, qc_max_px):
+        return "kept"
     try:
         with h5py.File(coords_file, "r") as f:
             coords = np.asarray(f["coords"][:])
@@ -52,9 +58,8 @@ def redraw_picture(status: dict, qc_max_px: int) -> str:
     except OSError as exc:
         raise CMTAError(f"{coords_file}: cannot read the coords ({exc})") from None
     segmentation = json.loads(attrs["segmentation"])
-    slide_id = str(status["slide_id"])
-    drawn, source_px = _drawn_at(picture_paths(coords_file.parent, slide_id)[2], segmentation)
-    if drawn == qc_max_px or (source_px is not None and min(drawn, source_px) == min(qc_max_px, source_px)):
+    # a picture of an earlier version (no record): drawn at its tiling's qc_max_px
+    if not record.is_file() and int(segmentation.get("qc_max_px", TilingParams.qc_max_px)) == qc_max_px:
         return "kept"
     params = TilingParams.from_mapping({**segmentation, "qc_max_px": qc_max_px}, f"{coords_file}: segmentation")
     path = Path(str(attrs.get("slide_path", status.get("slide_path"))))
