@@ -158,15 +158,16 @@ def test_two_encoders_in_one_run_and_a_second_encoder_added_reruns_only_its_jobs
     assert r.returncode == 0, out[-3000:]
     jobs = planned(out)
     geometry = f"_{get_spec('ctranspath').geometry()}"
-    assert {rule for rule, _ in jobs} == {"tile", "tile_summary", "train", "report", "table1", "all"}, jobs
+    assert {rule for rule, _ in jobs} == {"tile", "tile_summary", "qc_pictures", "train", "report", "table1",
+                                          "all"}, jobs
     assert {w.get("geometry") for rule, w in jobs if rule.startswith("tile")} == {geometry}
     assert [w["run"] for rule, w in jobs if rule == "train"] == ["cmta@ctranspath"]
 
     r = snakemake(tmp_path, two, "--cores", "2")
     assert r.returncode == 0, r.stderr[-3000:]
     ran = planned(r.stderr)
-    assert {rule for rule, _ in ran} == {"tile", "tile_summary", "encode_batch_0", "extract", "train", "report",
-                                         "table1", "all"}, ran
+    assert {rule for rule, _ in ran} == {"tile", "tile_summary", "qc_pictures", "encode_batch_0", "extract",
+                                         "train", "report", "table1", "all"}, ran
     assert {w["encoder_dir"] for rule, w in ran if rule in ("encode_batch_0", "extract")} == {"/ctranspath"}
     assert [w["run"] for rule, w in ran if rule == "train"] == ["cmta@ctranspath"]
     ctp = res / "features" / "ctranspath"

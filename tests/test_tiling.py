@@ -264,6 +264,6 @@ def test_cli_skip_policy_writes_failed_status(tmp_path, capsys):
 def test_cli_success_writes_outputs(slides_dir, tmp_path, capsys):
     rc, _ = _run_cli(["tile", str(slides_dir / "CMU-1-Small-Region.svs"), "-o", str(tmp_path), "--slide-id", "S1"], capsys)
     assert rc == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["S1.coords.h5", "S1.qc.jpg", "S1.qc.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["S1.coords.h5", "S1.qc.jpg", "S1.qc.json", "S1.qc.png"]
     with h5py.File(tmp_path / "S1.coords.h5") as f:
         assert f["coords"].dtype == np.int64 and f["coords"].attrs["slide_id"] == "S1"

@@ -1,4 +1,4 @@
-"""The slides stage's commands: `cmta slides` (the slide sheet), `cmta tile` (segmentation and the patch grid of one slide), `cmta tile-summary` (every slide's tiling status)."""
+"""The slides stage's commands: `cmta slides` (the slide sheet), `cmta tile` (segmentation and the patch grid of one slide), `cmta tile-summary` (every slide's tiling status), `cmta tile-qc` (the QC pictures at another size)."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def run_tile(args) -> int:
     if args.mpp is not None and not 0 < args.mpp < float("inf"):
         raise CMTAError(f"--mpp: must be a positive finite number of micrometres per pixel, got {args.mpp}")
     status = {"slide_id": slide_id, "case_id": args.case_id, "slide_path": str(args.slide)}
-    outputs = (f"{slide_id}.coords.h5", f"{slide_id}.qc.png")
+    outputs = (f"{slide_id}.coords.h5", f"{slide_id}.qc.png", f"{slide_id}.qc.json")
     try:
         # the previous run's status file, then its coords and picture: a failure leaves none
         status_file = Path(args.status).resolve() if args.status else None  # not under outdir
@@ -174,9 +174,30 @@ def run_tile_summary(args) -> int:
     return 0
 
 
+# ---- cmta tile-qc --------------------------------------------------------------
+
+
+def add_tile_qc_arguments(p) -> None:
+    p.add_argument("status", nargs="*", help="<slide_id>.tile.json files written by cmta tile --status")
+    p.add_argument("--qc-max-px", type=int, help="longest side of the QC pictures (tiling.qc_max_px; default 1536)")
+    p.add_argument("-o", "--output", required=True, help="table of every slide's picture and what was done")
+
+
+def run_tile_qc(args) -> int:
+    from .pictures import redraw_pictures
+    from .segmentation import TilingParams
+
+    size = TilingParams().qc_max_px if args.qc_max_px is None else args.qc_max_px
+    counts = redraw_pictures(args.status, size, args.output)
+    print(f"QC pictures at {size} px: {counts.get('redrawn', 0)} drawn again, "
+          f"{counts.get('kept', 0)} kept, {counts.get('no picture', 0)} failed slides -> {args.output}")
+    return 0
+
+
 #: command -> (add its arguments to a parser, run it); see cmta_pipeline/cli.py
 COMMANDS = {
     "slides": (add_slides_arguments, run_slides),
     "tile": (add_tile_arguments, run_tile),
     "tile-summary": (add_tile_summary_arguments, run_tile_summary),
+    "tile-qc": (add_tile_qc_arguments, run_tile_qc),
 }

@@ -1,14 +1,17 @@
 """The QC picture of a tiled slide: thumbnail, tissue contours, holes and the patch grid,
-as a PNG (up to ``qc_max_px``) and a small JPEG for reports that embed every slide's."""
+as a PNG (up to ``qc_max_px``), a small JPEG for reports that embed every slide's, and a
+record of the size it was drawn at (slides/pictures.py draws it again at another)."""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..fileio import atomic_output
+from ..fileio import atomic_output, write_text_atomic
 
 TISSUE = (0, 200, 0)  # RGB
 #: Longest side of the JPEG thumbnail of the QC picture (tens of kB: the Snakemake report
@@ -66,3 +69,26 @@ def write_thumbnail(path: str | os.PathLike, rgb: np.ndarray, max_px: int = THUM
     with atomic_output(path) as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85]):
             raise OSError(f"could not write {path}")
+
+
+def picture_paths(outdir: str | os.PathLike, slide_id: str) -> tuple[Path, Path, Path]:
+    """The picture (PNG), its small JPEG for the report, and its record (JSON)."""
+    base = Path(outdir) / slide_id
+    return Path(f"{base}.qc.png"), Path(f"{base}.qc.jpg"), Path(f"{base}.qc.json")
+
+
+def write_picture(outdir, slide_id, seg_rgb, seg_ds, tissue, coords, patch0, caption, qc_max_px) -> Path:
+    """Draw the QC picture (the segmentation image shrunk to ``qc_max_px`` if larger) and
+    write it, its JPEG and its record; return the PNG's path."""
+    shrink = min(1.0, qc_max_px / max(seg_rgb.shape[:2]))
+    thumb, thumb_ds = seg_rgb, seg_ds
+    if shrink < 1.0:
+        size = (max(1, round(seg_rgb.shape[1] * shrink)), max(1, round(seg_rgb.shape[0] * shrink)))
+        thumb = cv2.resize(seg_rgb, size, interpolation=cv2.INTER_AREA)
+        thumb_ds = seg_ds / shrink
+    qc = draw_qc(thumb, thumb_ds, tissue.contours, tissue.holes, seg_ds / thumb_ds, coords, patch0, caption)
+    png, jpg, record = picture_paths(outdir, slide_id)
+    write_png(png, qc)
+    write_thumbnail(jpg, qc)
+    write_text_atomic(record, json.dumps({"qc_max_px": int(qc_max_px), "source_px": int(max(seg_rgb.shape[:2]))}) + "\n")
+    return png

@@ -9,7 +9,8 @@
   ``encoder_input_px``, ``encoder_mpp``, ``upsampled``, ``level_dim``, ``slide_id``,
   ``slide_path``, ``tissue_area_um2`` and ``segmentation`` (JSON of the settings).
 * ``<slide_id>.qc.png``: thumbnail with tissue contours (green), holes (blue) and patches (red),
-  and ``<slide_id>.qc.jpg``, the same picture small (for the Snakemake report).
+  and ``<slide_id>.qc.jpg``, the same picture small (for the Snakemake report), and
+  ``<slide_id>.qc.json``, the size it was drawn at (slides/pictures.py draws it again).
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .. import __version__
 from ..errors import CMTAError
 from .patching import select_patches, write_coords
-from .qc import draw_qc, write_png, write_thumbnail
+from .qc import write_picture
 from .segmentation import TilingParams, check_stain, segment_tissue
 from .sheet import slide_id_from_path
 from .wsi import coarsest_level_at_most, open_slide, overview_image, slide_geometry
@@ -187,9 +187,7 @@ def tile_slide(
     out_coords, out_qc = coords_path(outdir, slide_id), qc_path(outdir, slide_id)
     # QC first: the coords file is the stage's product and the last thing written.
     caption = f"{slide_id}: {len(coords)} patches of {params.patch_um:g} um, read level {plan.read_level}"
-    qc = _draw_qc(seg_rgb, seg_ds, tissue, coords, plan.patch0, caption, params.qc_max_px)
-    write_png(out_qc, qc)
-    write_thumbnail(qc_thumbnail_path(outdir, slide_id), qc)
+    write_picture(outdir, slide_id, seg_rgb, seg_ds, tissue, coords, plan.patch0, caption, params.qc_max_px)
     write_coords(out_coords, coords, attrs)
     result = TileResult(
         slide_id=slide_id,
@@ -210,13 +208,3 @@ def tile_slide(
     log.info("%s: %d patches; %s; %.2f s", slide_id, result.n_patches, plan.note, result.seconds)
     return result
 
-
-def _draw_qc(seg_rgb, seg_ds, tissue, coords, patch0, caption, qc_max_px) -> np.ndarray:
-    """The QC picture: the segmentation image, shrunk to ``qc_max_px`` if larger."""
-    shrink = min(1.0, qc_max_px / max(seg_rgb.shape[:2]))
-    thumb, thumb_ds = seg_rgb, seg_ds
-    if shrink < 1.0:
-        size = (max(1, round(seg_rgb.shape[1] * shrink)), max(1, round(seg_rgb.shape[0] * shrink)))
-        thumb = cv2.resize(seg_rgb, size, interpolation=cv2.INTER_AREA)
-        thumb_ds = seg_ds / shrink
-    return draw_qc(thumb, thumb_ds, tissue.contours, tissue.holes, seg_ds / thumb_ds, coords, patch0, caption)

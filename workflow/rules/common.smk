@@ -148,11 +148,11 @@ def final_targets():
     if (
         COHORTS
     ):  # several cohorts: each one's targets (its module's rule all) and table 1
-        targets = tile_summaries()
+        targets = tile_summaries() + picture_targets()  # rules/slides.smk
         for name in COHORTS:
             targets += getattr(rules, f"{name}_all").input
         return targets + table1_targets()  # rules/report.smk
-    targets = tile_summaries()
+    targets = tile_summaries() + picture_targets()  # rules/slides.smk
     targets += cohort_targets()  # rules/cohort.smk
     targets += train_targets()  # rules/training.smk
     if train_targets():

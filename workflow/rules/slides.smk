@@ -40,7 +40,8 @@ if OWNS_SLIDES:
             path=slide_path,
             slide=slide_file,
             args=tile_args,
-            settings=lambda wc: json.dumps(TILINGS[wc.geometry]),
+            settings=tile_settings,
+            tiling=tile_result_settings,
             on_error=config["slides"]["on_error"],
             cmta=CMTA,
             version=VERSION,
@@ -49,6 +50,30 @@ if OWNS_SLIDES:
             "{params.cmta} tile {params.path:q} -o {output.tiles:q} {params.args} "
             "--settings {params.settings:q} --status {output.status:q} "
             "--on-error {params.on_error} > {log:q} 2>&1"
+
+    # The QC pictures at tiling.qc_max_px: one local job per tiling draws again those drawn
+    # at another size (the tile jobs draw them; the size is not recorded there, so
+    # changing it retiles nothing: config/README.md).
+    rule qc_pictures:
+        input:
+            tile_status_files,
+        output:
+            f"{TILES_WC}/qc_pictures.tsv",
+        log:
+            f"{OUT}/logs/qc_pictures{{geometry}}.log",
+        localrule: True
+        conda:
+            env_file("slides")
+        threads: 1
+        resources:
+            mem_mb=scaled_mem(2000),
+            runtime=scaled_runtime(60),
+        params:
+            args=picture_args,
+            cmta=CMTA,
+            version=VERSION,
+        shell:
+            "{params.cmta} tile-qc {input:q} {params.args} -o {output:q} > {log:q} 2>&1"
 
 
 checkpoint tile_summary:

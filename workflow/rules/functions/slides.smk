@@ -61,3 +61,37 @@ def tile_status_files(wildcards):
 def tile_summaries():
     """This cohort's tiling summary of each encoder's tiling (one per geometry)."""
     return [f"{OUT}/tiles{g}/summary.tsv" for g in dict.fromkeys(GEOMETRY.values())]
+
+
+# Tiling settings that change only the QC picture (cmta_pipeline/slides/pictures.py's
+# PICTURE_KEYS): left out of the tile jobs' recorded settings, followed by qc_pictures.
+PICTURE_KEYS = ("qc_max_px",)
+
+
+def tile_settings(wildcards, input):
+    """Every tiling setting, the picture's size included, for `cmta tile`; taking
+    ``input`` keeps it out of the params that Snakemake records (tile_result_settings).
+    """
+    return json.dumps(TILINGS[wildcards.geometry])
+
+
+def tile_result_settings(wildcards):
+    """The tiling settings that change the tiles (recorded: changing one retiles); for a
+    config without picture settings the same text as tile_settings, recorded before."""
+    settings = TILINGS[wildcards.geometry]
+    return json.dumps({k: v for k, v in settings.items() if k not in PICTURE_KEYS})
+
+
+def picture_args(wildcards):
+    """The picture settings of the tiling {geometry} for `cmta tile-qc` (recorded)."""
+    size = TILINGS[wildcards.geometry].get("qc_max_px")
+    return "" if size is None else f"--qc-max-px {int(size)}"
+
+
+def picture_targets():
+    """Each tiling's table of QC pictures (the run's: only where it tiles)."""
+    if not OWNS_SLIDES:
+        return []
+    return [
+        f"{SHARED}/tiles{g}/qc_pictures.tsv" for g in dict.fromkeys(GEOMETRY.values())
+    ]
