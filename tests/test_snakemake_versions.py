@@ -3,7 +3,7 @@ min_version): the Snakemake API it relies on is pinned here on the installed Sna
 a two-cohort dry run runs under another installed Snakemake when one is named by
 CMTA_OTHER_SNAKEMAKE (a venv folder or its python), e.g. one with the floor version:
 
-    python3 -m venv /tmp/sm-low && /tmp/sm-low/bin/pip install 'snakemake==9.14.0' pandas pyyaml jsonschema
+    python3 -m venv /tmp/sm-low && /tmp/sm-low/bin/pip install 'snakemake==9.13.5' pandas pyyaml jsonschema
     CMTA_OTHER_SNAKEMAKE=/tmp/sm-low .venv/bin/python -m pytest tests/test_snakemake_versions.py
 """
 
@@ -25,7 +25,7 @@ SNAKEFILE = REPO / "workflow" / "Snakefile"
 # parameters it passes: (module, object, parameters). A module named by a variable (the
 # cohorts, `module:` with `name:`) goes through Workflow.module(name=...) and the dynamic
 # module lookup of Workflow.userule (Snakemake >= 9.0); get_path_or_uri(secret_free=False)
-# is Snakemake >= 9.14.
+# is Snakemake >= 9.13.5.
 API = [
     ("snakemake.workflow", "Workflow.module", {"name", "snakefile", "config"}),
     ("snakemake.workflow", "Workflow.userule", {"rules", "from_module", "name_modifier"}),
