@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The self-contained demo: set up .venv, then run the whole pipeline on a synthetic cohort
 # that the workflow generates itself (config/demo/config.yaml; nothing outside the
-# repository is read). About 5 minutes on 2 quiet cores, setup included (an estimate from
-# a loaded machine: docs/benchmarks.md);
+# repository is read). About 9 minutes on 2 quiet cores, setup included (measured:
+# docs/benchmarks.md);
 # a second run finds .venv and the results in place and returns at once.
 #   bash scripts/demo.sh            # CORES=8 bash scripts/demo.sh on a bigger machine
 set -euo pipefail
