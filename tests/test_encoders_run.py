@@ -11,10 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from _training_helpers import fake_run
 
 from cmta_pipeline.features.encoders.registry import get_spec
 from cmta_pipeline.report.table1 import build_table1, markdown
@@ -200,16 +200,7 @@ def test_two_encoders_in_one_run_and_a_second_encoder_added_reruns_only_its_jobs
 
 
 def _run(root: Path, run: str, encoder: str | None, seed: int, folds: int = 2) -> None:
-    rng = np.random.default_rng(seed)
-    for k in range(folds):
-        d = root / "train" / run / f"fold_{k}"
-        d.mkdir(parents=True)
-        n = 30
-        risk = rng.normal(size=n)
-        pd.DataFrame({"case_id": [f"p{k}_{i}" for i in range(n)], "fold": k, "risk": risk,
-                      "time": np.exp(-risk + rng.normal(size=n)) * 20, "event": (np.arange(n) % 3 > 0).astype(int)}
-                     ).to_csv(d / "predictions.tsv", sep="\t", index=False)
-        (d / "summary.json").write_text(json.dumps({"fold": k, "encoder": encoder}))
+    fake_run(root, run, folds, 30, seed, {"encoder": encoder})
 
 
 def test_table1_rows_per_encoder_and_paired_comparisons_between_encoders(tmp_path):

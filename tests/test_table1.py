@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from _training_helpers import fake_run
 from sksurv.metrics import concordance_index_censored
 
 from cmta_pipeline import genomics as g
@@ -167,19 +167,10 @@ def test_pairs_are_cmta_against_each_run_or_every_pair():
 
 def _train_dir(root: Path, run: str, folds: int = 3, optimistic: bool = False, recipe: str | None = None,
                seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    for k in range(folds):
-        d = root / "train" / run / f"fold_{k}"
-        d.mkdir(parents=True)
-        n = 40
-        risk = rng.normal(size=n)
-        pd.DataFrame({"case_id": [f"p{k}_{i}" for i in range(n)], "fold": k, "risk": risk,
-                      "time": np.exp(-risk + rng.normal(size=n)) * 20, "event": (np.arange(n) % 3 > 0).astype(int)}
-                     ).to_csv(d / "predictions.tsv", sep="\t", index=False)
-        summary = {"fold": k, "optimistic": optimistic, "selection": "best_heldout" if optimistic else "final"}
-        if recipe:
-            summary["recipe"] = recipe
-        (d / "summary.json").write_text(json.dumps(summary))
+    summary = {"optimistic": optimistic, "selection": "best_heldout" if optimistic else "final"}
+    if recipe:
+        summary["recipe"] = recipe
+    fake_run(root, run, folds, 40, seed, summary)
 
 
 def test_sd_ddof_follows_the_protocol(tmp_path):
