@@ -114,10 +114,15 @@ def comparison_pairs(keys: list[tuple[str, str]]) -> list[tuple[tuple[str, str],
     return list(dict.fromkeys(pairs))
 
 
+def by_run_encoder(predictions: dict) -> dict:
+    """``predictions`` keyed by (run, encoder): a plain run key gets the encoder ``""``."""
+    return {k if isinstance(k, tuple) else (k, ""): v for k, v in predictions.items()}
+
+
 def paired_table(cohort: str, predictions: dict, n_boot: int = 1000, seed: int = 1) -> pd.DataFrame:
     """One row per pair of runs of one cohort (:data:`PAIRED_COLUMNS`); ``predictions`` is
     keyed by run or by (run, encoder)."""
-    preds = {k if isinstance(k, tuple) else (k, ""): v for k, v in predictions.items()}
+    preds = by_run_encoder(predictions)
     rows = [{"cohort": cohort, "run_a": a[0], "encoder_a": a[1], "run_b": b[0], "encoder_b": b[1],
              **paired_difference(preds[a], preds[b], n_boot, seed)}
             for a, b in comparison_pairs(list(preds))]
@@ -190,9 +195,9 @@ def split_pairs(predictions: dict[str, dict[str, pd.DataFrame]], n_boot: int = 1
     for c1, c2 in itertools.combinations(predictions, 2):
         if patients[c1] != patients[c2] or schemes.get(c1, "") == schemes.get(c2, ""):
             continue
-        for key in [k for k in predictions[c1] if k in predictions[c2]]:
-            run, enc = key if isinstance(key, tuple) else (key, "")
+        p1, p2 = by_run_encoder(predictions[c1]), by_run_encoder(predictions[c2])
+        for run, enc in [k for k in p1 if k in p2]:
             rows.append({"cohort": f"{c1} vs {c2}", "run_a": f"{run}@{c1}", "encoder_a": enc,
                          "run_b": f"{run}@{c2}", "encoder_b": enc,
-                         **split_difference(predictions[c1][key], predictions[c2][key], n_boot, seed)})
+                         **split_difference(p1[(run, enc)], p2[(run, enc)], n_boot, seed)})
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
