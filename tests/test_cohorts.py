@@ -75,6 +75,7 @@ def test_two_cohorts_in_one_run_give_table1_and_paired_comparisons(tmp_path, tcg
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, r.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_cohorts_plan_and_a_third_cohort_adds_its_own_jobs(tmp_path, tcga_dir):
     config = _two_cohorts(tcga_dir)
     wd = _config(tmp_path, config)
@@ -177,6 +178,7 @@ def test_a_cohort_name_that_is_no_safe_folder_name_is_refused(tmp_path, tcga_dir
     assert f"config cohorts: {name!r} is not a usable cohort name" in out, out[-2000:]
 
 
+@pytest.mark.slow
 def test_cohort_names_whose_rule_names_collide_are_refused(tmp_path, tcga_dir):
     """blca's rule predict_genomics and blca_predict's rule genomics would both be
     blca_predict_genomics: refused in one line naming both; blca + predict_blca (no

@@ -222,6 +222,7 @@ def _train_jobs(output: str) -> dict[str, str]:
     return jobs
 
 
+@pytest.mark.slow
 def test_gpu_setting_parses_from_the_command_line(tmp_path):
     """`--config gpu=false` (a string to Snakemake) and gpu=0 ask for no GPU, gpu=true for
     one for the runs of slide models; a dict of strings (training={'epochs': '2'}) is typed

@@ -49,7 +49,7 @@ class Tiny(nn.Module):
 INFO = EncoderInfo("tiny", "random", "", dim=16, normalisation="imagenet", input_px=None)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def slide_coords(slides_dir, tmp_path_factory):
     slide = slides_dir / "CMU-1-Small-Region.svs"
     out = tmp_path_factory.mktemp("prec") / "cmu.coords.h5"

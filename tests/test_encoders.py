@@ -73,6 +73,7 @@ def test_cmta_encoders_lists_every_encoder(capsys):
     assert [line.split("\t")[0] for line in out[1:]] == list(REGISTRY)
 
 
+@pytest.mark.slow
 def test_weights_file_loads_and_wrong_one_is_refused(tmp_path):
     model, _ = build_named_encoder("lunit-vits8", "random")
     path = tmp_path / "lunit.safetensors"  # the hub's format, timm's names
@@ -105,7 +106,7 @@ def test_conch_checkpoint_names_load():
         load_weights(spec, random_architecture(spec), state, "conch.bin")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def two_patches(slides_dir, tmp_path_factory):
     from _feature_helpers import write_grid_coords
 
@@ -116,6 +117,7 @@ def two_patches(slides_dir, tmp_path_factory):
 
 # a ViT-L, a ViT-H, a CONCH-style ViT-B at 448, a Swin
 @pytest.mark.parametrize("name", ["uni_v1", "virchow2", "conch_v1", "ctranspath"])
+@pytest.mark.slow
 def test_cmta_extract_encoder_random_weights_on_real_slide(name, two_patches, tmp_path):
     from cmta_pipeline.cli import main
 

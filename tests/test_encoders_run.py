@@ -68,6 +68,7 @@ def _slides(folder: Path, cases: list[str] = CASES) -> None:
         write_synthetic_slide(folder / f"{case}-01Z-00-DX1.tif", shapes[:1], w, h, 0.5, seed=i)
 
 
+@pytest.mark.slow
 def test_several_encoders_plan_their_own_tiles_features_and_runs(tmp_path, tcga_dir):
     """A dry run of [resnet50, uni_v1, ctranspath] with cmta, an ablation and snn: each
     encoder's features in its folder (UNI shares resnet50's tiles, CTransPath has its own),

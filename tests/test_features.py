@@ -34,12 +34,12 @@ REPO = Path(__file__).resolve().parents[1]
 N_PATCHES = 31  # what `cmta tile --preset biopsy` finds on CMU-1-Small-Region
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cmu(slides_dir):
     return slides_dir / "CMU-1-Small-Region.svs"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cmu_coords(cmu, tmp_path_factory):
     """The slide stage's own coords file (`cmta tile`, biopsy preset: 31 patches of 257 px)."""
     out = tmp_path_factory.mktemp("tiles")
@@ -53,7 +53,7 @@ def cmu_coords(cmu, tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def encoder():
     return build_encoder("random")
 
@@ -161,6 +161,7 @@ def test_fetch_weights_from_mirror_checks_hash(tmp_path, monkeypatch, encoder):
 # ---------------------------------------------------------------- real slide
 
 
+@pytest.mark.slow
 def test_extract_real_slide(cmu, cmu_coords, tmp_path, encoder):
     model, info = encoder
     a = extract_slide(cmu, cmu_coords, tmp_path / "a", _opts(batch_size=5, workers=0),
@@ -213,6 +214,7 @@ def test_read_at_level0_gives_clam_pixels(cmu, cmu_coords):
     assert default.shape == (224, 224, 3) and not np.array_equal(default, clam)
 
 
+@pytest.mark.slow
 def test_bf16_cosine_check_decides(cmu, tmp_path):
     """bf16 is kept only if every checked patch has cosine >= 0.999 to its fp32 feature."""
     model = ResNet50Trunc()
@@ -295,6 +297,7 @@ def test_bad_coords_files(cmu, cmu_coords, tmp_path, slides_dir):
         load_patch_grid(far, slide)
 
 
+@pytest.mark.slow
 def test_corrupt_tile_fails_or_is_skipped(tmp_path, encoder):
     """A tile that cannot be decoded: named error by default; skipped and counted if asked."""
     model, info = encoder
@@ -316,6 +319,7 @@ def test_corrupt_tile_fails_or_is_skipped(tmp_path, encoder):
         assert len(f["coords"]) == 15 and f["coords"][-1].tolist() == [768, 768]
 
 
+@pytest.mark.slow
 def test_interrupted_write_leaves_no_output(cmu, cmu_coords, tmp_path, monkeypatch, encoder):
     """A run that dies while writing leaves no file a rerun would take as complete."""
     model, info = encoder
@@ -347,6 +351,7 @@ def test_interrupted_write_leaves_no_output(cmu, cmu_coords, tmp_path, monkeypat
                                                      "CMU-1-Small-Region.pt"]
 
 
+@pytest.mark.slow
 def test_cli_error_is_one_line(cmu, tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "cmta_pipeline", "extract", str(cmu),
@@ -394,6 +399,7 @@ def test_workflow_plans_fetch_weights_and_gpu(shared_data, tmp_path):
     assert "local run" not in out
 
 
+@pytest.mark.slow
 def test_readers_do_not_hang_after_opencv_in_parent(cmu, cmu_coords, tmp_path):
     """Forked readers must not touch OpenCV: its thread pool deadlocks in a forked child
     when the parent has used it (as a process that tiled first would have)."""
@@ -583,6 +589,7 @@ def test_compiled_encoder_matches_eager_and_fills_its_cache(tmp_path, encoder):
 # ---------------------------------------------------------------- several slides, one process
 
 
+@pytest.mark.slow
 def test_several_slides_in_one_process_equal_one_per_process(tmp_path):
     """`cmta extract A a.coords B b.coords C c.coords`: one encoder for all; each slide's files
     are byte-identical to a run of its own, and a slide whose tiling failed (its tile status
@@ -631,6 +638,7 @@ def test_several_slides_in_one_process_equal_one_per_process(tmp_path):
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
 
 
+@pytest.mark.slow
 def test_slides_of_one_process_share_one_encoder_runner(tmp_path, monkeypatch):
     """extract_slides builds (folds, and where on, compiles) the encoder once for all its
     slides: one runner for the two slides, besides the fp32 reference of checks."""

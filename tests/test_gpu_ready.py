@@ -508,6 +508,7 @@ def test_cuda_backend_times_cudnn_plans_as_the_cli_does(monkeypatch):
 # ---------------------------------------------------------------- bags read once when they fit
 
 
+@pytest.mark.slow
 def test_bags_from_disk_are_read_once_when_they_fit(tmp_path, monkeypatch):
     """Bags on disk (callables) are kept in memory while they fit in half the memory
     available, so 3 epochs and their evaluations read each bag once; with no room they are

@@ -131,7 +131,7 @@ def _coords(root: Path, attr: str | None) -> Path:
     return p
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def genomics_dir(tmp_path_factory) -> Path:
     """One `cmta genomics` folder of 12 patients, shared by the cohort cases (copied)."""
     root = tmp_path_factory.mktemp("hostile_genomics")
@@ -144,7 +144,7 @@ def genomics_dir(tmp_path_factory) -> Path:
     return root / "g"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small_slide(tmp_path_factory) -> Path:
     from cmta_pipeline.slides.synthetic import demo_specimen, write_synthetic_slide
 

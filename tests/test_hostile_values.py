@@ -54,7 +54,7 @@ def _table() -> pd.DataFrame:
     return df
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def base(tmp_path_factory):
     """genomics -> cohort (2 folds) -> snn trained 1 epoch on each fold, and 6 patients
     given again without survival as new patients (their genomics: --missing-survival keep)."""

@@ -19,7 +19,7 @@ from sksurv.util import Surv
 from cmta_pipeline import evaluation as ev
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def whas500():
     """WHAS500 (shipped with scikit-survival), months; a fixed 4:1 train/test split; the risk
     is a linear score of age, heart rate and heart failure (higher = worse)."""

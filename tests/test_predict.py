@@ -13,7 +13,7 @@ from cmta_pipeline.predict.risk import percentile_of
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(tcga_dir, tmp_path_factory):
     """Real BLCA genomics, published splits, an snn trained 1 epoch on folds 0 and 1, and
     6 held-out patients of fold 0 given again as "new" patients without survival columns."""
@@ -41,6 +41,7 @@ def _predict(root, out, *extra, genomics="new_genomics"):
                  "--genomics", str(root / genomics), "-o", str(out), *extra])
 
 
+@pytest.mark.slow
 def test_new_patients_reproduce_the_out_of_fold_risks(trained, tmp_path):
     root, cases = trained
     surv = pd.read_csv(root / "new_genomics" / "patients.tsv", sep="\t")
@@ -148,6 +149,7 @@ def test_cohort_audits_patients_kept_without_survival(tmp_path):
     assert len(pd.read_csv(tmp_path / "c/cohort.tsv", sep="\t")) == n - 2
 
 
+@pytest.mark.slow
 def test_slide_model_reads_the_new_patients_bags(trained, tmp_path):
     """CMTA (slides + genomics) on synthetic patch features: the held-out patients of fold 0
     predicted again from their slide sheet and feature files get the same risks."""

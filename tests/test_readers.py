@@ -329,6 +329,7 @@ def test_default_reader_features_agree_with_openslide(slides_dir, tmp_path):
     assert not (lo >= 0.999 and med >= 0.9999), (lo, med)
 
 
+@pytest.mark.slow
 def test_the_gpu_reading_paths_emulated_on_the_cpu(slides_dir, tmp_path, monkeypatch):
     """`cmta extract`'s loop as it runs on CUDA, with the CPU standing in for the GPU: the
     `tiles` readers hand over patches as read and the device resizes them; `nvjpeg` readers

@@ -19,7 +19,7 @@ from cmta_pipeline.slides.wsi import open_slide, slide_geometry
 # ---- real slides -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cmu_tiles(slides_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("cmu")
     result = tile_slide(slides_dir / "CMU-1-Small-Region.svs", out)
@@ -130,7 +130,7 @@ def test_mpp_override_and_missing_mpp(slides_dir, tmp_path):
 # ---- synthetic slides of known geometry ------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def specimen_slides(tmp_path_factory):
     d = tmp_path_factory.mktemp("synthetic")
     shapes, w_um, h_um = demo_specimen()

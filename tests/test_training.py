@@ -92,6 +92,7 @@ def test_selection_modes():
         train_fold(build_model("snn", list(SIZES)), train, {"heldout": sets["heldout"]}, s)
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_gives_the_same_model(tmp_path):
     train, sets = _small_sets()
     s = TrainSettings(epochs=3)
@@ -169,7 +170,7 @@ def test_bad_settings_are_refused():
 # --------------------------------------------------------------------------- cmta train
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def blca_cohort(tcga_dir, tmp_path_factory):
     """The real BLCA genomics with the published splits and a 10 % inner validation split."""
     from cmta_pipeline.cli import main
@@ -183,6 +184,7 @@ def blca_cohort(tcga_dir, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_train_command_outputs(blca_cohort, tmp_path, capsys):
     import json
 

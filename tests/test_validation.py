@@ -38,7 +38,7 @@ def test_risks_differing_past_the_sixth_digit_keep_their_order(tmp_path):
     assert res6.per_fold["cindex_harrell"].iloc[0] == pytest.approx(0.5)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def blca_gdir(tcga_dir, tmp_path_factory):
     from cmta_pipeline import genomics as g
 
@@ -124,7 +124,7 @@ def test_reference_recipe_is_fp32_last_epoch_and_porpoise_l1_on_its_modules():
     assert l1_penalty(net) > part * 1.01  # every weight: more than those modules
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def blca_by_site(tcga_dir, tmp_path_factory):
     """Two cohorts built from BLCA by site: A the sites of 2F..FD (alphabetically first half
     of the patients), B the others; genomics only, with every third gene column dropped
@@ -147,6 +147,7 @@ def blca_by_site(tcga_dir, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_external_rows_with_intervals_in_table1(blca_by_site, tmp_path):
     import json
 
