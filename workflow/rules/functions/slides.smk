@@ -147,14 +147,13 @@ def tile_batch_args(ids):
     """
 
     def args(wildcards, input):
-        words = []
+        words, tiles = [], TILES_WC.replace("{geometry}", wildcards.geometry)
         for s in ids:
             row = SLIDES.loc[s]
             item = {"slide": str(row.path), "slide_id": s, "case_id": str(row.case_id)}
             item["stain"] = row.stain
             if row.mpp == row.mpp:  # not NaN
                 item["mpp"] = float(row.mpp)
-            tiles = TILES_WC.format(geometry=wildcards.geometry)
             item.update(
                 outdir=f"{tiles}/.staged/{s}", status=f"{tiles}/.staged/{s}.tile.json"
             )
