@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The self-contained demo: set up .venv, then run the whole pipeline on a synthetic cohort
 # that the workflow generates itself (config/demo/config.yaml; nothing outside the
-# repository is read). 3 folds of 1 epoch (the 5-minute budget's setting): 6 min 43 s on
-# 2 cores shared with other work, setup included, 460 s of CPU (docs/benchmarks.md#demo);
+# repository is read). 3 folds of 1 epoch (the 5-minute budget's setting): 6 min 27 s on
+# 2 cores shared with other work, setup included, 379 s of CPU (docs/benchmarks.md#demo);
 # a second run finds .venv and the results in place and returns at once.
 #   bash scripts/demo.sh            # CORES=8 bash scripts/demo.sh on a bigger machine
 set -euo pipefail
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # --max-jobs-per-timespan: Snakemake's job rate limit (default 100/1s) re-runs its job
 # selection on a 1 s timer that every scheduling round starts again, so the timers pile up
-# with the jobs done (about 8,000 rounds for the demo's 267 jobs, each stat()ing every
+# with the jobs done (7,961 rounds in a profiled demo run of 267 jobs, each stat()ing every
 # ready job's inputs: more CPU than tiling and encoding together). The same rate, 100 jobs
 # per second, counted over 5 s: 5 times fewer timer rounds; the run may end up to 5 s after its
 # last job (the last timer). docs/benchmarks.md#demo.
