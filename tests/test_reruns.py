@@ -5,11 +5,14 @@ added to the sheet reruns its own batch, not every later one."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import yaml
 
@@ -143,3 +146,52 @@ def test_a_slide_added_reruns_its_own_batch_only(tmp_path):
     assert published == [OLD[0], NEW]
     for s in OLD[1:]:
         assert (features / f"{s}.features.h5").stat().st_mtime_ns == before[s]
+
+
+@pytest.mark.slow
+def test_tiling_in_batches_is_a_speed_setting(tmp_path):
+    """tiling.slides_per_job 2 (issue 29): tile_batch_<k> jobs tile the slides, a local tile
+    job per slide moves them into place; a slide that is not one fails alone (on_error:
+    skip); the files are those of one `cmta tile` per slide; another batch size reruns
+    nothing, a result setting reruns the tiling (the negative control)."""
+    for i, name in enumerate(OLD):
+        slide(tmp_path / "slides", name, i)
+    (tmp_path / "slides" / f"{NEW}.tif").write_bytes(b"not a slide")
+    base = {"outdir": "results", "slides": {"folder": "slides", "on_error": "skip"},
+            "tiling": {"preset": "biopsy", "slides_per_job": 2}}
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(base))
+    r = snakemake(tmp_path, "results/tiles/summary.tsv")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ran = jobs(r.stderr)
+    assert sorted(rule for rule, _ in ran if rule.startswith("tile_batch_")) == ["tile_batch_0", "tile_batch_1"]
+    assert sorted(w for rule, w in ran if rule == "tile") == [f"slide={s}" for s in sorted(OLD + [NEW])]
+    tiles = tmp_path / "results" / "tiles"
+    assert not (tiles / ".staged").exists()
+    summary = (tiles / "summary.tsv").read_text()
+    assert f"{NEW}\tTCGA-AA-0003\tfailed" in summary and summary.count("\tok\t") == 3, summary
+
+    # the same files as one process per slide: the status names the slide's own folder
+    s = OLD[0]
+    status = json.loads((tiles / f"{s}.tile.json").read_text())
+    assert status["coords_path"] == f"results/tiles/{s}/{s}.coords.h5"
+    single = tmp_path / "single"
+    settings = json.dumps({"preset": "biopsy", "patch_size_px": 512, "target_mpp": 0.25,
+                           "encoder_input_px": 224, "step_fraction": 1.0, "stain": "brightfield"})
+    subprocess.run([sys.executable, "-m", "cmta_pipeline", "tile", str(tmp_path / "slides" / f"{s}.tif"),
+                    "-o", str(single), "--slide-id", s, "--case-id", "TCGA-AA-0001", "--stain",
+                    "brightfield", "--settings", settings], check=True, capture_output=True)
+    for suffix in (".qc.png", ".qc.jpg", ".qc.json"):
+        assert (single / f"{s}{suffix}").read_bytes() == (tiles / s / f"{s}{suffix}").read_bytes()
+    with h5py.File(single / f"{s}.coords.h5") as a, h5py.File(tiles / s / f"{s}.coords.h5") as b:
+        assert np.array_equal(a["coords"][:], b["coords"][:])
+        assert {k: str(v) for k, v in a["coords"].attrs.items()} == {k: str(v) for k, v in b["coords"].attrs.items()}
+
+    def plan(tiling):
+        r = snakemake(tmp_path, "-n", "results/tiles/summary.tsv", config={**base, "tiling": tiling})
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r.stdout + r.stderr
+
+    assert "Nothing to be done" in plan({"preset": "biopsy", "slides_per_job": 3})
+    out = plan({"preset": "biopsy", "slides_per_job": 3, "step_fraction": 0.5})
+    assert {rule for rule, _ in jobs(out)} == {"tile_batch_0", "tile_batch_1", "tile", "tile_summary"}, jobs(out)

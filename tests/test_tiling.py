@@ -267,3 +267,33 @@ def test_cli_success_writes_outputs(slides_dir, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["S1.coords.h5", "S1.qc.jpg", "S1.qc.json", "S1.qc.png"]
     with h5py.File(tmp_path / "S1.coords.h5") as f:
         assert f["coords"].dtype == np.int64 and f["coords"].attrs["slide_id"] == "S1"
+
+
+def test_cli_batch_tiles_each_slide_as_alone_and_names_bad_items(tmp_path, capsys):
+    """`cmta tile --batch` (tiling.slides_per_job > 1): a slide that is not one gets its own
+    failed status; with --on-error fail the command stops there (exit 2) after writing the
+    slides before it, each as `cmta tile` of it alone would; a bad item is one line."""
+    import json
+
+    fake = tmp_path / "notes.svs"
+    fake.write_text("this is not a slide\n" * 100)
+
+    def item(name):
+        return json.dumps({"slide": str(fake), "slide_id": name, "outdir": str(tmp_path / name),
+                           "status": str(tmp_path / f"{name}.json"), "publish_dir": f"final/{name}"})
+
+    rc, err = _run_cli(["tile", "--batch", item("a"), "--batch", item("b"), "--on-error", "skip"], capsys)
+    assert rc == 0, err
+    for name in "ab":
+        status = json.loads((tmp_path / f"{name}.json").read_text())
+        assert status["status"] == "failed" and "not a slide" in status["reason"]
+        assert (tmp_path / name).is_dir() and not list((tmp_path / name).iterdir())
+    (tmp_path / "b.json").unlink()
+    rc, err = _run_cli(["tile", "--batch", item("a"), "--batch", item("b")], capsys)
+    assert rc == 2 and not (tmp_path / "b.json").exists(), err  # stopped at the first
+    bad = json.dumps({"slide": str(fake), "outdir": "x", "status": "y", "colour": "red"})
+    for args, cause in ((["--batch", bad], "unknown key 'colour'"),
+                        (["--batch", "{"], "not JSON"), ([], "give one slide file or --batch"),
+                        ([str(fake), "--batch", item("a")], "not both")):
+        rc, err = _run_cli(["tile", *args], capsys)
+        assert rc == 2 and len([l for l in err if "error:" in l]) == 1 and cause in err[-1], err

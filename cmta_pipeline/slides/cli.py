@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from pathlib import Path
@@ -72,8 +73,9 @@ _FLAGS = {
 
 
 def add_tile_arguments(p) -> None:
-    p.add_argument("slide", help="slide file (any format OpenSlide 4 reads)")
-    p.add_argument("-o", "--outdir", required=True, help="folder for <slide_id>.coords.h5 and .qc.png")
+    p.add_argument("slide", nargs="?", help="slide file (any format OpenSlide 4 reads)")
+    p.add_argument("-o", "--outdir", help="folder for <slide_id>.coords.h5 and .qc.png (needed "
+                   "but with --batch)")
     p.add_argument("--slide-id", help="output name (default: file name without extension)")
     p.add_argument("--case-id", help="patient id, recorded in the status file")
     p.add_argument("--mpp", type=float, help="micrometres per level-0 pixel; overrides the slide's metadata")
@@ -88,6 +90,13 @@ def add_tile_arguments(p) -> None:
     p.add_argument("--status", help="write a JSON status file (ok or failed, with the reason)")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="skip: record the failure in --status and exit 0, so a cohort run goes on")
+    p.add_argument("--publish-dir", help="the folder the status file names as the coords' home "
+                   "(default --outdir): where a later step moves --outdir")
+    p.add_argument("--batch", action="append", metavar="JSON",
+                   help="many slides in one process, each --batch one slide: a JSON object (or a "
+                   "list of them, or a file holding the list) with the keys slide, outdir, status "
+                   "and optionally slide_id, case_id, mpp, stain, publish_dir; the other options "
+                   "apply to each slide, and each slide's failure is handled as --on-error says")
 
 
 def load_settings(text: str | None) -> dict:
@@ -116,10 +125,51 @@ def load_settings(text: str | None) -> dict:
     return data.get("tiling", data)
 
 
+#: what an item of ``cmta tile --batch`` may set (the rest are the command's options)
+BATCH_KEYS = ("slide", "outdir", "status", "slide_id", "case_id", "mpp", "stain", "publish_dir")
+
+
+def load_batch(texts: list[str]) -> list[dict]:
+    """The slides of the ``--batch`` options: each an inline JSON object or list of them,
+    or a JSON file holding a list."""
+    items: list = []
+    for text in texts:
+        inline = text.lstrip().startswith(("{", "["))
+        try:
+            value = json.loads(text if inline else Path(text).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CMTAError(f"--batch {text[:60]}: not JSON slides ({exc})") from None
+        items += value if isinstance(value, list) else [value]
+    for i, item in enumerate(items):
+        bad = sorted(set(item) - set(BATCH_KEYS)) if isinstance(item, dict) else None
+        if bad is None or bad or not {"slide", "outdir", "status"} <= set(item):
+            raise CMTAError(f"--batch, item {i}: expected an object with slide, outdir and status "
+                            f"(and optionally {', '.join(BATCH_KEYS[3:])})"
+                            + (f"; unknown key {bad[0]!r}" if bad else ""))
+    return items
+
+
 def run_tile(args) -> int:
+    """One slide, or each slide of ``--batch`` in turn (one process: the interpreter and
+    its imports once), each exactly as ``cmta tile`` of that slide alone would."""
+    if (args.slide is None) == (args.batch is None):
+        raise CMTAError("cmta tile: give one slide file or --batch, not both or neither")
+    if args.batch is None:
+        if not args.outdir:
+            raise CMTAError("cmta tile: give -o/--outdir")
+        return tile_one(args)
+    for item in load_batch(args.batch):
+        one = argparse.Namespace(**{**vars(args), "slide_id": None, "case_id": None, "mpp": None,
+                                    "publish_dir": None, **item, "batch": None})
+        Path(one.outdir).mkdir(parents=True, exist_ok=True)  # a failed slide's: empty
+        tile_one(one)
+    return 0
+
+
+def tile_one(args) -> int:
     from .segmentation import TilingParams
     from .sheet import slide_id_from_path
-    from .tiling import tile_slide
+    from .tiling import coords_path, qc_path, tile_slide
 
     slide_id = args.slide_id or slide_id_from_path(args.slide)
     check_id(slide_id, "slide id", "--slide-id" if args.slide_id else f"{args.slide} (its file name)")
@@ -152,6 +202,9 @@ def run_tile(args) -> int:
     print(f"{slide_id}: {result.note}")
     if args.status:
         status.update(status="ok", reason="", **result.as_dict())
+        if args.publish_dir:  # the files' home once published, as if tiled there
+            status.update(coords_path=str(coords_path(args.publish_dir, slide_id)),
+                          qc_path=str(qc_path(args.publish_dir, slide_id)))
         write_text_atomic(args.status, json.dumps(status, indent=2) + "\n")
     return 0
 

@@ -11,45 +11,116 @@ include: "functions/slides.smk"
 # run tiles each slide once.
 if OWNS_SLIDES:
 
-    rule tile:
-        input:
-            slide_input,
-        output:
-            status=f"{TILES_WC}/{{slide}}.tile.json",
-            # <slide>.coords.h5 (read by the encoder jobs), <slide>.qc.png and its small JPEG,
-            # <slide>.qc.jpg, which the Snakemake report embeds (the PNGs would make it huge)
-            tiles=report(
-                directory(f"{TILES_WC}/{{slide}}"),
-                patterns=["{slide}.qc.jpg"],
-                caption="../report/slide_qc.rst",
-                category="Slides",
-                subcategory="{slide}",
-                labels={"slide": "{slide}", "figure": "tissue and patches"},
-            ),
-        log:
-            f"{OUT}/logs/tile{{geometry}}/{{slide}}.log",
-        benchmark:
-            f"{OUT}/benchmarks/tile{{geometry}}/{{slide}}.tsv"
-        conda:
-            env_file("slides")
-        threads: 1
-        resources:
-            mem_mb=scaled_mem(2000),
-            runtime=scaled_runtime(30),
-        params:
-            path=slide_path,
-            slide=slide_file,
-            args=tile_args,
-            settings=tile_settings,
-            tiling=tile_result_settings,
-            on_error=config["slides"]["on_error"],
-            cmta=CMTA,
-            version=VERSION,
-        shell:
-            "mkdir -p {output.tiles:q} && "
-            "{params.cmta} tile {params.path:q} -o {output.tiles:q} {params.args} "
-            "--settings {params.settings:q} --status {output.status:q} "
-            "--on-error {params.on_error} > {log:q} 2>&1"
+    # tiling.slides_per_job 1 (default): one job per slide, which writes the slide's files.
+    if TILE_SLIDES_PER_JOB == 1:
+
+        rule tile:
+            input:
+                slide_input,
+            output:
+                status=f"{TILES_WC}/{{slide}}.tile.json",
+                # <slide>.coords.h5 (read by the encoder jobs), <slide>.qc.png and its small JPEG,
+                # <slide>.qc.jpg, which the Snakemake report embeds (the PNGs would make it huge)
+                tiles=report(
+                    directory(f"{TILES_WC}/{{slide}}"),
+                    patterns=["{slide}.qc.jpg"],
+                    caption="../report/slide_qc.rst",
+                    category="Slides",
+                    subcategory="{slide}",
+                    labels={"slide": "{slide}", "figure": "tissue and patches"},
+                ),
+            log:
+                f"{OUT}/logs/tile{{geometry}}/{{slide}}.log",
+            benchmark:
+                f"{OUT}/benchmarks/tile{{geometry}}/{{slide}}.tsv"
+            conda:
+                env_file("slides")
+            threads: 1
+            resources:
+                mem_mb=scaled_mem(2000),
+                runtime=scaled_runtime(30),
+            params:
+                path=slide_path,
+                slide=slide_file,
+                args=tile_args,
+                settings=tile_settings,
+                tiling=tile_result_settings,
+                on_error=config["slides"]["on_error"],
+                cmta=CMTA,
+                version=VERSION,
+            shell:
+                "mkdir -p {output.tiles:q} && "
+                "{params.cmta} tile {params.path:q} -o {output.tiles:q} {params.args} "
+                "--settings {params.settings:q} --status {output.status:q} "
+                "--on-error {params.on_error} > {log:q} 2>&1"
+
+    else:
+        # tiling.slides_per_job > 1: one process per batch of slides (a consistent hash of
+        # the slide id, as the encoder jobs'); each slide is tiled as its own job would
+        # (per-slide status, slides.on_error per slide) into .staged/ ...
+        for batch, ids in enumerate(slide_batches(TILE_SLIDES_PER_JOB)):
+
+            rule:
+                name:
+                    f"tile_batch_{batch}"
+                input:
+                    tile_batch_input(ids),
+                output:
+                    status=staged(ids, ".tile.json"),
+                    tiles=staged(ids),
+                log:
+                    f"{OUT}/logs/tile{{geometry}}/batch_{batch}.log",
+                benchmark:
+                    f"{OUT}/benchmarks/tile{{geometry}}/batch_{batch}.tsv"
+                conda:
+                    env_file("slides")
+                threads: 1
+                resources:
+                    mem_mb=scaled_mem(2000),
+                    runtime=scaled_runtime(30 + len(ids)),
+                params:
+                    batch=tile_batch_args(ids),
+                    settings=tile_settings,
+                    on_error=config["slides"]["on_error"],
+                    cmta=CMTA,
+                    version=VERSION,
+                shell:
+                    "{params.cmta} tile {params.batch} --settings {params.settings:q} "
+                    "--on-error {params.on_error} > {log:q} 2>&1"
+
+        # ... and this local job moves them into place. It records what the one-slide tile
+        # job records (the slide file, the tiling's settings): a changed one reruns the
+        # slide's batch; another slides_per_job (> 1) reruns nothing.
+        rule tile:
+            input:
+                status=f"{STAGED}/{{slide}}.tile.json",
+                tiles=f"{STAGED}/{{slide}}",
+                slide=slide_input,
+            output:
+                status=f"{TILES_WC}/{{slide}}.tile.json",
+                tiles=report(
+                    directory(f"{TILES_WC}/{{slide}}"),
+                    patterns=["{slide}.qc.jpg"],
+                    caption="../report/slide_qc.rst",
+                    category="Slides",
+                    subcategory="{slide}",
+                    labels={"slide": "{slide}", "figure": "tissue and patches"},
+                ),
+            log:
+                f"{OUT}/logs/tile{{geometry}}/{{slide}}.log",
+            localrule: True
+            conda:
+                env_file("slides")
+            params:
+                slide=slide_file,
+                args=tile_args,
+                tiling=tile_result_settings,
+                on_error=config["slides"]["on_error"],
+                version=VERSION,
+            shell:
+                "mv -f {input.tiles:q} {output.tiles:q} && "
+                "mv -f {input.status:q} {output.status:q} && "
+                "echo {output.tiles:q} {output.status:q}: from {input.tiles:q} > {log:q}"
 
     # The QC pictures at tiling.qc_max_px: one local job per tiling draws again those drawn
     # at another size (the tile jobs draw them; the size is not recorded there, so

@@ -576,7 +576,8 @@ def encoder_layout(config, out, encoder=None):
             else "features.encoder"
         )
         raise WorkflowError(f"{key}: {exc}") from exc
-    tiling = dict(config["tiling"])
+    # the tiling settings the tile jobs get (slides_per_job: how they are cut into jobs)
+    tiling = {k: v for k, v in config["tiling"].items() if k != "slides_per_job"}
     if spec.family == "resnet":
         return spec.name, f"{out}/tiles", f"{out}/features", tiling
     mpp = float(tiling["target_mpp"])

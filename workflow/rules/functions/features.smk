@@ -57,28 +57,9 @@ def tiling_summary(wildcards):
     return ancient(f"{OUT}/tiles{GEOMETRY[encoder_of(wildcards)]}/summary.tsv")
 
 
-def jump_hash(key, buckets):
-    """Jump consistent hash (Lamping & Veach 2014, arXiv:1406.2294): the bucket of ``key``
-    among ``buckets``; with one bucket more, only 1/buckets of the keys move."""
-    b, j = -1, 0
-    while j < buckets:
-        b = j
-        key = (key * 2862933555777941757 + 1) % 2**64
-        j = int((b + 1) * (2**31 / ((key >> 33) + 1)))
-    return b
-
-
 def extract_batches():
-    """Slide ids in ceil(N / features.slides_per_job) batches of about that size: each
-    slide's batch is a consistent hash of its id (in id order within a batch), so that
-    adding or removing a slide changes its own batch, not every later one."""
-    ids, n = sorted(SLIDES.index), FEATURES["slides_per_job"]
-    buckets = max(1, -(-len(ids) // n))
-    batches = [[] for _ in range(buckets)]
-    for s in ids:
-        key = int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "big")
-        batches[jump_hash(key, buckets)].append(s)
-    return [b for b in batches if b]
+    """The encoder jobs' batches of about features.slides_per_job slides (slide_batches)."""
+    return slide_batches(FEATURES["slides_per_job"])
 
 
 def encode_inputs(ids):

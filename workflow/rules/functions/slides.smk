@@ -95,3 +95,70 @@ def picture_targets():
     return [
         f"{SHARED}/tiles{g}/qc_pictures.tsv" for g in dict.fromkeys(GEOMETRY.values())
     ]
+
+
+def jump_hash(key, buckets):
+    """Jump consistent hash (Lamping & Veach 2014, arXiv:1406.2294): the bucket of ``key``
+    among ``buckets``; with one bucket more, only 1/buckets of the keys move."""
+    b, j = -1, 0
+    while j < buckets:
+        b = j
+        key = (key * 2862933555777941757 + 1) % 2**64
+        j = int((b + 1) * (2**31 / ((key >> 33) + 1)))
+    return b
+
+
+def slide_batches(n):
+    """Slide ids in ceil(N / n) batches of about n: each slide's batch is a consistent hash
+    of its id (in id order within a batch), so that adding or removing a slide changes its
+    own batch, not every later one (the encoder jobs' and the tile jobs' batches)."""
+    ids = sorted(SLIDES.index)
+    buckets = max(1, -(-len(ids) // n))
+    batches = [[] for _ in range(buckets)]
+    for s in ids:
+        key = int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "big")
+        batches[jump_hash(key, buckets)].append(s)
+    return [b for b in batches if b]
+
+
+# tiling.slides_per_job > 1: tile_batch_<k> jobs tile about that many slides each (one
+# process) into TILES_WC/.staged/ (temporary; a slide id never starts with "."), and the
+# local rule tile moves each slide's files into place, recording the tiling's settings.
+TILE_SLIDES_PER_JOB = config["tiling"].get("slides_per_job", 1)
+STAGED = f"{TILES_WC}/.staged"
+
+
+def staged(ids, suffix=""):
+    """The batch job's temporary outputs of the slides ``ids`` (folders when no suffix)."""
+    if suffix:
+        return [temp(f"{STAGED}/{s}{suffix}") for s in ids]
+    return [temp(directory(f"{STAGED}/{s}")) for s in ids]
+
+
+def tile_batch_input(ids):
+    """The demo's slide files of the batch (see slide_input)."""
+    return [SLIDES.loc[s, "path"] for s in ids] if config.get("demo") else []
+
+
+def tile_batch_args(ids):
+    """`cmta tile`'s --batch options, one per slide (what tile_args and the sheet give a
+    tile job): written into the staging folder, the status naming the slide's own folder.
+    Taking ``input`` keeps it out of the recorded params (rule tile records the settings).
+    """
+
+    def args(wildcards, input):
+        words, tiles = [], TILES_WC.replace("{geometry}", wildcards.geometry)
+        for s in ids:
+            row = SLIDES.loc[s]
+            item = {"slide": str(row.path), "slide_id": s, "case_id": str(row.case_id)}
+            item["stain"] = row.stain
+            if row.mpp == row.mpp:  # not NaN
+                item["mpp"] = float(row.mpp)
+            item.update(
+                outdir=f"{tiles}/.staged/{s}", status=f"{tiles}/.staged/{s}.tile.json"
+            )
+            item["publish_dir"] = f"{tiles}/{s}"
+            words += ["--batch", json.dumps(item)]
+        return " ".join(map(shlex.quote, words))
+
+    return args
