@@ -71,6 +71,10 @@ stop() {
         [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true
     done
     pkill -x munged 2>/dev/null || true
+    # the files start wrote: with a slurm.conf naming a controller that is down, every
+    # `scontrol show config` waits 9 s, and the SLURM executor plugin runs that command at
+    # every Snakemake start (its squeue/sacct choice), local runs included
+    rm -f /etc/slurm/slurm.conf /etc/slurm/gres.conf
 }
 
 "${1:?usage: local_slurm.sh install|start|stop}"
