@@ -103,6 +103,24 @@ def test_cohort_files_read_by_the_pipeline(tmp_path):
     assert set(np.unique(table.filter(like="_cnv"))) <= {-2.0, -1.0, 0.0, 1.0, 2.0}
 
 
+def test_slides_drawn_in_several_processes_are_the_same_files(tmp_path):
+    """`cmta demo-cohort --workers 2` (the rule's threads) writes the same bytes as one
+    process; negative control through the same call: another seed gives other slides."""
+    s = DemoSettings.from_config({**TINY, "n_patients": 10})
+    write_demo_cohort(s, FAMILIES, tmp_path / "one", workers=1)
+    write_demo_cohort(s, FAMILIES, tmp_path / "two", workers=2)
+    write_demo_cohort(DemoSettings.from_config({**TINY, "n_patients": 10, "seed": 2}), FAMILIES,
+                      tmp_path / "other", workers=2)
+    names = sorted(p.name for p in (tmp_path / "one" / "slides").iterdir())
+    assert len(names) == 10
+    for name in names:
+        one = (tmp_path / "one" / "slides" / name).read_bytes()
+        assert (tmp_path / "two" / "slides" / name).read_bytes() == one, name
+        assert (tmp_path / "other" / "slides" / name).read_bytes() != one, name
+    for table in ("genomics.csv", "patients.tsv"):
+        assert (tmp_path / "two" / table).read_bytes() == (tmp_path / "one" / table).read_bytes()
+
+
 def test_planted_summary_puts_the_oracle_beside_the_runs(tmp_path):
     p = plant_patients(DemoSettings(n_patients=30))
     p.to_csv(tmp_path / "patients.tsv", sep="\t", index=False)

@@ -590,7 +590,8 @@ def test_two_cohort_runs_into_one_folder_never_leave_a_mix(genomics_dir, tmp_pat
 #: shell placeholders that are not `:q`: each holds arguments a function already quoted
 #: with shlex.quote (args, speed, slides, runs, cmta, encoder), a number, or a schema enum.
 PRE_QUOTED = {"params.args", "params.speed", "params.slides", "params.runs", "params.cmta",
-              "params.encoder", "threads", "params.on_error", "params.patch_px", "params.input_px"}
+              "params.encoder", "threads", "params.on_error", "params.patch_px", "params.input_px",
+              "params.batch"}
 
 
 def test_every_shell_placeholder_is_quoted():
@@ -628,10 +629,12 @@ def _one_word_each(commands: list[str], whole: dict[str, str]) -> None:
 HOSTILE_OUTDIR = "res q'x $(touch PWNED); y"
 
 
-def test_hostile_config_values_are_one_shell_word_each(tmp_path):
+@pytest.mark.parametrize("slides_per_job", [1, 2])
+def test_hostile_config_values_are_one_shell_word_each(tmp_path, slides_per_job):
     """A dry run (-n -p) with an outdir and input paths holding a quote, a space, $() and ;
     and odd but valid slide ids: every shell command parses, and each value is one word
-    (the tile jobs, the tiling summary, the genomics and the families' download)."""
+    (the tile jobs, one slide each or in batches, the tiling summary, the genomics and the
+    families' download)."""
     hostile = HOSTILE_OUTDIR
     slides = tmp_path / "sl ides;$(x)"
     slides.mkdir()
@@ -641,7 +644,8 @@ def test_hostile_config_values_are_one_shell_word_each(tmp_path):
     table = tmp_path / "gen 'o'; $(mics).csv"
     table.write_text("x")
     commands = _dry_run_commands(tmp_path, {  # the families file downloaded: download_families
-        "outdir": f"{tmp_path}/{hostile}", "slides": {"sheet": "slides.tsv"}, "genomics": {"table": str(table)}})
+        "outdir": f"{tmp_path}/{hostile}", "slides": {"sheet": "slides.tsv"}, "genomics": {"table": str(table)},
+        "tiling": {"slides_per_job": slides_per_job}})
     run = {(w := shlex.split(c))[w.index("cmta_pipeline") + 1] for c in commands if "cmta_pipeline" in c}
     assert {"tile", "tile-summary", "genomics"} <= run, commands
     assert len([c for c in commands if "sha256sum -c" in c]) == 1, commands
@@ -651,8 +655,13 @@ def test_hostile_config_values_are_one_shell_word_each(tmp_path):
     genomics = next(shlex.split(c) for c in commands if " genomics " in c)
     assert str(table) in genomics and str(families) in genomics, genomics
     tile = [shlex.split(c) for c in commands if " tile " in c]
-    for i in ids:
-        assert any(["--slide-id", i] == w[k:k + 2] for w in tile for k in range(len(w))), i
+    if slides_per_job == 1:
+        for i in ids:
+            assert any(["--slide-id", i] == w[k:k + 2] for w in tile for k in range(len(w))), i
+    else:  # each slide one --batch word: JSON naming its id and its file
+        items = [json.loads(w[k + 1]) for w in tile for k in range(len(w)) if w[k] == "--batch"]
+        assert sorted(item["slide_id"] for item in items) == sorted(ids), items
+        assert all(item["slide"] == str(slides / f"{item['slide_id']}.svs") for item in items), items
     assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()
 
 

@@ -11,6 +11,8 @@ def add_demo_cohort_arguments(p) -> None:
                    help="folder for patients.tsv, genomics.csv, slides/ and planted.json")
     p.add_argument("--settings", default="{}",
                    help="JSON of the config's demo section (n_patients, seed, weights, ...)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes drawing the slides (speed only: the same pixels with any number)")
 
 
 def run_demo_cohort(args) -> int:
@@ -23,7 +25,8 @@ def run_demo_cohort(args) -> int:
         cfg = json.loads(args.settings)
     except json.JSONDecodeError as exc:
         raise CMTAError(f"--settings: not JSON ({exc})") from None
-    planted = write_demo_cohort(DemoSettings.from_config(cfg), args.families, args.outdir)
+    planted = write_demo_cohort(DemoSettings.from_config(cfg), args.families, args.outdir,
+                                workers=max(1, args.workers))
     print(f"{planted['n_patients']} demo patients in {args.outdir} "
           f"({planted['censored_fraction']:.0%} censored); c-index on the whole cohort:")
     for name, value in planted["cindex_whole_cohort"].items():

@@ -189,26 +189,46 @@ def write_pyramid_tiff(path: str | os.PathLike, image: np.ndarray, mpp: float,
 # --------------------------------------------------------------------------- cohort
 
 
-def write_demo_cohort(settings: DemoSettings, families_file: str | os.PathLike, outdir: str | os.PathLike) -> dict:
+def write_demo_cohort(settings: DemoSettings, families_file: str | os.PathLike, outdir: str | os.PathLike,
+                      workers: int = 1) -> dict:
     """Write the demo cohort into ``outdir`` (patients.tsv, genomics.csv, slides/, planted.json);
     return the contents of planted.json. Slides are written before the tables, so that the
-    tables' presence means the cohort is complete."""
+    tables' presence means the cohort is complete. ``workers`` processes draw the slides
+    (speed only: each slide's pixels come from its own seed)."""
     out = Path(outdir)
     # the previous cohort's planted.json, then the rest: a failed run leaves none of it
     with fresh_outputs(out, ("genomics.csv", "patients.tsv", "slides"), marker="planted.json"):
-        return _write_demo_cohort(settings, families_file, out)
+        return _write_demo_cohort(settings, families_file, out, workers)
 
 
-def _write_demo_cohort(settings: DemoSettings, families_file, out: Path) -> dict:
+def _write_slide(path: str, case_id: str, score: float, settings: DemoSettings) -> None:
+    rng = np.random.default_rng([settings.seed, 2, int(case_id.split("-")[1])])
+    write_pyramid_tiff(path, render_demo_slide(score, rng, settings), settings.mpp)
+
+
+def _write_slides(sheet: pd.DataFrame, scores: pd.Series, settings: DemoSettings, workers: int) -> None:
+    jobs = [(row.path, row.case_id, float(score), settings) for row, score in zip(sheet.itertuples(), scores)]
+    if workers <= 1:
+        for job in jobs:
+            _write_slide(*job)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork: the children need nothing re-imported (spawn would import cv2 and numpy again)
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        list(pool.map(_write_slide, *zip(*jobs)))  # raises the first slide's error, if any
+
+
+def _write_demo_cohort(settings: DemoSettings, families_file, out: Path, workers: int = 1) -> dict:
     from ..genomics.families import read_families
 
     families = read_families(families_file)
     patients = plant_patients(settings)
     table = genomic_table(patients, families, settings)
     sheet = slide_sheet(settings, out)
-    for row, score in zip(sheet.itertuples(), patients["morphology"]):
-        rng = np.random.default_rng([settings.seed, 2, int(row.case_id.split("-")[1])])
-        write_pyramid_tiff(row.path, render_demo_slide(score, rng, settings), settings.mpp)
+    _write_slides(sheet, patients["morphology"], settings, workers)
     with atomic_output(out / "genomics.csv") as tmp:
         table.to_csv(tmp, index=False)
     with atomic_output(out / "patients.tsv") as tmp:

@@ -19,7 +19,7 @@ rule demo_cohort:
         f"{OUT}/benchmarks/demo_cohort.tsv"
     conda:
         env_file("demo")
-    threads: 1
+    threads: 2
     resources:
         mem_mb=scaled_mem(1000),
         runtime=scaled_runtime(30),
@@ -32,7 +32,7 @@ rule demo_cohort:
         version=VERSION,
     shell:
         "{params.cmta} demo-cohort --families {input.families:q} -o {params.outdir:q} "
-        "--settings {params.settings:q} > {log:q} 2>&1"
+        "--settings {params.settings:q} --workers {threads} > {log:q} 2>&1"
 
 
 rule demo_encoder:
