@@ -39,8 +39,6 @@ rule heatmap:
         f"{OUT}/benchmarks/heatmaps/{{run}}.tsv"
     wildcard_constraints:
         run=TRAIN_RUN_PATTERN,
-    # ready with the report and Table 1 (all folds trained): the longest of them starts first
-    priority: 1
     conda:
         env_file("torch")
     threads: HEATMAPS["threads"]
