@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The self-contained demo: set up .venv, then run the whole pipeline on a synthetic cohort
 # that the workflow generates itself (config/demo/config.yaml; nothing outside the
-# repository is read). 3 folds of 1 epoch (the 5-minute budget's setting): 4 min 34 s on
-# 2 nearly quiet cores, setup included, 379 s of CPU (docs/benchmarks.md#demo);
+# repository is read). 3 folds of 5 epochs: 4 min 47 s on 2 quiet cores, setup included,
+# 459 s of CPU (docs/benchmarks.md#demo);
 # a second run finds .venv and the results in place and returns at once.
 #   bash scripts/demo.sh            # CORES=8 bash scripts/demo.sh on a bigger machine
 set -euo pipefail
