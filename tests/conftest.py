@@ -41,12 +41,10 @@ def one_torch_thread():
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
-    """``-n auto``: one worker more than the cores the process may use, at most 4 (each
-    worker's workflow runs peak at about 2 GB). The extra one fills the time others wait:
-    the real-SLURM tests poll the cluster at growing intervals (2 s, 12 s, 22 s, ...) while
-    their jobs run, and a clean 2-core CI run with 2 workers kept the cores 79% busy."""
+    """``-n auto``: one worker per core the process may use, at most 4 (each worker's
+    workflow runs peak at about 2 GB)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min((cores or 1) + 1, 4))
+    return max(1, min(cores or 1, 4))
 
 
 def pytest_collection_modifyitems(config, items):
