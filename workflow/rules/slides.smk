@@ -19,16 +19,7 @@ if OWNS_SLIDES:
                 slide_input,
             output:
                 status=f"{TILES_WC}/{{slide}}.tile.json",
-                # <slide>.coords.h5 (read by the encoder jobs), <slide>.qc.png and its small JPEG,
-                # <slide>.qc.jpg, which the Snakemake report embeds (the PNGs would make it huge)
-                tiles=report(
-                    directory(f"{TILES_WC}/{{slide}}"),
-                    patterns=["{slide}.qc.jpg"],
-                    caption="../report/slide_qc.rst",
-                    category="Slides",
-                    subcategory="{slide}",
-                    labels={"slide": "{slide}", "figure": "tissue and patches"},
-                ),
+                tiles=tile_folder(),
             log:
                 f"{OUT}/logs/tile{{geometry}}/{{slide}}.log",
             benchmark:
@@ -98,14 +89,7 @@ if OWNS_SLIDES:
                 slide=slide_input,
             output:
                 status=f"{TILES_WC}/{{slide}}.tile.json",
-                tiles=report(
-                    directory(f"{TILES_WC}/{{slide}}"),
-                    patterns=["{slide}.qc.jpg"],
-                    caption="../report/slide_qc.rst",
-                    category="Slides",
-                    subcategory="{slide}",
-                    labels={"slide": "{slide}", "figure": "tissue and patches"},
-                ),
+                tiles=tile_folder(),
             log:
                 f"{OUT}/logs/tile{{geometry}}/{{slide}}.log",
             localrule: True

@@ -30,13 +30,34 @@ def slide_file(wildcards):
     return f"{path.name}: {st.st_size} bytes, modified {int(st.st_mtime)}"
 
 
-def tile_args(wildcards):
-    row = SLIDES.loc[wildcards.slide]
-    args = f"--slide-id {shlex.quote(wildcards.slide)} --case-id {shlex.quote(str(row.case_id))}"
-    args += f" --stain {shlex.quote(row.stain)}"
+def slide_options(slide):
+    """What the sheet tells `cmta tile` about a slide (its mpp only where given)."""
+    row = SLIDES.loc[slide]
+    options = {"slide_id": slide, "case_id": str(row.case_id), "stain": row.stain}
     if row.mpp == row.mpp:  # not NaN
-        args += f" --mpp {row.mpp}"
-    return args
+        options["mpp"] = row.mpp
+    return options
+
+
+def tile_args(wildcards):
+    return " ".join(
+        f"--{key.replace('_', '-')} {shlex.quote(str(value))}"
+        for key, value in slide_options(wildcards.slide).items()
+    )
+
+
+def tile_folder():
+    """A slide's tiles folder: <slide>.coords.h5 (read by the encoder jobs), <slide>.qc.png
+    and its small JPEG, <slide>.qc.jpg, which the Snakemake report embeds (the PNGs would
+    make it huge)."""
+    return report(
+        directory(f"{TILES_WC}/{{slide}}"),
+        patterns=["{slide}.qc.jpg"],
+        caption="../report/slide_qc.rst",
+        category="Slides",
+        subcategory="{slide}",
+        labels={"slide": "{slide}", "figure": "tissue and patches"},
+    )
 
 
 def tiled_slides(encoder=None):
@@ -149,15 +170,12 @@ def tile_batch_args(ids):
     def args(wildcards, input):
         words, tiles = [], TILES_WC.replace("{geometry}", wildcards.geometry)
         for s in ids:
-            row = SLIDES.loc[s]
-            item = {"slide": str(row.path), "slide_id": s, "case_id": str(row.case_id)}
-            item["stain"] = row.stain
-            if row.mpp == row.mpp:  # not NaN
-                item["mpp"] = float(row.mpp)
+            item = {"slide": str(SLIDES.loc[s, "path"]), **slide_options(s)}
             item.update(
-                outdir=f"{tiles}/.staged/{s}", status=f"{tiles}/.staged/{s}.tile.json"
+                outdir=f"{tiles}/.staged/{s}",
+                status=f"{tiles}/.staged/{s}.tile.json",
+                publish_dir=f"{tiles}/{s}",
             )
-            item["publish_dir"] = f"{tiles}/{s}"
             words += ["--batch", json.dumps(item)]
         return " ".join(map(shlex.quote, words))
 
